@@ -1,0 +1,1 @@
+"""Consent service: records per-purpose choices, proves them, publishes every change."""

@@ -1,0 +1,1 @@
+"""Adapters: everything that does I/O (PostgreSQL, Kafka, HTTP)."""

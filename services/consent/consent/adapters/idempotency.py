@@ -1,0 +1,40 @@
+"""Stored first responses of writes sent with an ``Idempotency-Key``."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from consent.adapters.tables import IdempotencyRecord
+
+
+class IdempotencyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock(self, principal: str, key: str) -> None:
+        """Serialise requests carrying the same key until this transaction ends."""
+        await self.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"),
+            {"k": f"{principal}\x00{key}"},
+        )
+
+    async def get(self, principal: str, key: str) -> IdempotencyRecord | None:
+        stmt = select(IdempotencyRecord).where(
+            IdempotencyRecord.principal == principal,  # type: ignore[arg-type]
+            IdempotencyRecord.key == key,  # type: ignore[arg-type]
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def save(self, record: IdempotencyRecord) -> None:
+        await self.session.execute(
+            insert(IdempotencyRecord).values(
+                principal=record.principal,
+                key=record.key,
+                request_hash=record.request_hash,
+                status_code=record.status_code,
+                body=record.body,
+                headers=record.headers,
+            )
+        )

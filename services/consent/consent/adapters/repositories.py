@@ -1,0 +1,237 @@
+"""Repositories: every SQL statement of the consent service lives here. None commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from consent.adapters.tables import (
+    ConsentState,
+    LedgerEntry,
+    LedgerEvidence,
+    OutboxMessage,
+    PolicyVersion,
+    Subject,
+)
+from consent.domain.events import DomainEvent
+from consent.domain.model import Actor, Policy, PurposeRecord, SubjectSnapshot
+
+
+def _record(row: ConsentState) -> PurposeRecord:
+    return PurposeRecord(
+        purpose=row.purpose,
+        status=row.status,  # type: ignore[arg-type]
+        source=row.source,
+        updated_at=row.updated_at,
+        sequence=row.sequence,
+        policy_version=row.policy_version,
+        expires_at=row.expires_at,
+        actor=Actor(row.actor_type, row.actor_id),
+        ended_reason=row.ended_reason,
+    )
+
+
+class SubjectRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, subject_id: str, *, for_update: bool = False) -> Subject | None:
+        stmt = select(Subject).where(Subject.subject_id == subject_id)  # type: ignore[arg-type]
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def lock_or_create(self, subject_id: str) -> Subject:
+        """Serialise writers of one subject on its row; create it (sequence 0) if new."""
+        row = await self.get(subject_id, for_update=True)
+        if row is None:
+            await self.session.execute(
+                insert(Subject).values(subject_id=subject_id).on_conflict_do_nothing()
+            )
+            row = await self.get(subject_id, for_update=True)
+        assert row is not None
+        return row
+
+    async def snapshot(self, subject_id: str, *, for_update: bool = False) -> SubjectSnapshot:
+        subject = (
+            await self.lock_or_create(subject_id) if for_update else await self.get(subject_id)
+        )
+        if subject is None:
+            return SubjectSnapshot(subject_id=subject_id)
+        states = (
+            await self.session.execute(
+                select(ConsentState).where(ConsentState.subject_id == subject_id)  # type: ignore[arg-type]
+            )
+        ).scalars()
+        return SubjectSnapshot(
+            subject_id=subject_id,
+            sequence=subject.sequence,
+            jurisdiction=subject.jurisdiction,
+            birth_date=subject.birth_date,
+            gpc_opted_out_at=subject.gpc_opted_out_at,
+            erased_at=subject.erased_at,
+            records={s.purpose: _record(s) for s in states},
+        )
+
+    async def snapshots(self, subject_ids: Sequence[str]) -> dict[str, SubjectSnapshot]:
+        """Many subjects in two queries (batch decisions)."""
+        subjects = (
+            await self.session.execute(
+                select(Subject).where(Subject.subject_id.in_(subject_ids))  # type: ignore[attr-defined]
+            )
+        ).scalars()
+        out = {
+            s.subject_id: SubjectSnapshot(
+                subject_id=s.subject_id,
+                sequence=s.sequence,
+                jurisdiction=s.jurisdiction,
+                birth_date=s.birth_date,
+                gpc_opted_out_at=s.gpc_opted_out_at,
+                erased_at=s.erased_at,
+            )
+            for s in subjects
+        }
+        if out:
+            states = (
+                await self.session.execute(
+                    select(ConsentState).where(ConsentState.subject_id.in_(list(out)))  # type: ignore[attr-defined]
+                )
+            ).scalars()
+            for st in states:
+                out[st.subject_id].records[st.purpose] = _record(st)
+        return out
+
+    async def update(self, subject_id: str, **values: Any) -> None:
+        await self.session.execute(
+            update(Subject)
+            .where(Subject.subject_id == subject_id)  # type: ignore[arg-type]
+            .values(**values, updated_at=func.now())
+        )
+
+
+class LedgerRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def append(self, entry: dict[str, Any], evidence: dict[str, Any]) -> None:
+        await self.session.execute(insert(LedgerEntry).values(**entry))
+        await self.session.execute(
+            insert(LedgerEvidence).values(
+                subject_id=entry["subject_id"], sequence=entry["sequence"], evidence=evidence
+            )
+        )
+
+    async def history(
+        self, subject_id: str, *, before: int | None, limit: int
+    ) -> list[tuple[LedgerEntry, dict[str, Any] | None]]:
+        stmt = (
+            select(LedgerEntry, LedgerEvidence.evidence)  # type: ignore[call-overload]
+            .outerjoin(
+                LedgerEvidence,
+                (LedgerEvidence.subject_id == LedgerEntry.subject_id)
+                & (LedgerEvidence.sequence == LedgerEntry.sequence),
+            )
+            .where(LedgerEntry.subject_id == subject_id)
+            .order_by(LedgerEntry.sequence.desc())  # type: ignore[attr-defined]
+            .limit(limit)
+        )
+        if before is not None:
+            stmt = stmt.where(LedgerEntry.sequence < before)
+        return [(row[0], row[1]) for row in (await self.session.execute(stmt)).all()]
+
+
+class StateRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def upsert(self, subject_id: str, records: Iterable[PurposeRecord]) -> None:
+        rows = [
+            {
+                "subject_id": subject_id,
+                "purpose": r.purpose,
+                "status": r.status,
+                "source": r.source,
+                "sequence": r.sequence,
+                "policy_version": r.policy_version,
+                "actor_type": r.actor.type,
+                "actor_id": r.actor.id,
+                "updated_at": r.updated_at,
+                "expires_at": r.expires_at,
+                "ended_reason": r.ended_reason,
+            }
+            for r in records
+        ]
+        if not rows:
+            return
+        stmt = insert(ConsentState).values(rows)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["subject_id", "purpose"],
+                set_={c: stmt.excluded[c] for c in rows[0] if c not in ("subject_id", "purpose")},
+            )
+        )
+
+
+class OutboxRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, events: Sequence[DomainEvent]) -> None:
+        if not events:
+            return
+        await self.session.execute(
+            insert(OutboxMessage).values(
+                [
+                    {
+                        "id": e.id,
+                        "aggregatetype": e.aggregatetype,
+                        "aggregateid": e.subject_id,
+                        "type": e.type,
+                        "payload": e.data,
+                        "sequence": e.sequence,
+                        "occurred_at": e.occurred_at,
+                    }
+                    for e in events
+                ]
+            )
+        )
+
+
+class PolicyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def all(self) -> list[PolicyVersion]:
+        stmt = select(PolicyVersion).order_by(PolicyVersion.effective_at)  # type: ignore[arg-type]
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def get(self, version: str) -> PolicyVersion | None:
+        return await self.session.get(PolicyVersion, version)
+
+    async def add(self, policy: PolicyVersion) -> None:
+        self.session.add(policy)
+        await self.session.flush()
+
+    async def in_force(self, now: datetime) -> PolicyVersion | None:
+        stmt = (
+            select(PolicyVersion)
+            .where(PolicyVersion.effective_at <= now)  # type: ignore[arg-type]
+            .order_by(PolicyVersion.effective_at.desc())
+            .limit(1)  # type: ignore[attr-defined]
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+
+def to_policy(row: PolicyVersion) -> Policy:
+    return Policy(row.version, row.effective_at, row.material, frozenset(row.affected_purposes))
+
+
+async def advisory_xact_lock(session: AsyncSession, key: int) -> bool:
+    return bool(
+        (await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key})).scalar()
+    )

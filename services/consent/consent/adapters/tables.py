@@ -1,0 +1,130 @@
+"""SQLModel tables. The ledger is append-only; ``consent_state`` is a projection of it.
+
+The outbox follows Debezium's shape (id, aggregatetype, aggregateid, type, payload) so
+change-data-capture could replace the relay later.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Identity, Index, LargeBinary, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.types import String
+from sqlmodel import Field, SQLModel
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), **kw))
+
+
+class Subject(SQLModel, table=True):
+    __tablename__ = "subjects"
+    subject_id: str = Field(primary_key=True, max_length=128)
+    sequence: int = Field(default=0, sa_type=BigInteger)
+    jurisdiction: str | None = Field(default=None, max_length=10)
+    birth_date: date | None = None
+    gpc_opted_out_at: datetime | None = _ts(nullable=True)
+    erased_at: datetime | None = _ts(nullable=True)
+    last_hash: str | None = None
+    created_at: datetime = _ts(nullable=False, server_default=text("now()"))
+    updated_at: datetime = _ts(nullable=False, server_default=text("now()"))
+
+
+class ConsentState(SQLModel, table=True):
+    """Projection: the latest recorded status per (subject, purpose)."""
+
+    __tablename__ = "consent_state"
+    subject_id: str = Field(primary_key=True, foreign_key="subjects.subject_id")
+    purpose: str = Field(primary_key=True)
+    status: str
+    source: str
+    sequence: int = Field(sa_type=BigInteger)
+    policy_version: str | None = None
+    actor_type: str
+    actor_id: str | None = None
+    updated_at: datetime = _ts(nullable=False)
+    expires_at: datetime | None = _ts(nullable=True)
+    ended_reason: str | None = None  # "expired" / "lapsed" when a grant ended by itself
+
+
+class LedgerEntry(SQLModel, table=True):
+    """One immutable row per subject sequence number, hash-chained per subject."""
+
+    __tablename__ = "consent_ledger"
+    __table_args__ = (Index("ix_ledger_recorded_at", "recorded_at"),)
+    subject_id: str = Field(primary_key=True)
+    sequence: int = Field(primary_key=True, sa_type=BigInteger)
+    type: str
+    changes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSONB))
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB))
+    policy_version: str | None = None
+    jurisdiction: str | None = None
+    channel: str
+    actor_type: str
+    actor_id: str | None = None
+    occurred_at: datetime = _ts(nullable=False)
+    recorded_at: datetime = _ts(nullable=False, server_default=text("now()"))
+    evidence_hash: str
+    prev_hash: str
+    hash: str
+
+
+class LedgerEvidence(SQLModel, table=True):
+    """Evidence kept apart from the chain: the chain commits only to its hash."""
+
+    __tablename__ = "consent_evidence"
+    subject_id: str = Field(primary_key=True)
+    sequence: int = Field(primary_key=True, sa_type=BigInteger)
+    evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB))
+    recorded_at: datetime = _ts(nullable=False, server_default=text("now()"))
+
+
+class OutboxMessage(SQLModel, table=True):
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_unpublished", "position", postgresql_where=text("published_at IS NULL")),
+    )
+    id: uuid.UUID = Field(primary_key=True)
+    position: int = Field(sa_column=Column(BigInteger, Identity(always=True), unique=True))
+    aggregatetype: str
+    aggregateid: str
+    type: str
+    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    sequence: int | None = Field(default=None, sa_type=BigInteger)
+    occurred_at: datetime = _ts(nullable=False)
+    created_at: datetime = _ts(nullable=False, server_default=text("now()"))
+    published_at: datetime | None = _ts(nullable=True)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+    principal: str = Field(primary_key=True)
+    key: str = Field(primary_key=True, max_length=255)
+    request_hash: str
+    status_code: int
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    headers: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSONB))
+    created_at: datetime = _ts(nullable=False, server_default=text("now()"))
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+    id: str = Field(primary_key=True)
+    key_hash: str = Field(unique=True)
+    name: str | None = None
+    scopes: list[str] = Field(sa_column=Column(ARRAY(String), nullable=False))
+    created_at: datetime = _ts(nullable=False, server_default=text("now()"))
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class PolicyVersion(SQLModel, table=True):
+    __tablename__ = "policy_versions"
+    version: str = Field(primary_key=True, max_length=64)
+    effective_at: datetime = _ts(nullable=False)
+    material: bool = False
+    affected_purposes: list[str] = Field(sa_column=Column(ARRAY(String), nullable=False))
+    description: str | None = None
+    published_at: datetime = _ts(nullable=False, server_default=text("now()"))

@@ -1,0 +1,1 @@
+"""HTTP adapter: FastAPI routers, auth and RFC 9457 problem documents."""

@@ -1,0 +1,60 @@
+"""FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from consent.adapters.db import make_engine, make_sessionmaker
+from consent.api import problems
+from consent.api.middleware import BodyLimit, RequestContext
+from consent.api.routes import meta, preferences
+from consent.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert settings.database_url, "CONSENT_DATABASE_URL must be resolved before start"
+        engine = make_engine(settings.database_url, settings.db_pool_size)
+        app.state.engine = engine
+        app.state.sessions = make_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Consent & preferences API",
+        version="1.0.0",
+        description="Records per-purpose consent, proves it, and publishes every change.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    problems.install(app)
+    app.include_router(meta.router)
+    app.include_router(preferences.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "PUT", "PATCH", "POST", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "If-Match",
+                "Idempotency-Key",
+                "X-API-Key",
+                "Sec-GPC",
+            ],
+            expose_headers=["ETag", "Sec-GPC-Honored", "X-Request-Id"],
+        )
+    app.add_middleware(BodyLimit)
+    app.add_middleware(RequestContext)
+    return app

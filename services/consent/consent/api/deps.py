@@ -1,0 +1,82 @@
+"""Request dependencies: one unit of work (one transaction) per request, and the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from consent.api.auth import AuthError, Principal, principal_from_jwt, principal_from_key
+from consent.api.problems import Problem
+from consent.service.unit_of_work import UnitOfWork
+from consent.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
+    """The request's transaction. Writers call ``uow.commit()`` before answering;
+    anything not committed is rolled back here."""
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    async with sessions() as session:
+        uow = UnitOfWork(session)
+        try:
+            yield uow
+        finally:
+            if not uow.committed:
+                await uow.rollback()
+
+
+UoW = Annotated[UnitOfWork, Depends(get_uow)]
+
+
+async def get_principal(
+    request: Request,
+    uow: UoW,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    settings = get_settings(request)
+    challenge = {"WWW-Authenticate": 'Bearer realm="consent"'}
+    try:
+        if x_api_key:
+            principal = await principal_from_key(x_api_key, uow.session, settings)
+        elif authorization and authorization.lower().startswith("bearer "):
+            principal = principal_from_jwt(authorization[7:].strip(), settings)
+        else:
+            raise Problem(
+                401, "Credentials required: a bearer token or an X-API-Key.", headers=challenge
+            )
+    except AuthError as exc:
+        raise Problem(401, str(exc), headers=challenge) from exc
+    request.state.principal = principal
+    return principal
+
+
+Caller = Annotated[Principal, Depends(get_principal)]
+
+
+def require_scope(principal: Principal, scope: str) -> None:
+    if not principal.has(scope):
+        raise Problem(403, f"This credential lacks the {scope!r} scope.")
+
+
+async def require_subject_access(
+    principal: Principal, scope: str, subject_id: str, uow: UnitOfWork
+) -> str | None:
+    """Check that the caller may act on ``subject_id``.
+
+    Returns the guardian id when a guardian's token acts for a linked minor.
+    """
+    require_scope(principal, scope)
+    if principal.kind != "user" or principal.id == subject_id:
+        return None
+    guardians = getattr(uow, "guardians", None)
+    if guardians is not None and await guardians.is_active_guardian(subject_id, principal.id):
+        return principal.id
+    raise Problem(403, "This token may not act for that subject.")

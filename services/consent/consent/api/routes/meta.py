@@ -1,0 +1,77 @@
+"""Catalog, GPC well-known resource, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from consent.api.schemas import PurposeInfo, PurposeList
+from consent.catalog import catalog_version, load_catalog
+
+router = APIRouter()
+GPC_LAST_UPDATE = "2026-11-01"
+
+
+@router.get("/v1/purposes", response_model=PurposeList, tags=["catalog"])
+async def purposes() -> PurposeList:
+    items = [
+        PurposeInfo(
+            key=p.key,
+            title=p.title,
+            description=p.description,
+            category=p.category,
+            legal_basis=p.legal_basis,
+            validity_days=p.validity_days,
+        )
+        for p in load_catalog().values()
+    ]
+    return PurposeList(items=items, catalog_version=catalog_version())
+
+
+@router.get("/.well-known/gpc.json", tags=["gpc"])
+async def gpc_json() -> dict[str, object]:
+    return {"gpc": True, "lastUpdate": GPC_LAST_UPDATE}
+
+
+@router.get("/healthz", tags=["ops"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _broker_reachable(bootstrap: str | None) -> bool:
+    if not bootstrap:
+        return False
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+            writer.close()
+            return True
+        except (OSError, ValueError, TimeoutError):
+            continue
+    return False
+
+
+@router.get("/readyz", tags=["ops"])
+async def readyz(request: Request) -> JSONResponse:
+    checks = {"database": False, "broker": False}
+    try:
+        async with request.app.state.engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(text("SELECT 1")), 2.0)
+        checks["database"] = True
+    except Exception:  # readiness reports failure, it never raises
+        checks["database"] = False
+    checks["broker"] = await _broker_reachable(request.app.state.settings.kafka_bootstrap)
+    ok = all(checks.values())
+    return JSONResponse(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503
+    )
+
+
+@router.get("/metrics", tags=["ops"])
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,257 @@
+"""Subjects and preferences: PUT profile, GET/PATCH preferences, decisions."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+
+from consent.adapters.idempotency import IdempotencyRepository
+from consent.adapters.tables import IdempotencyRecord
+from consent.api.auth import Principal
+from consent.api.deps import Caller, UoW, require_subject_access
+from consent.api.problems import Problem
+from consent.api.schemas import (
+    DecisionOut,
+    PreferencesOut,
+    PreferencesPatch,
+    SubjectId,
+    SubjectIn,
+)
+from consent.catalog import load_catalog
+from consent.domain.model import Actor
+from consent.service import preferences as svc
+from consent.service.context import WriteContext, utcnow
+from consent.service.unit_of_work import UnitOfWork
+
+router = APIRouter(prefix="/v1/subjects", tags=["preferences"])
+SubjectPath = Annotated[SubjectId, Path(description="Opaque subject id")]
+PROBLEMS = {
+    s: {"description": d, "content": {"application/problem+json": {}}}
+    for s, d in {
+        400: "Malformed JSON",
+        401: "No or invalid credentials",
+        403: "Not allowed",
+        409: "Conflict with a consent rule",
+        412: "Stale If-Match",
+        413: "Body too large",
+        422: "Invalid request",
+    }.items()
+}
+
+
+def _etag(sequence: int) -> str:
+    return f'"{sequence}"'
+
+
+def _check_if_match(if_match: str | None, sequence: int) -> None:
+    if if_match is None:
+        return
+    tags = {t.strip().removeprefix("W/").strip('"') for t in if_match.split(",")}
+    if "*" not in tags and str(sequence) not in tags:
+        raise Problem(
+            412,
+            f"If-Match does not match the current sequence {sequence}.",
+            headers={"ETag": _etag(sequence)},
+        )
+
+
+def _actor(principal: Principal, guardian: str | None) -> Actor:
+    if guardian:
+        return Actor("guardian", guardian)
+    if principal.kind == "user":
+        return Actor("subject", principal.id)
+    return Actor("operator" if principal.has("admin") else "service", principal.id)
+
+
+def _evidence(
+    request: Request, salt: str, notice_id: str | None, locale: str | None, gpc: bool
+) -> dict[str, object]:
+    ip = request.client.host if request.client else ""
+    ev: dict[str, object] = {
+        "ip_hash": hashlib.sha256(f"{salt}:{ip}".encode()).hexdigest() if ip else None,
+        "user_agent": request.headers.get("user-agent", "")[:512] or None,
+        "gpc": gpc,
+    }
+    if notice_id:
+        ev["notice_id"] = notice_id
+    if locale:
+        ev["locale"] = locale
+    return ev
+
+
+def _is_gpc(value: str | None) -> bool:
+    return value is not None and value.strip() == "1"
+
+
+def _respond(view: svc.PreferencesView, gpc_applied: bool) -> Response:
+    body = orjson.dumps(PreferencesOut.model_validate(view.as_dict()).model_dump())
+    headers = {"ETag": _etag(view.snapshot.sequence)}
+    if gpc_applied:
+        headers["Sec-GPC-Honored"] = "1"
+    return Response(body, media_type="application/json", headers=headers)
+
+
+@router.put("/{subject_id}", response_model=PreferencesOut, responses=PROBLEMS)
+async def put_subject(
+    subject_id: SubjectPath, body: SubjectIn, request: Request, uow: UoW, principal: Caller
+) -> Response:
+    guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
+    ctx = WriteContext(
+        channel="api" if principal.kind == "key" else "web",
+        actor=_actor(principal, guardian),
+        evidence=_evidence(request, _salt(request), None, None, False),
+    )
+    view = await svc.put_subject(
+        uow, subject_id, jurisdiction=body.jurisdiction, birth_date=body.birth_date, ctx=ctx
+    )
+    await uow.commit()
+    return _respond(view, False)
+
+
+def _salt(request: Request) -> str:
+    return str(request.app.state.settings.ip_hash_salt.get_secret_value())
+
+
+def _own_gpc(principal: Principal, subject_id: str, sec_gpc: str | None) -> bool:
+    return _is_gpc(sec_gpc) and principal.kind == "user" and principal.id == subject_id
+
+
+@router.get("/{subject_id}/preferences", response_model=PreferencesOut, responses=PROBLEMS)
+async def get_preferences(
+    subject_id: SubjectPath,
+    request: Request,
+    uow: UoW,
+    principal: Caller,
+    sec_gpc: Annotated[str | None, Header(alias="Sec-GPC")] = None,
+) -> Response:
+    guardian = await require_subject_access(principal, "preferences:read", subject_id, uow)
+    gpc = _own_gpc(principal, subject_id, sec_gpc)
+    if gpc:
+        ctx = WriteContext(
+            channel="gpc",
+            actor=_actor(principal, guardian),
+            evidence=_evidence(request, _salt(request), None, None, True),
+        )
+        view = await svc.gpc_on_read(uow, subject_id, ctx)
+        await uow.commit()
+    else:
+        view = await svc.get_preferences(uow, subject_id, utcnow())
+    return _respond(view, gpc and view.gpc_honored)
+
+
+@router.patch("/{subject_id}/preferences", response_model=PreferencesOut, responses=PROBLEMS)
+async def patch_preferences(
+    subject_id: SubjectPath,
+    body: PreferencesPatch,
+    request: Request,
+    uow: UoW,
+    principal: Caller,
+    if_match: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    sec_gpc: Annotated[str | None, Header(alias="Sec-GPC")] = None,
+) -> Response:
+    guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
+    idem = IdempotencyRepository(uow.session)
+    request_hash = hashlib.sha256(
+        b"PATCH "
+        + subject_id.encode()
+        + b" "
+        + orjson.dumps(body.model_dump(mode="json"))
+        + (b" gpc" if _is_gpc(sec_gpc) else b"")
+    ).hexdigest()
+    if idempotency_key:
+        await idem.lock(principal.id, idempotency_key)
+        stored = await idem.get(principal.id, idempotency_key)
+        if stored is not None:
+            if stored.request_hash != request_hash:
+                raise Problem(
+                    422,
+                    "This Idempotency-Key was used for a different request.",
+                    code="idempotency_key_reused",
+                )
+            return Response(
+                stored.body,
+                status_code=stored.status_code,
+                media_type="application/json",
+                headers={**stored.headers, "Idempotent-Replayed": "true"},
+            )
+    response = await _apply_patch(
+        subject_id, body, request, uow, principal, guardian, if_match, sec_gpc
+    )
+    if idempotency_key:
+        await idem.save(
+            IdempotencyRecord(
+                principal=principal.id,
+                key=idempotency_key,
+                request_hash=request_hash,
+                status_code=response.status_code,
+                body=bytes(response.body),
+                headers={
+                    k: v
+                    for k, v in response.headers.items()
+                    if k.lower() in ("etag", "sec-gpc-honored")
+                },
+            )
+        )
+    await uow.commit()
+    return response
+
+
+async def _apply_patch(
+    subject_id: str,
+    body: PreferencesPatch,
+    request: Request,
+    uow: UnitOfWork,
+    principal: Principal,
+    guardian: str | None,
+    if_match: str | None,
+    sec_gpc: str | None,
+) -> Response:
+    unknown = sorted(set(body.purposes) - set(load_catalog()))
+    if unknown:
+        raise svc.UnknownValue("purposes", f"unknown purpose(s): {', '.join(unknown)}")
+    current = await uow.subjects.get(subject_id, for_update=True)
+    _check_if_match(if_match, current.sequence if current else 0)
+    context = body.context
+    default_channel = "guardian" if guardian else ("api" if principal.kind == "key" else "web")
+    channel = context.channel if context and context.channel else default_channel
+    gpc = _own_gpc(principal, subject_id, sec_gpc)
+    ctx = WriteContext(
+        channel=channel,
+        actor=_actor(principal, guardian),
+        policy_version=body.policy_version,
+        acting_guardian=guardian,
+        evidence=_evidence(
+            request,
+            _salt(request),
+            context.notice_id if context else None,
+            context.locale if context else None,
+            gpc,
+        ),
+    )
+    view = await svc.change_preferences(uow, subject_id, dict(body.purposes), ctx, gpc=gpc)
+    return _respond(view, gpc and view.gpc_honored)
+
+
+@router.get("/{subject_id}/decisions", response_model=DecisionOut, responses=PROBLEMS)
+async def get_decision(
+    subject_id: SubjectPath,
+    uow: UoW,
+    principal: Caller,
+    purpose: Annotated[str, Query(max_length=64)],
+) -> DecisionOut:
+    await require_subject_access(principal, "decisions:read", subject_id, uow)
+    if purpose not in load_catalog():
+        raise Problem(
+            422,
+            f"unknown purpose {purpose!r}",
+            errors=[
+                {"loc": ["query", "purpose"], "msg": "unknown purpose", "type": "unknown_value"}
+            ],
+        )
+    view = await svc.get_preferences(uow, subject_id, utcnow())
+    d = view.decisions[purpose]
+    return DecisionOut(subject_id=subject_id, purpose=purpose, allowed=d.allowed, reason=d.reason)

@@ -1,0 +1,97 @@
+"""Request and response bodies of the public API (API.md)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from consent.domain import jurisdictions
+
+SubjectId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
+StatusIn = Literal["granted", "denied", "unset"]
+Channel = Literal["web", "ios", "android", "api", "import", "gpc", "guardian", "operator", "system"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubjectIn(Strict):
+    jurisdiction: str = Field(description="ISO 3166-1 alpha-2, or alpha-2 + '-' + subdivision")
+    birth_date: date | None = None
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        code = jurisdictions.normalize(v)
+        if code is None:
+            raise ValueError("unknown jurisdiction (ISO 3166-1 alpha-2 or ISO 3166-2 code)")
+        return code
+
+    @field_validator("birth_date")
+    @classmethod
+    def _past(cls, v: date | None) -> date | None:
+        if v is not None and (v > date.today() or v.year < 1900):
+            raise ValueError("birth_date must be in the past and after 1900")
+        return v
+
+
+class WriteContextIn(Strict):
+    channel: Channel | None = None
+    notice_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    locale: Annotated[str, StringConstraints(max_length=35)] | None = None
+
+
+class PreferencesPatch(Strict):
+    purposes: dict[Annotated[str, StringConstraints(max_length=64)], StatusIn] = Field(
+        min_length=1, max_length=64
+    )
+    policy_version: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    context: WriteContextIn | None = None
+
+
+class PurposeOut(BaseModel):
+    status: StatusIn
+    allowed: bool
+    reason: str
+    source: str | None
+    updated_at: str | None
+    expires_at: str | None
+    policy_version: str | None
+    needs_reconsent: bool
+
+
+class PreferencesOut(BaseModel):
+    subject_id: str
+    sequence: int
+    jurisdiction: str | None
+    age_status: str
+    gpc_honored: bool
+    purposes: dict[str, PurposeOut]
+
+
+class DecisionOut(BaseModel):
+    subject_id: str
+    purpose: str
+    allowed: bool
+    reason: str
+
+
+class PurposeInfo(BaseModel):
+    key: str
+    title: str
+    description: str
+    category: str
+    legal_basis: dict[str, Literal["opt_in", "opt_out"]]
+    validity_days: int | None
+
+
+class PurposeList(BaseModel):
+    items: list[PurposeInfo]
+    catalog_version: str
+
+
+def as_out(data: dict[str, Any]) -> PreferencesOut:
+    return PreferencesOut.model_validate(data)

@@ -1,0 +1,236 @@
+"""``consentctl dev``: the whole stack in one terminal, on embedded defaults."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fcntl
+import json
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import SecretStr
+from rich.console import Console
+from rich.table import Table
+
+from consent.adapters.db import migrate
+from consent.adapters.kafka import ensure_topics
+from consent.api.app import create_app
+from consent.cli.runtime import stack_file
+from consent.cli.servers import http_server, serve_until, supervise
+from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
+from consent.relay.relay import OutboxRelay
+from consent.settings import Settings
+from propagator.config import ProcessorConfig, load_processors
+from propagator.demo import demo_processor_app
+from propagator.service import Propagator
+
+log = structlog.get_logger()
+console = Console(stderr=True)
+DEMO = [
+    (
+        "email",
+        9101,
+        "EMAIL_PROCESSOR_SECRET",
+        ["marketing_email", "marketing_sms", "marketing_push"],
+        ["consent.changed", "consent.expired", "consent.lapsed", "subject.erasure_requested"],
+    ),
+    (
+        "payment",
+        9102,
+        "PAYMENT_PROCESSOR_SECRET",
+        ["sale", "share", "third_party_sharing"],
+        ["consent.changed", "subject.erasure_requested"],
+    ),
+    (
+        "logistics",
+        9103,
+        "LOGISTICS_PROCESSOR_SECRET",
+        ["third_party_sharing"],
+        ["consent.changed", "subject.erasure_requested"],
+    ),
+]
+
+
+class AlreadyRunning(SystemExit):
+    pass
+
+
+def acquire_lock(data_dir: Path) -> Any:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / "dev.lock", "a+")  # noqa: SIM115 (held for the process lifetime)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        raise AlreadyRunning(
+            f"consentctl dev is already running (pid {pid}) with data in {data_dir}. "
+            "Stop it first, or use another CONSENT_DATA_DIR."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def dev_secrets(data_dir: Path) -> dict[str, str]:
+    """Secrets kept across restarts of the dev stack (never printed except the admin key)."""
+    path = data_dir / "dev-secrets.json"
+    try:
+        saved: dict[str, str] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    saved.setdefault("admin_key", "dev-" + secrets.token_urlsafe(18))
+    saved.setdefault("jwt_secret", secrets.token_urlsafe(32))
+    for _, _, env, _, _ in DEMO:
+        saved.setdefault(env, "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
+    path.write_text(json.dumps(saved))
+    path.chmod(0o600)
+    return saved
+
+
+def demo_processors(saved: dict[str, str]) -> list[tuple[ProcessorConfig, int]]:
+    out = []
+    for name, port, env, purposes, events in DEMO:
+        os.environ.setdefault(env, saved[env])
+        try:
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            port = free_port()
+        cfg = ProcessorConfig(
+            name=name,
+            url=f"http://127.0.0.1:{port}/consent",
+            secret_env=env,
+            purposes=purposes,
+            events=events,
+        )
+        out.append((cfg, port))
+    return out
+
+
+def run_dev(settings: Settings, host: str, port: int) -> None:
+    started = time.monotonic()
+    lock = acquire_lock(settings.data_dir)
+    saved = dev_secrets(settings.data_dir)
+    pg_server = None
+    broker: TansuBroker | None = None
+    stack = stack_file(settings)
+    try:
+        if not settings.database_url:
+            url, pg_server = start_postgres(settings.data_dir / "pg")
+            settings = settings.model_copy(update={"database_url": url})
+        if not settings.kafka_bootstrap:
+            broker = TansuBroker(log_path=settings.data_dir / "tansu.log").start()
+            settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+        updates: dict[str, Any] = {}
+        if settings.dev_admin_key is None:
+            updates["dev_admin_key"] = SecretStr(saved["admin_key"])
+        if settings.jwt_secret is None and not settings.jwt_jwks_url:
+            updates["jwt_secret"] = SecretStr(saved["jwt_secret"])
+        settings = settings.model_copy(update=updates) if updates else settings
+        for key in ("dev_admin_key", "jwt_secret"):  # so child CLI calls see the same values
+            value = getattr(settings, key)
+            if value is not None:
+                os.environ[f"CONSENT_{key.upper()}"] = value.get_secret_value()
+        asyncio.run(_run(settings, host, port, saved, started, stack))
+    finally:
+        stack.unlink(missing_ok=True)
+        if broker:
+            broker.stop()
+        if pg_server is not None:
+            stop_postgres(pg_server)
+        lock.close()
+        console.print("[bold]consentctl dev stopped.[/bold]")
+
+
+async def _run(
+    settings: Settings, host: str, port: int, saved: dict[str, str], started: float, stack: Path
+) -> None:
+    assert settings.database_url and settings.kafka_bootstrap
+    await migrate(settings.database_url)
+    await ensure_topics(settings)
+    if settings.processors_file:
+        processors = load_processors(settings.processors_file)
+        demo: list[tuple[ProcessorConfig, int]] = []
+    else:
+        demo = demo_processors(saved)
+        processors = [cfg for cfg, _ in demo]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    api = http_server(create_app(settings), host, port)
+    tasks = [asyncio.create_task(serve_until(api, stop), name="api")]
+    for cfg, p in demo:
+        app = demo_processor_app(cfg.name, os.environ[cfg.secret_env])
+        tasks.append(
+            asyncio.create_task(
+                serve_until(http_server(app, "127.0.0.1", p), stop), name=f"demo-{cfg.name}"
+            )
+        )
+    relay = OutboxRelay(settings, name="dev-relay")
+    propagator = Propagator(settings, processors)
+    tasks.append(asyncio.create_task(supervise("relay", relay.run, stop)))
+    tasks.append(asyncio.create_task(supervise("propagator", propagator.run, stop)))
+    while not api.started and not stop.is_set():
+        await asyncio.sleep(0.05)
+        if tasks[0].done():
+            stop.set()
+            raise SystemExit(f"the API could not start on {host}:{port}")
+    stack.write_text(  # noqa: ASYNC240 (a few bytes, once)
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "database_url": settings.database_url,
+                "kafka_bootstrap": settings.kafka_bootstrap,
+                "api": f"http://{host}:{port}",
+            }
+        )
+    )
+    _print_banner(settings, host, port, processors, demo, started)
+    await stop.wait()
+    console.print("[bold]Stopping…[/bold]")
+    await asyncio.wait(tasks, timeout=8)
+
+
+def _print_banner(
+    settings: Settings,
+    host: str,
+    port: int,
+    processors: list[ProcessorConfig],
+    demo: list[tuple[ProcessorConfig, int]],
+    started: float,
+) -> None:
+    table = Table(
+        title=f"consentctl dev — ready in {time.monotonic() - started:.1f}s", show_header=True
+    )
+    table.add_column("part")
+    table.add_column("where")
+    table.add_row("consent API", f"http://{host}:{port}  (docs: /docs, metrics: /metrics)")
+    table.add_row("PostgreSQL", str(settings.database_url))
+    table.add_row(
+        "Kafka broker",
+        f"{settings.kafka_bootstrap}  topics: {settings.events_topic}, "
+        f"{settings.state_topic}, {settings.deadletter_topic}",
+    )
+    table.add_row("outbox relay", "running (advisory-lock leader)")
+    for cfg in processors:
+        kind = "demo processor" if demo else "processor"
+        table.add_row(f"{kind} {cfg.name}", f"{cfg.url}  purposes: {', '.join(cfg.purposes)}")
+    table.add_row("data dir", str(settings.data_dir.resolve()))
+    assert settings.dev_admin_key
+    table.add_row("dev admin key", settings.dev_admin_key.get_secret_value())
+    console.print(table)
+    console.print(
+        "Mint a user token: [bold]uv run consentctl token SUBJECT_ID[/bold]   Stop: Ctrl-C"
+    )

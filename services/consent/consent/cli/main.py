@@ -1,0 +1,133 @@
+"""``consentctl``: the operator's command line."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consent.logs import configure_logging
+from consent.settings import Settings, get_settings
+
+app = typer.Typer(help="Consent platform operations.", no_args_is_help=True)
+keys_app = typer.Typer(help="Service API keys.", no_args_is_help=True)
+serve_app = typer.Typer(help="Run one service (what the containers run).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(serve_app, name="serve")
+
+
+def _settings() -> Settings:
+    s = get_settings()
+    configure_logging(s.log_level, s.log_json)
+    return s
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    host: Annotated[str, typer.Option(help="API host")] = "127.0.0.1",
+) -> None:
+    """Start the whole stack: PostgreSQL, Kafka broker, API, relay, propagator, demo processors."""
+    from consent.cli.dev import run_dev
+
+    run_dev(_settings(), host, port)
+
+
+@app.command()
+def token(
+    subject_id: str, ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 3600
+) -> None:
+    """Mint an HS256 user token for SUBJECT_ID with CONSENT_JWT_SECRET (dev and tests)."""
+    import jwt
+
+    from consent.cli.dev import dev_secrets
+
+    settings = get_settings()
+    secret = (
+        settings.jwt_secret.get_secret_value()
+        if settings.jwt_secret
+        else dev_secrets(settings.data_dir)["jwt_secret"]
+    )
+    claims: dict[str, object] = {"sub": subject_id, "exp": int(time.time()) + ttl}
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    typer.echo(jwt.encode(claims, secret, algorithm="HS256"))
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Apply database migrations."""
+    from consent.adapters.db import migrate_sync
+    from consent.cli.runtime import resolve_database
+
+    settings, _server = resolve_database(_settings())
+    assert settings.database_url
+    migrate_sync(settings.database_url)
+    typer.echo("migrations applied")
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[list[str], typer.Option("--scope", help="Scope (repeatable)")],
+    name: Annotated[str | None, typer.Option(help="A label for the key")] = None,
+) -> None:
+    """Create an API key; the key is printed once, alone on the last line."""
+    from consent.cli import keys
+
+    keys.create(_settings(), scope, name)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never the keys themselves)."""
+    from consent.cli import keys
+
+    keys.list_keys(_settings())
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key by id."""
+    from consent.cli import keys
+
+    keys.revoke(_settings(), key_id)
+
+
+@serve_app.command("api")
+def serve_api(
+    port: Annotated[int, typer.Option()] = 8000, host: Annotated[str, typer.Option()] = "0.0.0.0"
+) -> None:
+    """The consent API."""
+    from consent.cli import serve
+
+    serve.api(_settings(), host, port)
+
+
+@serve_app.command("relay")
+def serve_relay() -> None:
+    """The outbox relay (one active, others stand by)."""
+    from consent.cli import serve
+
+    serve.relay(_settings())
+
+
+@serve_app.command("propagator")
+def serve_propagator(
+    processors_file: Annotated[Path | None, typer.Option(envvar="CONSENT_PROCESSORS_FILE")] = None,
+) -> None:
+    """The propagator (Kafka intake and delivery workers)."""
+    from consent.cli import serve
+
+    serve.propagator(_settings(), processors_file)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Pure consent rules: no FastAPI, SQL or Kafka imports anywhere in this package."""

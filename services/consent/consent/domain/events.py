@@ -1,0 +1,76 @@
+"""Domain events: what happened, as the data of a CloudEvent. No personal data here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from consent.domain.model import Actor, Change, Decision
+
+EVENT_NAMESPACE = uuid.UUID("6f1c2a0e-4d4b-4f7e-9a55-2c1f3e7b9d10")
+
+
+def event_id(subject_id: str, sequence: int, replay_tag: str | None = None) -> str:
+    """Stable per (subject, sequence): redelivery and replays can be recognised by id."""
+    name = f"{subject_id}:{sequence}" + (f":replay:{replay_tag}" if replay_tag else "")
+    return str(uuid.uuid5(EVENT_NAMESPACE, name))
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    type: str
+    subject_id: str
+    sequence: int | None
+    occurred_at: datetime
+    data: dict[str, Any]
+    id: str = field(default="")
+    aggregatetype: str = "subject"
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            ident = (
+                event_id(self.subject_id, self.sequence)
+                if self.sequence is not None
+                else str(uuid.uuid4())
+            )
+            object.__setattr__(self, "id", ident)
+
+
+def decisions_map(decisions: Mapping[str, Decision]) -> dict[str, bool]:
+    return {k: d.allowed for k, d in sorted(decisions.items())}
+
+
+def consent_event(
+    type_: str,
+    *,
+    subject_id: str,
+    sequence: int,
+    changes: list[Change],
+    decisions: Mapping[str, Decision],
+    jurisdiction: str | None,
+    policy_version: str | None,
+    channel: str,
+    actor: Actor,
+    occurred_at: datetime,
+    replay: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> DomainEvent:
+    """``consent.changed`` / ``consent.expired`` / ``consent.lapsed`` and subject events."""
+    data: dict[str, Any] = {
+        "subject_id": subject_id,
+        "sequence": sequence,
+        "changes": [c.as_dict() for c in changes],
+        "decisions": decisions_map(decisions),
+        "jurisdiction": jurisdiction,
+        "policy_version": policy_version,
+        "channel": channel,
+        "actor": {"type": actor.type, "id": actor.id},
+        "occurred_at": occurred_at.isoformat().replace("+00:00", "Z"),
+        "replay": replay,
+    }
+    if extra:
+        data.update(extra)
+    return DomainEvent(type_, subject_id, sequence, occurred_at, data)

@@ -1,0 +1,110 @@
+"""Value objects of the consent domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Literal
+
+Status = Literal["granted", "denied", "unset"]
+Basis = Literal["opt_in", "opt_out"]
+AgeStatus = Literal["adult", "unknown", "child", "teen_opt_in"]
+
+STATUSES: tuple[str, ...] = ("granted", "denied", "unset")
+CHANNELS: tuple[str, ...] = (
+    "web",
+    "ios",
+    "android",
+    "api",
+    "import",
+    "gpc",
+    "guardian",
+    "operator",
+    "system",
+)
+SALE_SHARE: frozenset[str] = frozenset({"sale", "share"})
+
+
+@dataclass(frozen=True)
+class Purpose:
+    key: str
+    title: str
+    description: str
+    category: str
+    legal_basis: dict[str, Basis]
+    validity_days: int | None = None
+
+    def basis(self, regime: str) -> Basis:
+        return self.legal_basis.get(regime, self.legal_basis.get("other", "opt_in"))
+
+
+@dataclass(frozen=True)
+class Actor:
+    type: str  # "subject", "guardian", "service", "operator", "system"
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class PurposeRecord:
+    """What is recorded for one purpose of one subject (the projection row)."""
+
+    purpose: str
+    status: Status
+    source: str
+    updated_at: datetime
+    sequence: int = 0
+    policy_version: str | None = None
+    expires_at: datetime | None = None
+    actor: Actor = Actor("subject")
+    ended_reason: str | None = None  # "expired" | "lapsed"
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: str
+    effective_at: datetime
+    material: bool
+    affected_purposes: frozenset[str]
+
+
+@dataclass
+class SubjectSnapshot:
+    """Everything the rules need about one subject at one moment."""
+
+    subject_id: str
+    sequence: int = 0
+    jurisdiction: str | None = None
+    birth_date: date | None = None
+    gpc_opted_out_at: datetime | None = None
+    erased_at: datetime | None = None
+    records: dict[str, PurposeRecord] = field(default_factory=dict)
+    guardian_ids: frozenset[str] = frozenset()
+
+    @property
+    def exists(self) -> bool:
+        return self.sequence > 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Change:
+    purpose: str
+    from_status: Status
+    to_status: Status
+
+    def as_dict(self) -> dict[str, str]:
+        return {"purpose": self.purpose, "from": self.from_status, "to": self.to_status}
+
+
+class DomainError(Exception):
+    """A request that conflicts with a consent rule (HTTP 409 with ``code``)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail

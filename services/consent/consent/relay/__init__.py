@@ -1,0 +1,1 @@
+"""Outbox relay: committed outbox rows → Kafka, in order, at least once."""

@@ -1,0 +1,25 @@
+"""Relay metrics on the shared Prometheus registry."""
+
+from __future__ import annotations
+
+import asyncpg
+from prometheus_client import Counter, Gauge
+
+PUBLISHED = Counter("consent_outbox_published_total", "Outbox rows published to Kafka")
+ERRORS = Counter("consent_outbox_publish_errors_total", "Failed publish attempts")
+BACKLOG = Gauge("consent_outbox_backlog", "Outbox rows not yet published")
+OLDEST_AGE = Gauge("consent_outbox_oldest_unpublished_seconds", "Age of the oldest unpublished row")
+LEADER = Gauge("consent_outbox_relay_leader", "1 while this process is the active relay")
+
+BACKLOG_SQL = """
+SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
+FROM outbox WHERE published_at IS NULL
+"""
+
+
+async def observe_backlog(conn: asyncpg.Connection) -> tuple[int, float]:
+    row = await conn.fetchrow(BACKLOG_SQL)
+    assert row is not None
+    BACKLOG.set(row["n"])
+    OLDEST_AGE.set(float(row["age"]))
+    return int(row["n"]), float(row["age"])

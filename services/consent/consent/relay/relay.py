@@ -1,0 +1,177 @@
+"""The outbox relay.
+
+One active relay at a time, elected with a PostgreSQL advisory lock held on its own
+connection (the same connection reads and marks rows, so a relay that lost the lock
+cannot mark anything). Woken by LISTEN/NOTIFY, with polling as a fallback. Each batch is
+sent, every acknowledgement awaited, and only then marked published: a crash in between
+republishes (consumers deduplicate by ``ce_id``), never loses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from consent.adapters.db import plain_url
+from consent.adapters.kafka import cloudevent_headers, encode, make_producer
+from consent.relay import metrics
+from consent.settings import Settings
+
+log = structlog.get_logger()
+RELAY_LOCK_KEY = 0x636F6E73656E74  # "consent"
+STATE_TYPES_TOMBSTONE = {"subject.erasure_requested"}
+
+FETCH = """
+SELECT id, aggregatetype, aggregateid, type, payload::text AS payload, sequence, occurred_at
+FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT $1
+"""
+
+
+class OutboxRelay:
+    def __init__(self, settings: Settings, *, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or f"relay-{os.getpid()}"
+        self.is_leader = False
+        self._wake = asyncio.Event()
+        self.published = 0
+
+    def _route(self, row: asyncpg.Record) -> list[tuple[str, bytes | None]]:
+        """Topics and values for one outbox row."""
+        if row["aggregatetype"] == "delivery":
+            return [(self.settings.deadletter_topic, row["payload"].encode())]
+        out: list[tuple[str, bytes | None]] = [
+            (self.settings.events_topic, row["payload"].encode())
+        ]
+        if row["aggregatetype"] == "subject":
+            if row["type"] in STATE_TYPES_TOMBSTONE:
+                out.append((self.settings.state_topic, None))
+            else:
+                data = orjson.loads(row["payload"])
+                if "decisions" in data:
+                    out.append(
+                        (
+                            self.settings.state_topic,
+                            encode(
+                                {
+                                    "subject_id": data["subject_id"],
+                                    "sequence": data["sequence"],
+                                    "decisions": data["decisions"],
+                                    "jurisdiction": data.get("jurisdiction"),
+                                    "updated_at": data.get("occurred_at"),
+                                }
+                            ),
+                        )
+                    )
+        return out
+
+    async def publish_batch(self, conn: asyncpg.Connection, producer: Any) -> int:
+        rows = await conn.fetch(FETCH, self.settings.relay_batch_size)
+        if not rows:
+            return 0
+        futures = []
+        for row in rows:
+            headers = cloudevent_headers(
+                event_id=str(row["id"]),
+                source=self.settings.event_source,
+                type_=row["type"],
+                time=row["occurred_at"],
+                subject=row["aggregateid"],
+                sequence=row["sequence"],
+            )
+            for topic, value in self._route(row):
+                futures.append(
+                    await producer.send(
+                        topic, key=row["aggregateid"].encode(), value=value, headers=headers
+                    )
+                )
+        await asyncio.gather(*futures)
+        if os.environ.get("CONSENT_RELAY_CRASH_AFTER_PUBLISH") == "1":
+            os._exit(86)  # test hook: die between publish and mark
+        await conn.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])",
+            [r["id"] for r in rows],
+        )
+        self.published += len(rows)
+        metrics.PUBLISHED.inc(len(rows))
+        return len(rows)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await self._lead(stop)
+                backoff = 0.5
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("relay_db_error", error=type(exc).__name__)
+            if not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 10)
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        assert self.settings.database_url
+        conn = await asyncpg.connect(plain_url(self.settings.database_url))
+        try:
+            while not stop.is_set():
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+                    break
+                self.is_leader = False
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+            if stop.is_set():
+                return
+            self.is_leader = True
+            metrics.LEADER.set(1)
+            log.info("relay_leader", relay=self.name)
+            await conn.add_listener("outbox", lambda *_: self._wake.set())
+            await self._publish_loop(conn, stop)
+        finally:
+            self.is_leader = False
+            metrics.LEADER.set(0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2)
+
+    async def _publish_loop(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+        producer = make_producer(self.settings)
+        await producer.start()
+        backoff = 0.2
+        last_cleanup = 0.0
+        loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    while not stop.is_set() and await self.publish_batch(conn, producer):
+                        pass
+                    backoff = 0.2
+                except (asyncpg.PostgresError, OSError):
+                    raise
+                except Exception as exc:  # broker errors: keep rows, retry with backoff
+                    metrics.ERRORS.inc()
+                    log.warning(
+                        "relay_publish_failed",
+                        error=type(exc).__name__,
+                        retry_in_s=round(backoff, 2),
+                    )
+                    await asyncio.sleep(backoff * (0.5 + random.random()))
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                await metrics.observe_backlog(conn)
+                if loop.time() - last_cleanup > 60:
+                    last_cleanup = loop.time()
+                    await conn.execute(
+                        "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1)",  # noqa: E501
+                        self.settings.outbox_retention_hours,
+                    )
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.relay_poll_interval_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)

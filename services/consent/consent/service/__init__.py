@@ -1,0 +1,1 @@
+"""Use cases. They read and write through a unit of work and never commit."""

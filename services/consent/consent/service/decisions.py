@@ -1,0 +1,31 @@
+"""Builds the decision context for a subject and evaluates decisions (no SQL here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from consent.catalog import load_catalog
+from consent.domain import ages, jurisdictions
+from consent.domain.decisions import DecisionContext, decide_all
+from consent.domain.model import Decision, Policy, SubjectSnapshot
+
+
+def decision_context(
+    snapshot: SubjectSnapshot, policies: Iterable[Policy], now: datetime
+) -> DecisionContext:
+    return DecisionContext(
+        regime=jurisdictions.regime(snapshot.jurisdiction),
+        age_status=ages.age_status(snapshot.birth_date, snapshot.jurisdiction, now),
+        has_guardian=bool(snapshot.guardian_ids),
+        erased=snapshot.erased_at is not None,
+        gpc_opted_out_at=snapshot.gpc_opted_out_at,
+        policies=tuple(policies),
+    )
+
+
+def decisions_for(
+    snapshot: SubjectSnapshot, policies: Iterable[Policy], now: datetime
+) -> dict[str, Decision]:
+    ctx = decision_context(snapshot, policies, now)
+    return decide_all(ctx, load_catalog(), snapshot.records, now)

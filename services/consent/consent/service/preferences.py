@@ -1,0 +1,223 @@
+"""Preference use cases: read, change, GPC, subject profile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from consent.catalog import load_catalog
+from consent.domain import ages, preferences
+from consent.domain.model import (
+    Actor,
+    Decision,
+    DomainError,
+    Policy,
+    PurposeRecord,
+    Status,
+    SubjectSnapshot,
+)
+from consent.service.context import WriteContext
+from consent.service.decisions import decisions_for
+from consent.service.recorder import load_policies, record, records_after
+from consent.service.unit_of_work import UnitOfWork
+
+
+@dataclass
+class PreferencesView:
+    snapshot: SubjectSnapshot
+    decisions: dict[str, Decision]
+    age_status: str
+    gpc_honored: bool
+    policies: list[Policy]
+    now: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        from consent.domain.preferences import is_effective
+
+        purposes: dict[str, Any] = {}
+        for key, decision in self.decisions.items():
+            r: PurposeRecord | None = self.snapshot.records.get(key)
+            purposes[key] = {
+                "status": r.status if r else "unset",
+                "allowed": decision.allowed,
+                "reason": decision.reason,
+                "source": r.source if r else None,
+                "updated_at": _iso(r.updated_at) if r else None,
+                "expires_at": _iso(r.expires_at) if r and r.expires_at else None,
+                "policy_version": r.policy_version if r else None,
+                "needs_reconsent": decision.reason == "needs_reconsent"
+                or bool(
+                    r
+                    and r.status == "granted"
+                    and not is_effective(r, self.policies, self.now)
+                    and decision.reason != "expired"
+                ),
+            }
+        return {
+            "subject_id": self.snapshot.subject_id,
+            "sequence": self.snapshot.sequence,
+            "jurisdiction": self.snapshot.jurisdiction,
+            "age_status": self.age_status,
+            "gpc_honored": self.gpc_honored,
+            "purposes": purposes,
+        }
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def view(snapshot: SubjectSnapshot, policies: list[Policy], now: datetime) -> PreferencesView:
+    return PreferencesView(
+        snapshot=snapshot,
+        decisions=decisions_for(snapshot, policies, now),
+        age_status=ages.age_status(snapshot.birth_date, snapshot.jurisdiction, now),
+        gpc_honored=snapshot.gpc_opted_out_at is not None,
+        policies=policies,
+        now=now,
+    )
+
+
+async def get_preferences(uow: UnitOfWork, subject_id: str, now: datetime) -> PreferencesView:
+    snapshot = await uow.subjects.snapshot(subject_id)
+    return view(snapshot, await load_policies(uow), now)
+
+
+async def _resolve_policy_version(uow: UnitOfWork, ctx: WriteContext) -> None:
+    if ctx.policy_version is None:
+        in_force = await uow.policies.in_force(ctx.now)
+        ctx.policy_version = in_force.version if in_force else None
+    elif await uow.policies.get(ctx.policy_version) is None:
+        raise UnknownValue("policy_version", f"unknown policy version {ctx.policy_version!r}")
+
+
+class UnknownValue(Exception):
+    """A request naming something that does not exist (HTTP 422)."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field
+        self.detail = detail
+
+
+async def honour_gpc(
+    uow: UnitOfWork, snapshot: SubjectSnapshot, ctx: WriteContext, policies: list[Policy]
+) -> SubjectSnapshot:
+    """Record the opt-out of sale and share carried by ``Sec-GPC: 1`` (channel ``gpc``)."""
+    if snapshot.erased_at is not None:
+        return snapshot
+    changes = preferences.plan_gpc_opt_out(snapshot)
+    if not changes:
+        return snapshot
+    gpc_ctx = WriteContext(
+        channel="gpc",
+        actor=ctx.actor,
+        now=ctx.now,
+        policy_version=ctx.policy_version,
+        evidence={**ctx.evidence, "gpc": True},
+    )
+    new = records_after(snapshot, changes, gpc_ctx, snapshot.sequence + 1, {})
+    after, _ = await record(
+        uow,
+        snapshot,
+        event_type="consent.changed",
+        ctx=gpc_ctx,
+        changes=changes,
+        new_records=new,
+        profile={"gpc_opted_out_at": ctx.now},
+        policies=policies,
+    )
+    return after
+
+
+async def change_preferences(
+    uow: UnitOfWork,
+    subject_id: str,
+    requested: dict[str, Status],
+    ctx: WriteContext,
+    *,
+    gpc: bool = False,
+) -> PreferencesView:
+    catalog = load_catalog()
+    unknown = sorted(set(requested) - set(catalog))
+    if unknown:
+        raise UnknownValue("purposes", f"unknown purpose(s): {', '.join(unknown)}")
+    await _resolve_policy_version(uow, ctx)
+    policies = await load_policies(uow)
+    snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
+    if gpc:
+        snapshot = await honour_gpc(uow, snapshot, ctx, policies)
+    changes = preferences.plan_changes(
+        snapshot,
+        requested,
+        now=ctx.now,
+        policies=policies,
+        age_status=ages.age_status(snapshot.birth_date, snapshot.jurisdiction, ctx.now),
+        acting_guardian=ctx.acting_guardian,
+    )
+    if changes:
+        validity = {k: p.validity_days for k, p in catalog.items()}
+        new = records_after(snapshot, changes, ctx, snapshot.sequence + 1, validity)
+        snapshot, _ = await record(
+            uow,
+            snapshot,
+            event_type="consent.changed",
+            ctx=ctx,
+            changes=changes,
+            new_records=new,
+            policies=policies,
+        )
+    return view(snapshot, policies, ctx.now)
+
+
+async def gpc_on_read(uow: UnitOfWork, subject_id: str, ctx: WriteContext) -> PreferencesView:
+    """A subject's own GET carrying ``Sec-GPC: 1``: record the opt-out once, then read."""
+    policies = await load_policies(uow)
+    snapshot = await uow.subjects.snapshot(subject_id)
+    if preferences.plan_gpc_opt_out(snapshot) and snapshot.erased_at is None:
+        await _resolve_policy_version(uow, ctx)
+        snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
+        snapshot = await honour_gpc(uow, snapshot, ctx, policies)
+    return view(snapshot, policies, ctx.now)
+
+
+async def put_subject(
+    uow: UnitOfWork,
+    subject_id: str,
+    *,
+    jurisdiction: str,
+    birth_date: date | None,
+    ctx: WriteContext,
+) -> PreferencesView:
+    """Create or update the profile. The birth date never reaches the ledger or an event."""
+    policies = await load_policies(uow)
+    snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
+    if snapshot.erased_at is not None:
+        raise DomainError("subject_erased", "this subject has been erased")
+    profile: dict[str, Any] = {}
+    detail: dict[str, Any] = {}
+    if snapshot.jurisdiction != jurisdiction:
+        profile["jurisdiction"] = jurisdiction
+        detail["jurisdiction"] = {"from": snapshot.jurisdiction, "to": jurisdiction}
+    if snapshot.birth_date != birth_date:
+        profile["birth_date"] = birth_date
+        detail["birth_date_changed"] = True
+    if profile:
+        before_age = ages.age_status(snapshot.birth_date, snapshot.jurisdiction, ctx.now)
+        after_age = ages.age_status(birth_date, jurisdiction, ctx.now)
+        detail["age_status"] = {"from": before_age, "to": after_age}
+        snapshot, _ = await record(
+            uow,
+            snapshot,
+            event_type="subject.updated",
+            ctx=ctx,
+            profile=profile,
+            detail=detail,
+            event_extra={"age_status": after_age},
+            policies=policies,
+        )
+    return view(snapshot, policies, ctx.now)
+
+
+SYSTEM = Actor("system", "consent-service")

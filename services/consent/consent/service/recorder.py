@@ -1,0 +1,122 @@
+"""Appends one change to a subject: ledger row (hash-chained), projection, event.
+
+Every accepted change — preferences, profile, GPC, expiry, lapse, guardian, erasure —
+goes through ``record`` so that each takes exactly one sequence number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from consent.adapters.repositories import to_policy
+from consent.domain.events import DomainEvent, consent_event
+from consent.domain.hashing import GENESIS, entry_hash, evidence_hash
+from consent.domain.model import Change, Policy, PurposeRecord, SubjectSnapshot
+from consent.service.context import WriteContext
+from consent.service.decisions import decisions_for
+from consent.service.unit_of_work import UnitOfWork
+
+
+async def load_policies(uow: UnitOfWork) -> list[Policy]:
+    return [to_policy(p) for p in await uow.policies.all()]
+
+
+def records_after(
+    snapshot: SubjectSnapshot,
+    changes: list[Change],
+    ctx: WriteContext,
+    sequence: int,
+    validity_days: Mapping[str, int | None],
+    ended_reason: str | None = None,
+) -> list[PurposeRecord]:
+    from datetime import timedelta
+
+    out = []
+    for c in changes:
+        days = validity_days.get(c.purpose)
+        expires = ctx.now + timedelta(days=days) if days and c.to_status == "granted" else None
+        out.append(
+            PurposeRecord(
+                purpose=c.purpose,
+                status=c.to_status,
+                source=ctx.channel,
+                updated_at=ctx.now,
+                sequence=sequence,
+                policy_version=ctx.policy_version,
+                expires_at=expires,
+                actor=ctx.actor,
+                ended_reason=ended_reason,
+            )
+        )
+    return out
+
+
+async def record(
+    uow: UnitOfWork,
+    snapshot: SubjectSnapshot,
+    *,
+    event_type: str,
+    ctx: WriteContext,
+    changes: list[Change] | None = None,
+    new_records: list[PurposeRecord] | None = None,
+    profile: dict[str, Any] | None = None,
+    detail: dict[str, Any] | None = None,
+    event_extra: dict[str, Any] | None = None,
+    policies: list[Policy] | None = None,
+) -> tuple[SubjectSnapshot, DomainEvent]:
+    """Write one ledger entry and its effects; return the new snapshot and its event.
+
+    ``profile`` holds subject columns to update (it may contain personal data, which never
+    reaches the ledger or the event: ``detail`` says only what changed).
+    """
+    changes = changes or []
+    sequence = snapshot.sequence + 1
+    subject = await uow.subjects.get(snapshot.subject_id)
+    prev_hash = (subject.last_hash if subject else None) or GENESIS
+    after = replace(snapshot, sequence=sequence, records=dict(snapshot.records))
+    for key, value in (profile or {}).items():
+        setattr(after, key, value)
+    for r in new_records or []:
+        after.records[r.purpose] = r
+    fields: dict[str, Any] = {
+        "subject_id": snapshot.subject_id,
+        "sequence": sequence,
+        "type": event_type,
+        "changes": [c.as_dict() for c in changes],
+        "detail": detail or {},
+        "policy_version": ctx.policy_version,
+        "jurisdiction": after.jurisdiction,
+        "channel": ctx.channel,
+        "actor_type": ctx.actor.type,
+        "actor_id": ctx.actor.id,
+        "occurred_at": ctx.now,
+    }
+    ev_hash = evidence_hash(ctx.evidence)
+    digest = entry_hash(fields, prev_hash, ev_hash)
+    await uow.ledger.append(
+        {**fields, "evidence_hash": ev_hash, "prev_hash": prev_hash, "hash": digest},
+        ctx.evidence,
+    )
+    await uow.state.upsert(snapshot.subject_id, new_records or [])
+    await uow.subjects.update(
+        snapshot.subject_id, sequence=sequence, last_hash=digest, **(profile or {})
+    )
+    if policies is None:
+        policies = await load_policies(uow)
+    event = consent_event(
+        event_type,
+        subject_id=snapshot.subject_id,
+        sequence=sequence,
+        changes=changes,
+        decisions=decisions_for(after, policies, ctx.now),
+        jurisdiction=after.jurisdiction,
+        policy_version=ctx.policy_version,
+        channel=ctx.channel,
+        actor=ctx.actor,
+        occurred_at=ctx.now,
+        extra=event_extra,
+    )
+    uow.emit(event)
+    return after, event

@@ -1,0 +1,43 @@
+"""Unit of work: owns the transaction and turns collected domain events into outbox rows."""
+
+from __future__ import annotations
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from consent.adapters.repositories import (
+    LedgerRepository,
+    OutboxRepository,
+    PolicyRepository,
+    StateRepository,
+    SubjectRepository,
+)
+from consent.domain.events import DomainEvent
+
+
+class UnitOfWork:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.subjects = SubjectRepository(session)
+        self.ledger = LedgerRepository(session)
+        self.state = StateRepository(session)
+        self.outbox = OutboxRepository(session)
+        self.policies = PolicyRepository(session)
+        self.events: list[DomainEvent] = []
+        self.committed = False
+
+    def emit(self, event: DomainEvent) -> None:
+        self.events.append(event)
+
+    async def flush_events(self) -> None:
+        """Write collected events to the outbox inside the current transaction."""
+        events, self.events = self.events, []
+        await self.outbox.add(events)
+
+    async def commit(self) -> None:
+        await self.flush_events()
+        await self.session.commit()
+        self.committed = True
+
+    async def rollback(self) -> None:
+        self.events.clear()
+        await self.session.rollback()

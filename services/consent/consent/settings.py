@@ -1,0 +1,57 @@
+"""Settings from the environment (prefix ``CONSENT_``), one object for every process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONSENT_", extra="ignore")
+
+    data_dir: Path = Path(".consent/dev")
+    database_url: str | None = None
+    kafka_bootstrap: str | None = None
+    topic_prefix: str = ""
+
+    jwt_secret: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    dev_admin_key: SecretStr | None = None
+    ip_hash_salt: SecretStr = SecretStr("dev-only-salt-change-me")
+    cors_origins: list[str] = Field(default_factory=list)
+
+    processors_file: Path | None = None
+    event_source: str = "urn:consent:consent-api"
+    db_pool_size: int = 10
+    evidence_retention_days: int = 365 * 3
+    outbox_retention_hours: int = 24 * 7
+    scheduler_interval_s: float = 30.0
+    relay_batch_size: int = 500
+    relay_poll_interval_s: float = 1.0
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic("consent.events.v1")
+
+    @property
+    def state_topic(self) -> str:
+        return self.topic("consent.state.v1")
+
+    @property
+    def deadletter_topic(self) -> str:
+        return self.topic("consent.deadletter.v1")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Propagator: pushes consent changes to the processors that must honour them, with receipts."""

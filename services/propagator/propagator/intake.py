@@ -1,0 +1,127 @@
+"""Kafka intake: events → delivery intents, recorded before the offset is committed.
+
+One transaction per polled batch writes the inbox rows (dedupe by event id) and the
+deliveries; only after it commits are the offsets committed. A crash in between means
+the batch is read again and the inbox drops what was already recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from typing import Any
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from consent.adapters.kafka import client_kwargs
+from consent.settings import Settings
+from propagator.processors import ProcessorAdapter
+from propagator.store import DeliveryStore
+
+log = structlog.get_logger()
+GROUP_ID = "consent-propagator"
+
+
+def _headers(record: ConsumerRecord[Any, Any]) -> dict[str, str]:
+    return {k: v.decode() for k, v in (record.headers or ())}
+
+
+def plan(
+    adapters: list[ProcessorAdapter],
+    event_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    occurred_at: datetime,
+) -> list[dict[str, Any]]:
+    """The deliveries one event needs: one per processor that wants it."""
+    return [
+        {
+            "event_id": event_id,
+            "event_type": event_type,
+            "subject_id": data["subject_id"],
+            "sequence": int(data.get("sequence") or 0),
+            "processor": a.config.name,
+            "max_attempts": a.config.max_attempts,
+            "payload": a.body(event_id, event_type, data),
+            "occurred_at": occurred_at,
+            "replay": bool(data.get("replay", False)),
+        }
+        for a in adapters
+        if a.relevant(event_type, data)
+    ]
+
+
+class Intake:
+    def __init__(
+        self,
+        settings: Settings,
+        store: DeliveryStore,
+        adapters: list[ProcessorAdapter],
+        wake: asyncio.Event,
+    ) -> None:
+        self.settings, self.store, self.adapters, self.wake = settings, store, adapters, wake
+        self.recorded = 0
+
+    async def handle(self, records: list[ConsumerRecord[Any, Any]]) -> int:
+        seen: list[tuple[str, str, int, int]] = []
+        candidates: dict[str, list[dict[str, Any]]] = {}
+        for rec in records:
+            h = _headers(rec)
+            event_id, event_type = h.get("ce_id"), h.get("ce_type")
+            if not event_id or not event_type or rec.value is None:
+                log.warning("intake_skipped_record", partition=rec.partition, offset=rec.offset)
+                continue
+            try:
+                data = orjson.loads(rec.value)
+                occurred = datetime.fromisoformat(h["ce_time"].replace("Z", "+00:00"))
+                candidates[event_id] = plan(self.adapters, event_id, event_type, data, occurred)
+            except (ValueError, KeyError, TypeError):
+                log.warning("intake_bad_record", partition=rec.partition, offset=rec.offset)
+                continue
+            seen.append((event_id, rec.topic, rec.partition, rec.offset))
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            new = await self.store.record_intake(conn, seen, [])
+            deliveries = [d for eid in new for d in candidates.get(eid, [])]
+            await self.store.add_deliveries(conn, deliveries)
+        if deliveries:
+            self.wake.set()
+        self.recorded += len(deliveries)
+        return len(deliveries)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            self.settings.events_topic,
+            group_id=self.settings.topic("") + GROUP_ID,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=20,
+            max_poll_records=500,
+            **client_kwargs(self.settings),
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200)
+                if not batch:
+                    continue
+                records = [r for recs in batch.values() for r in recs]
+                while True:
+                    try:
+                        await self.handle(records)
+                        break
+                    except (TimeoutError, OSError) as exc:
+                        log.warning("intake_db_error", error=type(exc).__name__)
+                        await asyncio.sleep(1)
+                        if stop.is_set():
+                            return
+                offsets = {
+                    TopicPartition(tp.topic, tp.partition): recs[-1].offset + 1
+                    for tp, recs in batch.items()
+                }
+                await consumer.commit(offsets)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), 5)

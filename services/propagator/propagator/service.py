@@ -1,0 +1,65 @@
+"""Runs the propagator: Kafka intake plus one delivery worker per processor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import httpx
+import structlog
+
+from consent.adapters.db import plain_url
+from consent.settings import Settings
+from propagator.config import ProcessorConfig
+from propagator.intake import Intake
+from propagator.processors import adapter_for
+from propagator.store import DeliveryStore
+from propagator.worker import ProcessorWorker
+
+log = structlog.get_logger()
+
+
+class Propagator:
+    def __init__(self, settings: Settings, processors: list[ProcessorConfig]) -> None:
+        self.settings = settings
+        self.adapters = [adapter_for(p) for p in processors]
+        self.intake: Intake | None = None
+        self.workers: list[ProcessorWorker] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        assert self.settings.database_url
+        pool = await asyncpg.create_pool(
+            plain_url(self.settings.database_url), min_size=1, max_size=10
+        )
+        assert pool is not None
+        store = DeliveryStore(pool)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        async with httpx.AsyncClient(limits=limits) as client:
+            self.workers = [ProcessorWorker(a, store, client) for a in self.adapters]
+            wake = _FanOut([w.wake for w in self.workers])
+            self.intake = Intake(self.settings, store, self.adapters, wake)  # type: ignore[arg-type]
+            log.info("propagator_started", processors=[a.config.name for a in self.adapters])
+            tasks = [asyncio.create_task(self.intake.run(stop), name="intake")]
+            tasks += [
+                asyncio.create_task(w.run(stop), name=f"worker-{w.config.name}")
+                for w in self.workers
+            ]
+            try:
+                await stop.wait()
+            finally:
+                for t in tasks:
+                    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                        await asyncio.wait_for(t, 8)
+                await pool.close()
+
+
+class _FanOut:
+    """An Event-like object waking every worker at once."""
+
+    def __init__(self, events: list[asyncio.Event]) -> None:
+        self.events = events
+
+    def set(self) -> None:
+        for e in self.events:
+            e.set()

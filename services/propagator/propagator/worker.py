@@ -1,0 +1,109 @@
+"""Delivery workers: one loop per processor, so a slow or failing one delays no other."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import structlog
+
+from propagator import metrics
+from propagator.processors import ProcessorAdapter
+from propagator.processors.base import Outcome
+from propagator.store import DeliveryStore
+
+log = structlog.get_logger()
+
+
+def backoff_delay(attempt: int, initial: float, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [base/2, base], base = initial·2^(n-1)."""
+    base = min(cap, initial * (2 ** max(0, attempt - 1)))
+    return base / 2 + random.random() * base / 2
+
+
+class ProcessorWorker:
+    def __init__(
+        self, adapter: ProcessorAdapter, store: DeliveryStore, client: httpx.AsyncClient
+    ) -> None:
+        self.adapter, self.store, self.client = adapter, store, client
+        self.config = adapter.config
+        self.wake = asyncio.Event()
+
+    async def run_once(self) -> int:
+        rows = await self.store.claim(
+            self.config.name, self.config.concurrency, self.config.timeout_s + 30
+        )
+        if rows:
+            await asyncio.gather(*(self._deliver(r) for r in rows))
+        return len(rows)
+
+    async def _deliver(self, row: asyncpg.Record) -> None:
+        body: dict[str, Any] = orjson.loads(row["payload"])
+        outcome = await self.adapter.send(self.client, row["event_id"], row["event_type"], body)
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            await self._record(conn, row, outcome)
+
+    async def _record(
+        self, conn: asyncpg.Connection, row: asyncpg.Record, outcome: Outcome
+    ) -> None:
+        name = self.config.name
+        if outcome.ok:
+            await self.store.mark_delivered(conn, row, outcome.status_code, outcome.latency_ms)
+            metrics.DELIVERIES.labels(name, "delivered").inc()
+            lag = (datetime.now(UTC) - row["occurred_at"]).total_seconds()
+            metrics.E2E_LATENCY.labels(name).observe(max(lag, 0.0))
+            return
+        error = outcome.error or "failed"
+        if outcome.retryable and row["attempts"] < row["max_attempts"]:
+            if await self.store.newer_exists(conn, row):
+                await self.store.finish(
+                    conn,
+                    row,
+                    "superseded",
+                    outcome.status_code,
+                    f"superseded after: {error}",
+                    outcome.latency_ms,
+                )
+                metrics.DELIVERIES.labels(name, "superseded").inc()
+                return
+            delay = backoff_delay(
+                row["attempts"], self.config.backoff_initial_s, self.config.backoff_max_s
+            )
+            await self.store.reschedule(
+                conn, row, delay, outcome.status_code, error, outcome.latency_ms
+            )
+            metrics.DELIVERIES.labels(name, "retry").inc()
+            log.info(
+                "delivery_retry",
+                processor=name,
+                attempt=row["attempts"],
+                retry_in_s=round(delay, 2),
+                error=error[:80],
+            )
+            return
+        reason = (
+            error if not outcome.retryable else f"gave up after {row['attempts']} attempts: {error}"
+        )
+        await self.store.finish(conn, row, "dead", outcome.status_code, reason, outcome.latency_ms)
+        await self.store.dead_letter(conn, row, reason, outcome.status_code)
+        metrics.DELIVERIES.labels(name, "dead").inc()
+        metrics.DEAD_LETTERS.labels(name).inc()
+        log.warning("delivery_dead", processor=name, event_id=row["event_id"], error=reason[:120])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                if await self.run_once():
+                    continue
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("worker_db_error", processor=self.config.name, error=type(exc).__name__)
+                await asyncio.sleep(1)
+            self.wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), 0.2)

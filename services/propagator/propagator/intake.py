@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -22,6 +22,12 @@ from propagator.processors import ProcessorAdapter
 from propagator.store import DeliveryStore
 
 log = structlog.get_logger()
+
+
+class Waker(Protocol):
+    def set(self) -> None: ...
+
+
 GROUP_ID = "consent-propagator"
 
 
@@ -60,7 +66,7 @@ class Intake:
         settings: Settings,
         store: DeliveryStore,
         adapters: list[ProcessorAdapter],
-        wake: asyncio.Event,
+        wake: Waker,
     ) -> None:
         self.settings, self.store, self.adapters, self.wake = settings, store, adapters, wake
         self.recorded = 0

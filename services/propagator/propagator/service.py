@@ -38,7 +38,7 @@ class Propagator:
         async with httpx.AsyncClient(limits=limits) as client:
             self.workers = [ProcessorWorker(a, store, client) for a in self.adapters]
             wake = _FanOut([w.wake for w in self.workers])
-            self.intake = Intake(self.settings, store, self.adapters, wake)  # type: ignore[arg-type]
+            self.intake = Intake(self.settings, store, self.adapters, wake)
             log.info("propagator_started", processors=[a.config.name for a in self.adapters])
             tasks = [asyncio.create_task(self.intake.run(stop), name="intake")]
             tasks += [

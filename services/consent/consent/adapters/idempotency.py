@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from consent.adapters.tables import IdempotencyRecord
 
@@ -22,8 +23,8 @@ class IdempotencyRepository:
 
     async def get(self, principal: str, key: str) -> IdempotencyRecord | None:
         stmt = select(IdempotencyRecord).where(
-            IdempotencyRecord.principal == principal,  # type: ignore[arg-type]
-            IdempotencyRecord.key == key,  # type: ignore[arg-type]
+            col(IdempotencyRecord.principal) == principal,
+            col(IdempotencyRecord.key) == key,
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from consent.adapters.tables import (
     ConsentState,
@@ -19,13 +20,13 @@ from consent.adapters.tables import (
     Subject,
 )
 from consent.domain.events import DomainEvent
-from consent.domain.model import Actor, Policy, PurposeRecord, SubjectSnapshot
+from consent.domain.model import Actor, Policy, PurposeRecord, Status, SubjectSnapshot
 
 
 def _record(row: ConsentState) -> PurposeRecord:
     return PurposeRecord(
         purpose=row.purpose,
-        status=row.status,  # type: ignore[arg-type]
+        status=cast(Status, row.status),
         source=row.source,
         updated_at=row.updated_at,
         sequence=row.sequence,
@@ -41,7 +42,7 @@ class SubjectRepository:
         self.session = session
 
     async def get(self, subject_id: str, *, for_update: bool = False) -> Subject | None:
-        stmt = select(Subject).where(Subject.subject_id == subject_id)  # type: ignore[arg-type]
+        stmt = select(Subject).where(col(Subject.subject_id) == subject_id)
         if for_update:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
@@ -65,7 +66,7 @@ class SubjectRepository:
             return SubjectSnapshot(subject_id=subject_id)
         states = (
             await self.session.execute(
-                select(ConsentState).where(ConsentState.subject_id == subject_id)  # type: ignore[arg-type]
+                select(ConsentState).where(col(ConsentState.subject_id) == subject_id)
             )
         ).scalars()
         return SubjectSnapshot(
@@ -82,7 +83,7 @@ class SubjectRepository:
         """Many subjects in two queries (batch decisions)."""
         subjects = (
             await self.session.execute(
-                select(Subject).where(Subject.subject_id.in_(subject_ids))  # type: ignore[attr-defined]
+                select(Subject).where(col(Subject.subject_id).in_(subject_ids))
             )
         ).scalars()
         out = {
@@ -99,7 +100,7 @@ class SubjectRepository:
         if out:
             states = (
                 await self.session.execute(
-                    select(ConsentState).where(ConsentState.subject_id.in_(list(out)))  # type: ignore[attr-defined]
+                    select(ConsentState).where(col(ConsentState.subject_id).in_(list(out)))
                 )
             ).scalars()
             for st in states:
@@ -109,7 +110,7 @@ class SubjectRepository:
     async def update(self, subject_id: str, **values: Any) -> None:
         await self.session.execute(
             update(Subject)
-            .where(Subject.subject_id == subject_id)  # type: ignore[arg-type]
+            .where(col(Subject.subject_id) == subject_id)
             .values(**values, updated_at=func.now())
         )
 
@@ -130,18 +131,18 @@ class LedgerRepository:
         self, subject_id: str, *, before: int | None, limit: int
     ) -> list[tuple[LedgerEntry, dict[str, Any] | None]]:
         stmt = (
-            select(LedgerEntry, LedgerEvidence.evidence)  # type: ignore[call-overload]
+            select(LedgerEntry, col(LedgerEvidence.evidence))
             .outerjoin(
                 LedgerEvidence,
-                (LedgerEvidence.subject_id == LedgerEntry.subject_id)
-                & (LedgerEvidence.sequence == LedgerEntry.sequence),
+                (col(LedgerEvidence.subject_id) == col(LedgerEntry.subject_id))
+                & (col(LedgerEvidence.sequence) == col(LedgerEntry.sequence)),
             )
-            .where(LedgerEntry.subject_id == subject_id)
-            .order_by(LedgerEntry.sequence.desc())  # type: ignore[attr-defined]
+            .where(col(LedgerEntry.subject_id) == subject_id)
+            .order_by(col(LedgerEntry.sequence).desc())
             .limit(limit)
         )
         if before is not None:
-            stmt = stmt.where(LedgerEntry.sequence < before)
+            stmt = stmt.where(col(LedgerEntry.sequence) < before)
         return [(row[0], row[1]) for row in (await self.session.execute(stmt)).all()]
 
 
@@ -207,7 +208,7 @@ class PolicyRepository:
         self.session = session
 
     async def all(self) -> list[PolicyVersion]:
-        stmt = select(PolicyVersion).order_by(PolicyVersion.effective_at)  # type: ignore[arg-type]
+        stmt = select(PolicyVersion).order_by(col(PolicyVersion.effective_at))
         return list((await self.session.execute(stmt)).scalars())
 
     async def get(self, version: str) -> PolicyVersion | None:
@@ -220,9 +221,9 @@ class PolicyRepository:
     async def in_force(self, now: datetime) -> PolicyVersion | None:
         stmt = (
             select(PolicyVersion)
-            .where(PolicyVersion.effective_at <= now)  # type: ignore[arg-type]
-            .order_by(PolicyVersion.effective_at.desc())
-            .limit(1)  # type: ignore[attr-defined]
+            .where(col(PolicyVersion.effective_at) <= now)
+            .order_by(col(PolicyVersion.effective_at).desc())
+            .limit(1)
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 

@@ -6,10 +6,12 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 from sqlalchemy import select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from consent.adapters.tables import ApiKey
 from consent.settings import Settings
@@ -47,9 +49,7 @@ async def principal_from_key(raw: str, session: AsyncSession, settings: Settings
     if dev and hmac.compare_digest(raw.encode(), dev.encode()):
         return Principal("key", "dev-admin", frozenset({"admin"}))
     row = (
-        await session.execute(
-            select(ApiKey).where(ApiKey.key_hash == hash_key(raw))  # type: ignore[arg-type]
-        )
+        await session.execute(select(ApiKey).where(col(ApiKey.key_hash) == hash_key(raw)))
     ).scalar_one_or_none()
     if row is None or row.revoked_at is not None:
         raise AuthError("unknown or revoked API key")
@@ -60,31 +60,25 @@ _jwks_clients: dict[str, jwt.PyJWKClient] = {}
 
 
 def principal_from_jwt(token: str, settings: Settings) -> Principal:
-    options = {"require": ["exp", "sub"]}
-    kwargs: dict[str, object] = {}
-    if settings.jwt_issuer:
-        kwargs["issuer"] = settings.jwt_issuer
-    if settings.jwt_audience:
-        kwargs["audience"] = settings.jwt_audience
-    else:
-        options["verify_aud"] = False  # type: ignore[assignment]
     try:
         if settings.jwt_jwks_url:
             client = _jwks_clients.setdefault(
                 settings.jwt_jwks_url, jwt.PyJWKClient(settings.jwt_jwks_url)
             )
-            key = client.get_signing_key_from_jwt(token).key
-            claims = jwt.decode(token, key, algorithms=["RS256"], options=options, **kwargs)  # type: ignore[arg-type]
+            key: Any = client.get_signing_key_from_jwt(token).key
+            algorithms = ["RS256"]
         elif settings.jwt_secret:
-            claims = jwt.decode(
-                token,
-                settings.jwt_secret.get_secret_value(),
-                algorithms=["HS256"],
-                options=options,
-                **kwargs,
-            )  # type: ignore[arg-type]
+            key, algorithms = settings.jwt_secret.get_secret_value(), ["HS256"]
         else:
             raise AuthError("bearer tokens are not configured")
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=algorithms,
+            options={"require": ["exp", "sub"], "verify_aud": bool(settings.jwt_audience)},
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
     except jwt.PyJWTError as exc:
         raise AuthError(f"invalid token: {type(exc).__name__}") from exc
     sub = claims.get("sub")

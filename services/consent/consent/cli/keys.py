@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from consent.adapters.db import make_engine, make_sessionmaker, transaction
 from consent.adapters.tables import ApiKey
@@ -16,12 +20,14 @@ from consent.api.auth import SCOPES, hash_key, new_key
 from consent.cli.runtime import resolve_database
 from consent.settings import Settings
 
+T = TypeVar("T")
 
-def _run(settings: Settings, coro_fn):  # type: ignore[no-untyped-def]
+
+def _run(settings: Settings, coro_fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
     settings, _server = resolve_database(settings)
     assert settings.database_url
 
-    async def go():  # type: ignore[no-untyped-def]
+    async def go() -> T:
         engine = make_engine(settings.database_url or "", 2)
         try:
             async with transaction(make_sessionmaker(engine)) as session:
@@ -39,7 +45,7 @@ def create(settings: Settings, scopes: list[str], name: str | None) -> None:
         raise typer.Exit(2)
     key_id, raw = new_key()
 
-    async def add(session):  # type: ignore[no-untyped-def]
+    async def add(session: AsyncSession) -> None:
         session.add(
             ApiKey(id=key_id, key_hash=hash_key(raw), name=name, scopes=sorted(set(scopes)))
         )
@@ -53,8 +59,10 @@ def create(settings: Settings, scopes: list[str], name: str | None) -> None:
 
 
 def list_keys(settings: Settings) -> None:
-    async def fetch(session):  # type: ignore[no-untyped-def]
-        return list((await session.execute(select(ApiKey).order_by(ApiKey.created_at))).scalars())
+    async def fetch(session: AsyncSession) -> list[ApiKey]:
+        return list(
+            (await session.execute(select(ApiKey).order_by(col(ApiKey.created_at)))).scalars()
+        )
 
     rows = _run(settings, fetch)
     table = Table("id", "name", "scopes", "created", "revoked")
@@ -70,13 +78,13 @@ def list_keys(settings: Settings) -> None:
 
 
 def revoke(settings: Settings, key_id: str) -> None:
-    async def rev(session):  # type: ignore[no-untyped-def]
+    async def rev(session: AsyncSession) -> int:
         res = await session.execute(
             update(ApiKey)
-            .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+            .where(col(ApiKey.id) == key_id, col(ApiKey.revoked_at).is_(None))
             .values(revoked_at=datetime.now(UTC))
         )
-        return res.rowcount
+        return int(res.rowcount)  # type: ignore[attr-defined]
 
     if not _run(settings, rev):
         typer.echo(f"error: no active key with id {key_id}", err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Generator
+from typing import Any
 
 import structlog
 import uvicorn
@@ -20,13 +21,13 @@ class Server(uvicorn.Server):
         yield
 
 
-def http_server(app: object, host: str, port: int) -> Server:
+def http_server(app: Any, host: str, port: int) -> Server:
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,
-        access_log=False,  # type: ignore[arg-type]
+        access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
     )

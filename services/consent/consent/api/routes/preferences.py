@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -28,7 +28,7 @@ from consent.service.unit_of_work import UnitOfWork
 
 router = APIRouter(prefix="/v1/subjects", tags=["preferences"])
 SubjectPath = Annotated[SubjectId, Path(description="Opaque subject id")]
-PROBLEMS = {
+PROBLEMS: dict[int | str, dict[str, Any]] = {
     s: {"description": d, "content": {"application/problem+json": {}}}
     for s, d in {
         400: "Malformed JSON",

@@ -1,0 +1,149 @@
+"""Shared fixtures: real PostgreSQL and a real Kafka-protocol broker, isolated per test."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import jwt
+import pytest
+from pydantic import SecretStr
+
+from consent.adapters.db import migrate, plain_url, with_database
+from consent.adapters.kafka import ensure_topics
+from consent.api.app import create_app
+from consent.settings import Settings
+from tests import infra
+
+ADMIN_KEY = "test-admin-key"
+JWT_SECRET = "test-jwt-secret-0123456789abcdef0123"
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("infra")
+
+
+@pytest.fixture(scope="session")
+def pg_url(workdir: Path) -> Iterator[str]:
+    with infra.postgres(workdir) as url:
+        yield plain_url(url)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(workdir: Path) -> Iterator[str]:
+    with infra.kafka(workdir) as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg_url: str) -> str:
+    name = f"consent_tpl_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    await migrate(with_database(pg_url, name))
+    return name
+
+
+@pytest.fixture
+async def db_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for each test (cloned from the template)."""
+    name = f"consent_t_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await conn.close()
+    yield with_database(pg_url, name)
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def settings(db_url: str, kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=db_url,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        dev_admin_key=SecretStr(ADMIN_KEY),
+        jwt_secret=SecretStr(JWT_SECRET),
+        data_dir=tmp_path / "data",
+        relay_poll_interval_s=0.2,
+        scheduler_interval_s=0.5,
+    )
+
+
+@pytest.fixture
+async def topics(settings: Settings) -> Settings:
+    await ensure_topics(settings, partitions=3)
+    return settings
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(db_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+            yield c
+
+
+def admin() -> dict[str, str]:
+    return {"X-API-Key": ADMIN_KEY}
+
+
+def user(subject_id: str, ttl: int = 600) -> dict[str, str]:
+    token = jwt.encode({"sub": subject_id, "exp": int(time.time()) + ttl}, JWT_SECRET, "HS256")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+@pytest.fixture
+def processor_secrets(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = {}
+    for name in ("email", "payment", "logistics"):
+        env = f"TEST_{name.upper()}_SECRET"
+        values[name] = webhook_secret()
+        monkeypatch.setenv(env, values[name])
+    return values
+
+
+async def eventually(check, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll ``check`` (sync or async) until it returns a truthy value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")

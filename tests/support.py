@@ -1,0 +1,167 @@
+"""Test helpers: real HTTP processors on loopback, an in-process stack, Kafka readers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastapi import FastAPI, Request, Response
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from consent.adapters.kafka import client_kwargs
+from consent.cli.servers import http_server, serve_until
+from consent.embedded import free_port
+from consent.relay.relay import OutboxRelay
+from consent.settings import Settings
+from propagator.config import ProcessorConfig
+from propagator.service import Propagator
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: dict[str, Any]
+    raw: bytes
+    signature_ok: bool
+    status: int = 0
+
+
+@dataclass
+class RecordingProcessor:
+    """A real HTTP server that verifies signatures and records every request.
+
+    ``responder`` returns the status code for each request (default 204)."""
+
+    name: str
+    secret: str
+    port: int = field(default_factory=free_port)
+    requests: list[Received] = field(default_factory=list)
+    responder: Callable[[Received], int] = lambda _r: 204
+    delay_s: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/consent"
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+        verifier = Webhook(self.secret)
+
+        @app.post("/consent")
+        async def consent(request: Request) -> Response:
+            raw = await request.body()
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            try:
+                verifier.verify(raw, headers)
+                ok = True
+            except WebhookVerificationError:
+                ok = False
+            rec = Received(headers, orjson.loads(raw), raw, ok)
+            rec.status = self.responder(rec)
+            self.requests.append(rec)
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            return Response(status_code=rec.status)
+
+        return app
+
+    def applied(self) -> list[Received]:
+        """Requests answered 2xx, once per webhook-id (as a deduplicating processor would)."""
+        seen: dict[str, Received] = {}
+        for r in self.requests:
+            if 200 <= r.status < 300:
+                seen.setdefault(r.headers["webhook-id"], r)
+        return list(seen.values())
+
+    def config(self, env: str, purposes: list[str], **kw: Any) -> ProcessorConfig:
+        return ProcessorConfig(
+            name=self.name, url=self.url, secret_env=env, purposes=purposes, **kw
+        )
+
+
+@contextlib.asynccontextmanager
+async def serving(*processors: RecordingProcessor) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    servers = [http_server(p.app(), "127.0.0.1", p.port) for p in processors]
+    tasks = [asyncio.create_task(serve_until(s, stop)) for s in servers]
+    while not all(s.started for s in servers):
+        await asyncio.sleep(0.02)
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass
+class Stack:
+    relay: OutboxRelay
+    propagator: Propagator | None
+    stop: asyncio.Event
+    tasks: list[asyncio.Task[None]]
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    settings: Settings, processors: list[ProcessorConfig] | None = None, relay: bool = True
+) -> AsyncIterator[Stack]:
+    """Relay and (optionally) propagator as tasks in this event loop."""
+    stop = asyncio.Event()
+    r = OutboxRelay(settings, name="test-relay")
+    tasks = [asyncio.create_task(r.run(stop))] if relay else []
+    prop = None
+    if processors is not None:
+        prop = Propagator(settings, processors)
+        tasks.append(asyncio.create_task(prop.run(stop)))
+    try:
+        yield Stack(r, prop, stop, tasks)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+
+
+async def read_topic(
+    settings: Settings, topic: str, *, min_count: int = 1, timeout: float = 15.0
+) -> list[Any]:
+    """Read a topic from the beginning with manual assignment (no consumer group)."""
+    consumer = AIOKafkaConsumer(
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+        **client_kwargs(settings),
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        while not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic)
+            await asyncio.sleep(0.05)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        ends = await consumer.end_offsets(tps)
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=100)
+            for recs in batch.values():
+                out.extend(recs)
+            positions = {tp: await consumer.position(tp) for tp in tps}
+            if len(out) >= min_count and all(positions[tp] >= ends[tp] for tp in tps):
+                break
+            if len(out) < min_count:
+                ends = await consumer.end_offsets(tps)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def headers_of(record: Any) -> dict[str, str]:
+    return {k: v.decode() for k, v in (record.headers or ())}

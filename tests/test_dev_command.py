@@ -1,0 +1,85 @@
+"""``consentctl dev`` as a user runs it: a real subprocess on embedded defaults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from consent.embedded import free_port
+
+
+def _start(tmp: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CONSENT_") or k == "CONSENT_TEST_CONTAINERS"
+    }
+    env["CONSENT_DATA_DIR"] = str(tmp / "dev")
+    env["CONSENT_LOG_JSON"] = "true"
+    return subprocess.Popen(
+        [sys.executable, "-m", "consent.cli.main", "dev", "--port", str(port)],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            if r.status_code == 200:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("consentctl dev was not ready in time")
+
+
+@pytest.mark.timeout(120)
+def test_dev_starts_serves_readyz_and_stops_cleanly(tmp_path: Path):
+    port = free_port()
+    proc = _start(tmp_path, port)
+    try:
+        elapsed = _wait_ready(port, proc)
+        print(f"consentctl dev ready in {elapsed:.1f}s")
+        r = httpx.get(f"http://127.0.0.1:{port}/readyz")
+        assert r.json()["checks"] == {"database": True, "broker": True}
+        children = psutil.Process(proc.pid).children(recursive=True)
+        pg = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if str(tmp_path / "dev" / "pg") in " ".join(p.info["cmdline"] or [])
+        ]
+        assert children, "tansu should run as a child process"
+        assert pg, "the embedded PostgreSQL should be running on the data dir"
+
+        second = _start(tmp_path, free_port())
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode != 0
+        assert b"already running" in out
+
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        assert time.monotonic() - t0 < 10
+        time.sleep(0.5)
+        alive = [p for p in children + pg if p.is_running() and p.status() != "zombie"]
+        assert not alive, f"left behind: {[p.pid for p in alive]}"
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert "consent API" in output and "dev admin key" in output
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

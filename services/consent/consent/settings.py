@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     evidence_retention_days: int = 365 * 3
     outbox_retention_hours: int = 24 * 7
     scheduler_interval_s: float = 30.0
+    scheduler_enabled: bool = True
     relay_batch_size: int = 500
     relay_poll_interval_s: float = 1.0
     log_level: str = "INFO"

@@ -107,6 +107,15 @@ class SubjectRepository:
                 out[st.subject_id].records[st.purpose] = _record(st)
         return out
 
+    async def try_lock(self, subject_id: str) -> bool:
+        """Lock the subject row unless another transaction holds it (schedulers)."""
+        stmt = (
+            select(col(Subject.subject_id))
+            .where(col(Subject.subject_id) == subject_id)
+            .with_for_update(skip_locked=True)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+
     async def update(self, subject_id: str, **values: Any) -> None:
         await self.session.execute(
             update(Subject)
@@ -176,6 +185,15 @@ class StateRepository:
                 set_={c: stmt.excluded[c] for c in rows[0] if c not in ("subject_id", "purpose")},
             )
         )
+
+    async def subjects_with_expired_grants(self, now: datetime, limit: int) -> list[str]:
+        stmt = (
+            select(col(ConsentState.subject_id))
+            .where(col(ConsentState.status) == "granted", col(ConsentState.expires_at) <= now)
+            .distinct()
+            .limit(limit)
+        )
+        return list((await self.session.execute(stmt)).scalars())
 
 
 class OutboxRepository:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,7 +12,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.api import problems
 from consent.api.middleware import BodyLimit, RequestContext
-from consent.api.routes import meta, preferences
+from consent.api.routes import meta, preferences, records
+from consent.service.scheduler import run_scheduler
 from consent.settings import Settings, get_settings
 
 
@@ -24,9 +26,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, settings.db_pool_size)
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
+        stop = asyncio.Event()
+        jobs = (
+            [
+                asyncio.create_task(
+                    run_scheduler(app.state.sessions, settings.scheduler_interval_s, stop)
+                )
+            ]
+            if settings.scheduler_enabled
+            else []
+        )
         try:
             yield
         finally:
+            stop.set()
+            await asyncio.gather(*jobs, return_exceptions=True)
             await engine.dispose()
 
     app = FastAPI(
@@ -39,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(meta.router)
     app.include_router(preferences.router)
+    app.include_router(records.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from consent.domain import jurisdictions
 
@@ -95,3 +102,62 @@ class PurposeList(BaseModel):
 
 def as_out(data: dict[str, Any]) -> PreferencesOut:
     return PreferencesOut.model_validate(data)
+
+
+class DecisionQuery(Strict):
+    subject_id: SubjectId
+    purpose: Annotated[str, StringConstraints(max_length=64)]
+
+
+class BatchIn(Strict):
+    items: list[DecisionQuery] = Field(min_length=1, max_length=1000)
+
+
+class BatchOut(BaseModel):
+    items: list[DecisionOut]
+
+
+class PolicyIn(Strict):
+    version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+    effective_at: AwareDatetime
+    material: bool = False
+    affected_purposes: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=64
+    )
+    description: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class PolicyOut(BaseModel):
+    version: str
+    effective_at: str
+    material: bool
+    affected_purposes: list[str]
+    description: str | None
+    published_at: str
+
+
+class PolicyList(BaseModel):
+    items: list[PolicyOut]
+
+
+class HistoryEntry(BaseModel):
+    sequence: int
+    type: str
+    changes: list[dict[str, Any]]
+    detail: dict[str, Any]
+    policy_version: str | None
+    jurisdiction: str | None
+    channel: str
+    actor: dict[str, str | None]
+    occurred_at: str | None
+    recorded_at: str | None
+    evidence: dict[str, Any] | None
+    evidence_hash: str
+    prev_hash: str
+    hash: str
+
+
+class HistoryPage(BaseModel):
+    subject_id: str
+    items: list[HistoryEntry]
+    next_cursor: str | None

@@ -16,6 +16,8 @@ keys_app = typer.Typer(help="Service API keys.", no_args_is_help=True)
 serve_app = typer.Typer(help="Run one service (what the containers run).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(serve_app, name="serve")
+ledger_app = typer.Typer(help="The consent ledger.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
 
 
 def _settings() -> Settings:
@@ -95,6 +97,17 @@ def keys_revoke(key_id: str) -> None:
     from consent.cli import keys
 
     keys.revoke(_settings(), key_id)
+
+
+@ledger_app.command("verify")
+def ledger_verify() -> None:
+    """Recompute every subject's hash chain and the current-state projection."""
+    from consent.cli.ledger import run_verify
+    from consent.cli.runtime import resolve_database
+
+    settings, _server = resolve_database(_settings())
+    assert settings.database_url
+    raise typer.Exit(run_verify(settings.database_url))
 
 
 @serve_app.command("api")

@@ -80,12 +80,16 @@ async def record(
         setattr(after, key, value)
     for r in new_records or []:
         after.records[r.purpose] = r
+    detail = dict(detail or {})
+    expiries = {r.purpose: r.expires_at.isoformat() for r in new_records or [] if r.expires_at}
+    if expiries:
+        detail["expires_at"] = expiries
     fields: dict[str, Any] = {
         "subject_id": snapshot.subject_id,
         "sequence": sequence,
         "type": event_type,
         "changes": [c.as_dict() for c in changes],
-        "detail": detail or {},
+        "detail": detail,
         "policy_version": ctx.policy_version,
         "jurisdiction": after.jurisdiction,
         "channel": ctx.channel,

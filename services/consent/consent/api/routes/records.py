@@ -1,0 +1,135 @@
+"""History, export, batch decisions and policy versions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Response
+
+from consent.api.deps import Caller, UoW, require_scope, require_subject_access
+from consent.api.problems import Problem
+from consent.api.routes.preferences import PROBLEMS, SubjectPath
+from consent.api.schemas import (
+    BatchIn,
+    BatchOut,
+    DecisionOut,
+    HistoryPage,
+    PolicyIn,
+    PolicyList,
+    PolicyOut,
+)
+from consent.catalog import load_catalog
+from consent.domain.model import SubjectSnapshot
+from consent.service import history as history_svc
+from consent.service import policies as policy_svc
+from consent.service.context import utcnow
+from consent.service.decisions import decisions_for
+from consent.service.recorder import load_policies
+
+router = APIRouter()
+
+
+@router.get(
+    "/v1/subjects/{subject_id}/history",
+    response_model=HistoryPage,
+    responses=PROBLEMS,
+    tags=["records"],
+)
+async def history(
+    subject_id: SubjectPath,
+    uow: UoW,
+    principal: Caller,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    await require_subject_access(principal, "preferences:read", subject_id, uow)
+    try:
+        return await history_svc.history_page(uow, subject_id, cursor, limit)
+    except history_svc.BadCursor as exc:
+        raise Problem(
+            422,
+            "The cursor is malformed.",
+            errors=[{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}],
+        ) from exc
+
+
+@router.get("/v1/subjects/{subject_id}/export", responses=PROBLEMS, tags=["records"])
+async def export(subject_id: SubjectPath, uow: UoW, principal: Caller) -> Response:
+    await require_subject_access(principal, "preferences:read", subject_id, uow)
+    body = orjson.dumps(
+        await history_svc.export(uow, subject_id, utcnow()), option=orjson.OPT_INDENT_2
+    )
+    return Response(
+        body,
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="consent-export-{subject_id}.json"'},
+    )
+
+
+@router.post("/v1/decisions:batch", response_model=BatchOut, responses=PROBLEMS, tags=["decisions"])
+async def batch_decisions(body: BatchIn, uow: UoW, principal: Caller) -> BatchOut:
+    require_scope(principal, "decisions:read")
+    catalog = load_catalog()
+    unknown = sorted({q.purpose for q in body.items} - set(catalog))
+    if unknown:
+        raise Problem(
+            422,
+            f"unknown purpose(s): {', '.join(unknown)}",
+            errors=[{"loc": ["body", "items"], "msg": "unknown purpose", "type": "unknown_value"}],
+        )
+    ids = sorted({q.subject_id for q in body.items})
+    if principal.kind == "user":
+        for sid in ids:
+            await require_subject_access(principal, "decisions:read", sid, uow)
+    now = utcnow()
+    snapshots = await uow.subjects.snapshots(ids)
+    policies = await load_policies(uow)
+    cache: dict[str, Any] = {}
+    out = []
+    for q in body.items:
+        if q.subject_id not in cache:
+            snap = snapshots.get(q.subject_id) or SubjectSnapshot(subject_id=q.subject_id)
+            cache[q.subject_id] = decisions_for(snap, policies, now)
+        d = cache[q.subject_id][q.purpose]
+        out.append(
+            DecisionOut(
+                subject_id=q.subject_id, purpose=q.purpose, allowed=d.allowed, reason=d.reason
+            )
+        )
+    return BatchOut(items=out)
+
+
+def _policy_out(p: Any) -> PolicyOut:
+    return PolicyOut(
+        version=p.version,
+        effective_at=p.effective_at.isoformat().replace("+00:00", "Z"),
+        material=p.material,
+        affected_purposes=list(p.affected_purposes),
+        description=p.description,
+        published_at=p.published_at.isoformat().replace("+00:00", "Z"),
+    )
+
+
+@router.get("/v1/policies", response_model=PolicyList, responses=PROBLEMS, tags=["policies"])
+async def list_policies(uow: UoW, principal: Caller) -> PolicyList:
+    return PolicyList(items=[_policy_out(p) for p in await uow.policies.all()])
+
+
+@router.post(
+    "/v1/policies", response_model=PolicyOut, status_code=201, responses=PROBLEMS, tags=["policies"]
+)
+async def publish_policy(body: PolicyIn, uow: UoW, principal: Caller) -> PolicyOut:
+    require_scope(principal, "admin")
+    row = await policy_svc.publish(
+        uow,
+        version=body.version,
+        effective_at=body.effective_at,
+        material=body.material,
+        affected_purposes=body.affected_purposes,
+        description=body.description,
+        now=utcnow(),
+    )
+    out = _policy_out(row)
+    await uow.commit()
+    return out

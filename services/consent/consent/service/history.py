@@ -1,0 +1,99 @@
+"""History (cursor-paginated ledger) and the portable export of everything held."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+from consent.adapters.tables import LedgerEntry
+from consent.catalog import catalog_version
+from consent.service.preferences import get_preferences
+from consent.service.unit_of_work import UnitOfWork
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def encode_cursor(sequence: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{sequence}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = raw.partition(":")
+        if kind != "seq" or not value.isdigit():
+            raise ValueError
+        return int(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadCursor("malformed cursor") from exc
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def entry_dict(entry: LedgerEntry, evidence: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "sequence": entry.sequence,
+        "type": entry.type,
+        "changes": entry.changes,
+        "detail": entry.detail,
+        "policy_version": entry.policy_version,
+        "jurisdiction": entry.jurisdiction,
+        "channel": entry.channel,
+        "actor": {"type": entry.actor_type, "id": entry.actor_id},
+        "occurred_at": _iso(entry.occurred_at),
+        "recorded_at": _iso(entry.recorded_at),
+        "evidence": evidence,
+        "evidence_hash": entry.evidence_hash,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
+
+
+async def history_page(
+    uow: UnitOfWork, subject_id: str, cursor: str | None, limit: int
+) -> dict[str, Any]:
+    before = decode_cursor(cursor) if cursor else None
+    rows = await uow.ledger.history(subject_id, before=before, limit=limit + 1)
+    items = [entry_dict(e, ev) for e, ev in rows[:limit]]
+    next_cursor = encode_cursor(rows[limit - 1][0].sequence) if len(rows) > limit else None
+    return {"subject_id": subject_id, "items": items, "next_cursor": next_cursor}
+
+
+async def export(uow: UnitOfWork, subject_id: str, now: datetime) -> dict[str, Any]:
+    """Everything held about the subject, as portable JSON (GDPR Art. 15 and 20)."""
+    subject = await uow.subjects.get(subject_id)
+    view = await get_preferences(uow, subject_id, now)
+    entries = await uow.ledger.history(subject_id, before=None, limit=1_000_000)
+    history = [entry_dict(e, ev) for e, ev in reversed(entries)]
+    accepted = sorted({e["policy_version"] for e in history if e["policy_version"]})
+    policies = {p.version: p for p in await uow.policies.all()}
+    return {
+        "format": "consent-export/v1",
+        "exported_at": _iso(now),
+        "catalog_version": catalog_version(),
+        "subject": {
+            "subject_id": subject_id,
+            "jurisdiction": subject.jurisdiction if subject else None,
+            "birth_date": subject.birth_date.isoformat()
+            if subject and subject.birth_date
+            else None,
+            "created_at": _iso(subject.created_at) if subject else None,
+            "erased_at": _iso(subject.erased_at) if subject else None,
+        },
+        "preferences": view.as_dict(),
+        "policy_versions_accepted": [
+            {
+                "version": v,
+                "effective_at": _iso(policies[v].effective_at) if v in policies else None,
+                "material": policies[v].material if v in policies else None,
+                "affected_purposes": policies[v].affected_purposes if v in policies else None,
+            }
+            for v in accepted
+        ],
+        "history": history,
+    }

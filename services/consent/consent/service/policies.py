@@ -1,0 +1,57 @@
+"""Publishing policy versions. A material version makes affected grants need re-consent;
+that is evaluated at decision time, so nothing is rewritten and no right is reduced."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from consent.adapters.tables import PolicyVersion
+from consent.catalog import load_catalog
+from consent.domain.events import DomainEvent
+from consent.domain.model import DomainError
+from consent.service.preferences import UnknownValue
+from consent.service.unit_of_work import UnitOfWork
+
+
+async def publish(
+    uow: UnitOfWork,
+    *,
+    version: str,
+    effective_at: datetime,
+    material: bool,
+    affected_purposes: list[str],
+    description: str | None,
+    now: datetime,
+) -> PolicyVersion:
+    unknown = sorted(set(affected_purposes) - set(load_catalog()))
+    if unknown:
+        raise UnknownValue("affected_purposes", f"unknown purpose(s): {', '.join(unknown)}")
+    if await uow.policies.get(version) is not None:
+        raise DomainError("policy_version_exists", f"policy version {version!r} already exists")
+    row = PolicyVersion(
+        version=version,
+        effective_at=effective_at,
+        material=material,
+        affected_purposes=sorted(set(affected_purposes)),
+        description=description,
+        published_at=now,
+    )
+    await uow.policies.add(row)
+    uow.emit(
+        DomainEvent(
+            type="policy.published",
+            subject_id=f"policy:{version}",
+            sequence=None,
+            occurred_at=now,
+            aggregatetype="policy",
+            data={
+                "version": version,
+                "effective_at": effective_at.isoformat().replace("+00:00", "Z"),
+                "material": material,
+                "affected_purposes": row.affected_purposes,
+                "description": description,
+                "published_at": now.isoformat().replace("+00:00", "Z"),
+            },
+        )
+    )
+    return row

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = True
     relay_batch_size: int = 500
     relay_poll_interval_s: float = 1.0
+    child_age_floor_eu_eea: int = Field(default=16, ge=0, le=21)
+    child_age_floor_other: int = Field(default=13, ge=0, le=21)
     log_level: str = "INFO"
     log_json: bool = True
 

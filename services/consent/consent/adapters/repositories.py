@@ -13,6 +13,8 @@ from sqlmodel import col
 
 from consent.adapters.tables import (
     ConsentState,
+    ErasureRequest,
+    GuardianLink,
     LedgerEntry,
     LedgerEvidence,
     OutboxMessage,
@@ -69,8 +71,14 @@ class SubjectRepository:
                 select(ConsentState).where(col(ConsentState.subject_id) == subject_id)
             )
         ).scalars()
+        guardians = await self.session.execute(
+            select(col(GuardianLink.guardian_id)).where(
+                col(GuardianLink.subject_id) == subject_id, col(GuardianLink.revoked_at).is_(None)
+            )
+        )
         return SubjectSnapshot(
             subject_id=subject_id,
+            guardian_ids=frozenset(guardians.scalars()),
             sequence=subject.sequence,
             jurisdiction=subject.jurisdiction,
             birth_date=subject.birth_date,
@@ -105,6 +113,14 @@ class SubjectRepository:
             ).scalars()
             for st in states:
                 out[st.subject_id].records[st.purpose] = _record(st)
+            links = await self.session.execute(
+                select(col(GuardianLink.subject_id), col(GuardianLink.guardian_id)).where(
+                    col(GuardianLink.subject_id).in_(list(out)),
+                    col(GuardianLink.revoked_at).is_(None),
+                )
+            )
+            for sid, gid in links.all():
+                out[sid].guardian_ids = out[sid].guardian_ids | {gid}
         return out
 
     async def try_lock(self, subject_id: str) -> bool:
@@ -195,6 +211,17 @@ class StateRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
+    async def subjects_with_guardian_grants(self, limit: int) -> list[str]:
+        stmt = (
+            select(col(ConsentState.subject_id))
+            .where(
+                col(ConsentState.status) == "granted", col(ConsentState.actor_type) == "guardian"
+            )
+            .distinct()
+            .limit(limit)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
 
 class OutboxRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -254,3 +281,76 @@ async def advisory_xact_lock(session: AsyncSession, key: int) -> bool:
     return bool(
         (await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key})).scalar()
     )
+
+
+class GuardianRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def active(self, subject_id: str) -> list[GuardianLink]:
+        stmt = select(GuardianLink).where(
+            col(GuardianLink.subject_id) == subject_id, col(GuardianLink.revoked_at).is_(None)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def active_for(self, subject_ids: Sequence[str]) -> dict[str, set[str]]:
+        stmt = select(col(GuardianLink.subject_id), col(GuardianLink.guardian_id)).where(
+            col(GuardianLink.subject_id).in_(subject_ids), col(GuardianLink.revoked_at).is_(None)
+        )
+        out: dict[str, set[str]] = {}
+        for sid, gid in (await self.session.execute(stmt)).all():
+            out.setdefault(sid, set()).add(gid)
+        return out
+
+    async def is_active_guardian(self, subject_id: str, guardian_id: str) -> bool:
+        return guardian_id in (await self.active_for([subject_id])).get(subject_id, set())
+
+    async def add(self, link: GuardianLink) -> None:
+        self.session.add(link)
+        await self.session.flush()
+
+    async def revoke(self, subject_id: str, guardian_id: str, now: datetime) -> bool:
+        res = await self.session.execute(
+            update(GuardianLink)
+            .where(
+                col(GuardianLink.subject_id) == subject_id,
+                col(GuardianLink.guardian_id) == guardian_id,
+                col(GuardianLink.revoked_at).is_(None),
+            )
+            .values(revoked_at=now)
+        )
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    async def all_for(self, subject_id: str) -> list[GuardianLink]:
+        stmt = select(GuardianLink).where(col(GuardianLink.subject_id) == subject_id)
+        return list(
+            (await self.session.execute(stmt.order_by(col(GuardianLink.linked_at)))).scalars()
+        )
+
+
+class ErasureRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def latest(self, subject_id: str) -> ErasureRequest | None:
+        stmt = (
+            select(ErasureRequest)
+            .where(col(ErasureRequest.subject_id) == subject_id)
+            .order_by(col(ErasureRequest.requested_at).desc())
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def add(self, request: ErasureRequest) -> None:
+        self.session.add(request)
+        await self.session.flush()
+
+    async def forget_personal_data(self, subject_id: str) -> None:
+        """Erasure keeps the ledger (no personal data in it) and drops what identifies:
+        birth date, stored evidence (hashed IP, user agent), idempotent responses."""
+        await self.session.execute(
+            update(Subject).where(col(Subject.subject_id) == subject_id).values(birth_date=None)
+        )
+        await self.session.execute(
+            text("DELETE FROM consent_evidence WHERE subject_id = :s"), {"s": subject_id}
+        )

@@ -37,6 +37,13 @@ class ConsentState(SQLModel, table=True):
     """Projection: the latest recorded status per (subject, purpose)."""
 
     __tablename__ = "consent_state"
+    __table_args__ = (
+        Index(
+            "ix_consent_state_expiring",
+            "expires_at",
+            postgresql_where=text("status = 'granted' AND expires_at IS NOT NULL"),
+        ),
+    )
     subject_id: str = Field(primary_key=True, foreign_key="subjects.subject_id")
     purpose: str = Field(primary_key=True)
     status: str
@@ -128,3 +135,38 @@ class PolicyVersion(SQLModel, table=True):
     affected_purposes: list[str] = Field(sa_column=Column(ARRAY(String), nullable=False))
     description: str | None = None
     published_at: datetime = _ts(nullable=False, server_default=text("now()"))
+
+
+class GuardianLink(SQLModel, table=True):
+    """A verified guardian of a minor. Revocation ends the authority, never deletes the row."""
+
+    __tablename__ = "guardian_links"
+    __table_args__ = (
+        Index(
+            "ix_guardian_active",
+            "subject_id",
+            "guardian_id",
+            unique=True,
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+        Index("ix_guardian_by_guardian", "guardian_id"),
+    )
+    id: uuid.UUID = Field(primary_key=True)
+    subject_id: str = Field(foreign_key="subjects.subject_id")
+    guardian_id: str
+    method: str
+    reference: str
+    verified_at: datetime = _ts(nullable=False)
+    linked_at: datetime = _ts(nullable=False)
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class ErasureRequest(SQLModel, table=True):
+    __tablename__ = "erasure_requests"
+    request_id: uuid.UUID = Field(primary_key=True)
+    subject_id: str = Field(index=True)
+    reason: str
+    requested_at: datetime = _ts(nullable=False)
+    due_at: datetime = _ts(nullable=False)
+    sequence: int = Field(sa_type=BigInteger)
+    event_id: str

@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.api import problems
 from consent.api.middleware import BodyLimit, RequestContext
-from consent.api.routes import meta, preferences, records
+from consent.api.routes import meta, minors, preferences, records, rights
 from consent.service.scheduler import run_scheduler
 from consent.settings import Settings, get_settings
 
@@ -54,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(preferences.router)
     app.include_router(records.router)
+    app.include_router(minors.router)
+    app.include_router(rights.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

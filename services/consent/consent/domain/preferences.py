@@ -53,6 +53,11 @@ def plan_changes(
             continue
         changes.append(Change(purpose, from_status, to_status))
     grants = [c for c in changes if c.to_status == "granted"]
+    if grants and acting_guardian is not None and age_status != "child":
+        raise DomainError(
+            "guardian_authority_ended",
+            "the subject is old enough to consent for themselves; a guardian cannot grant",
+        )
     if grants and age_status == "child":
         if acting_guardian is None or acting_guardian not in snapshot.guardian_ids:
             raise DomainError(

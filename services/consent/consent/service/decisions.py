@@ -5,10 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from consent.catalog import load_catalog
+from consent.catalog import load_age_rules, load_catalog
 from consent.domain import ages, jurisdictions
 from consent.domain.decisions import DecisionContext, decide_all
-from consent.domain.model import Decision, Policy, SubjectSnapshot
+from consent.domain.model import AgeStatus, Decision, Policy, SubjectSnapshot
+from consent.settings import get_settings
+
+
+def age_rules() -> ages.AgeRules:
+    s = get_settings()
+    return load_age_rules(s.child_age_floor_eu_eea, s.child_age_floor_other)
+
+
+def age_status_of(snapshot: SubjectSnapshot, now: datetime) -> AgeStatus:
+    return ages.age_status(snapshot.birth_date, snapshot.jurisdiction, now, age_rules())
 
 
 def decision_context(
@@ -16,7 +26,7 @@ def decision_context(
 ) -> DecisionContext:
     return DecisionContext(
         regime=jurisdictions.regime(snapshot.jurisdiction),
-        age_status=ages.age_status(snapshot.birth_date, snapshot.jurisdiction, now),
+        age_status=age_status_of(snapshot, now),
         has_guardian=bool(snapshot.guardian_ids),
         erased=snapshot.erased_at is not None,
         gpc_opted_out_at=snapshot.gpc_opted_out_at,

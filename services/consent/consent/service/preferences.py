@@ -18,7 +18,7 @@ from consent.domain.model import (
     SubjectSnapshot,
 )
 from consent.service.context import WriteContext
-from consent.service.decisions import decisions_for
+from consent.service.decisions import age_rules, age_status_of, decisions_for
 from consent.service.recorder import load_policies, record, records_after
 from consent.service.unit_of_work import UnitOfWork
 
@@ -72,7 +72,7 @@ def view(snapshot: SubjectSnapshot, policies: list[Policy], now: datetime) -> Pr
     return PreferencesView(
         snapshot=snapshot,
         decisions=decisions_for(snapshot, policies, now),
-        age_status=ages.age_status(snapshot.birth_date, snapshot.jurisdiction, now),
+        age_status=age_status_of(snapshot, now),
         gpc_honored=snapshot.gpc_opted_out_at is not None,
         policies=policies,
         now=now,
@@ -153,7 +153,7 @@ async def change_preferences(
         requested,
         now=ctx.now,
         policies=policies,
-        age_status=ages.age_status(snapshot.birth_date, snapshot.jurisdiction, ctx.now),
+        age_status=age_status_of(snapshot, ctx.now),
         acting_guardian=ctx.acting_guardian,
     )
     if changes:
@@ -204,8 +204,8 @@ async def put_subject(
         profile["birth_date"] = birth_date
         detail["birth_date_changed"] = True
     if profile:
-        before_age = ages.age_status(snapshot.birth_date, snapshot.jurisdiction, ctx.now)
-        after_age = ages.age_status(birth_date, jurisdiction, ctx.now)
+        before_age = age_status_of(snapshot, ctx.now)
+        after_age = ages.age_status(birth_date, jurisdiction, ctx.now, age_rules())
         detail["age_status"] = {"from": before_age, "to": after_age}
         snapshot, _ = await record(
             uow,

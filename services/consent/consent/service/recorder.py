@@ -64,6 +64,7 @@ async def record(
     profile: dict[str, Any] | None = None,
     detail: dict[str, Any] | None = None,
     event_extra: dict[str, Any] | None = None,
+    event_data: dict[str, Any] | None = None,
     policies: list[Policy] | None = None,
 ) -> tuple[SubjectSnapshot, DomainEvent]:
     """Write one ledger entry and its effects; return the new snapshot and its event.
@@ -109,6 +110,16 @@ async def record(
     )
     if policies is None:
         policies = await load_policies(uow)
+    if event_data is not None:
+        event = DomainEvent(
+            event_type,
+            snapshot.subject_id,
+            sequence,
+            ctx.now,
+            {"subject_id": snapshot.subject_id, "sequence": sequence, **event_data},
+        )
+        uow.emit(event)
+        return after, event
     event = consent_event(
         event_type,
         subject_id=snapshot.subject_id,

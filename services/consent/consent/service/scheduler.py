@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.service.context import utcnow
 from consent.service.expiry import expire_due
+from consent.service.guardians import lapse_came_of_age
 
 log = structlog.get_logger()
 Job = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[int]]
-JOBS: dict[str, Job] = {"expiry": expire_due}
+JOBS: dict[str, Job] = {"expiry": expire_due, "coming_of_age": lapse_came_of_age}
 
 
 async def run_jobs_once(

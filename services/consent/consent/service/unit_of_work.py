@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from consent.adapters.repositories import (
+    ErasureRepository,
+    GuardianRepository,
     LedgerRepository,
     OutboxRepository,
     PolicyRepository,
@@ -22,6 +24,8 @@ class UnitOfWork:
         self.state = StateRepository(session)
         self.outbox = OutboxRepository(session)
         self.policies = PolicyRepository(session)
+        self.guardians = GuardianRepository(session)
+        self.erasures = ErasureRepository(session)
         self.events: list[DomainEvent] = []
         self.committed = False
 

@@ -20,8 +20,8 @@ from consent.api.schemas import (
     SubjectId,
     SubjectIn,
 )
+from consent.api.writes import actor_for, evidence_from, ip_salt
 from consent.catalog import load_catalog
-from consent.domain.model import Actor
 from consent.service import preferences as svc
 from consent.service.context import WriteContext, utcnow
 from consent.service.unit_of_work import UnitOfWork
@@ -58,30 +58,6 @@ def _check_if_match(if_match: str | None, sequence: int) -> None:
         )
 
 
-def _actor(principal: Principal, guardian: str | None) -> Actor:
-    if guardian:
-        return Actor("guardian", guardian)
-    if principal.kind == "user":
-        return Actor("subject", principal.id)
-    return Actor("operator" if principal.has("admin") else "service", principal.id)
-
-
-def _evidence(
-    request: Request, salt: str, notice_id: str | None, locale: str | None, gpc: bool
-) -> dict[str, object]:
-    ip = request.client.host if request.client else ""
-    ev: dict[str, object] = {
-        "ip_hash": hashlib.sha256(f"{salt}:{ip}".encode()).hexdigest() if ip else None,
-        "user_agent": request.headers.get("user-agent", "")[:512] or None,
-        "gpc": gpc,
-    }
-    if notice_id:
-        ev["notice_id"] = notice_id
-    if locale:
-        ev["locale"] = locale
-    return ev
-
-
 def _is_gpc(value: str | None) -> bool:
     return value is not None and value.strip() == "1"
 
@@ -101,18 +77,14 @@ async def put_subject(
     guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
     ctx = WriteContext(
         channel="api" if principal.kind == "key" else "web",
-        actor=_actor(principal, guardian),
-        evidence=_evidence(request, _salt(request), None, None, False),
+        actor=actor_for(principal, guardian),
+        evidence=evidence_from(request, ip_salt(request), None, None, False),
     )
     view = await svc.put_subject(
         uow, subject_id, jurisdiction=body.jurisdiction, birth_date=body.birth_date, ctx=ctx
     )
     await uow.commit()
     return _respond(view, False)
-
-
-def _salt(request: Request) -> str:
-    return str(request.app.state.settings.ip_hash_salt.get_secret_value())
 
 
 def _own_gpc(principal: Principal, subject_id: str, sec_gpc: str | None) -> bool:
@@ -132,8 +104,8 @@ async def get_preferences(
     if gpc:
         ctx = WriteContext(
             channel="gpc",
-            actor=_actor(principal, guardian),
-            evidence=_evidence(request, _salt(request), None, None, True),
+            actor=actor_for(principal, guardian),
+            evidence=evidence_from(request, ip_salt(request), None, None, True),
         )
         view = await svc.gpc_on_read(uow, subject_id, ctx)
         await uow.commit()
@@ -221,12 +193,12 @@ async def _apply_patch(
     gpc = _own_gpc(principal, subject_id, sec_gpc)
     ctx = WriteContext(
         channel=channel,
-        actor=_actor(principal, guardian),
+        actor=actor_for(principal, guardian),
         policy_version=body.policy_version,
         acting_guardian=guardian,
-        evidence=_evidence(
+        evidence=evidence_from(
             request,
-            _salt(request),
+            ip_salt(request),
             context.notice_id if context else None,
             context.locale if context else None,
             gpc,

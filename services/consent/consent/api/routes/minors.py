@@ -1,0 +1,192 @@
+"""Guardians of minors, and the operator's "collected without guardian consent" action."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import AwareDatetime, Field, StringConstraints, field_validator
+
+from consent.api.deps import Caller, UoW, require_scope, require_subject_access
+from consent.api.problems import Problem
+from consent.api.routes.preferences import PROBLEMS, SubjectPath
+from consent.api.schemas import Strict, SubjectId
+from consent.api.writes import actor_for, evidence_from, ip_salt
+from consent.service import erasure as erasure_svc
+from consent.service import guardians as guardian_svc
+from consent.service.context import WriteContext
+
+router = APIRouter(tags=["minors"])
+Method = Literal[
+    "signed_form",
+    "card_transaction",
+    "government_id",
+    "video_call",
+    "knowledge_based",
+    "email_plus",
+]
+
+
+class Verification(Strict):
+    method: Method
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    verified_at: AwareDatetime
+
+    @field_validator("verified_at")
+    @classmethod
+    def _not_future(cls, v: datetime) -> datetime:
+        if v > datetime.now(UTC):
+            raise ValueError("verified_at cannot be in the future")
+        return v
+
+
+class GuardianIn(Strict):
+    guardian_id: SubjectId
+    verification: Verification
+
+
+class GuardianOut(Strict):
+    subject_id: str
+    guardian_id: str
+    verification_method: str
+    verified_at: str
+    linked_at: str
+    sequence: int
+
+
+class DiscoveryIn(Strict):
+    note: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class ErasureAccepted(Strict):
+    request_id: str
+    subject_id: str
+    status: str
+    due_at: str
+    sequence: int
+    reason: str = Field(default="subject_request")
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+@router.post(
+    "/v1/subjects/{subject_id}/guardians",
+    status_code=201,
+    response_model=GuardianOut,
+    responses=PROBLEMS,
+)
+async def link_guardian(
+    subject_id: SubjectPath, body: GuardianIn, request: Request, uow: UoW, principal: Caller
+) -> GuardianOut:
+    """Verification happens in a trusted service, so linking takes an API key."""
+    require_scope(principal, "preferences:write")
+    if principal.kind != "key":
+        raise Problem(403, "Guardian links are recorded by a verification service (API key).")
+    ctx = WriteContext(
+        channel="operator" if principal.has("admin") else "api",
+        actor=actor_for(principal, None),
+        evidence=evidence_from(request, ip_salt(request), None, None, False),
+    )
+    v = body.verification
+    link = await guardian_svc.link(
+        uow,
+        subject_id,
+        body.guardian_id,
+        method=v.method,
+        reference=v.reference,
+        verified_at=v.verified_at,
+        ctx=ctx,
+    )
+    subject = await uow.subjects.get(subject_id)
+    out = GuardianOut(
+        subject_id=subject_id,
+        guardian_id=link.guardian_id,
+        verification_method=link.method,
+        verified_at=_iso(link.verified_at),
+        linked_at=_iso(link.linked_at),
+        sequence=subject.sequence if subject else 0,
+    )
+    await uow.commit()
+    return out
+
+
+@router.delete(
+    "/v1/subjects/{subject_id}/guardians/{guardian_id}", status_code=204, responses=PROBLEMS
+)
+async def revoke_guardian(
+    subject_id: SubjectPath,
+    guardian_id: Annotated[SubjectId, Path()],
+    request: Request,
+    uow: UoW,
+    principal: Caller,
+) -> Response:
+    """A guardian may revoke their own link; services need ``preferences:write``."""
+    if not (principal.kind == "user" and principal.id == guardian_id):
+        require_scope(principal, "preferences:write")
+        if principal.kind == "user":
+            raise Problem(403, "Only the guardian or a service may revoke this link.")
+    actor = actor_for(principal, guardian_id if principal.kind == "user" else None)
+    ctx = WriteContext(
+        channel="guardian" if principal.kind == "user" else "api",
+        actor=actor,
+        evidence=evidence_from(request, ip_salt(request), None, None, False),
+    )
+    try:
+        await guardian_svc.revoke(uow, subject_id, guardian_id, ctx)
+    except LookupError as exc:
+        raise Problem(404, "No active link between this subject and guardian.") from exc
+    await uow.commit()
+    return Response(status_code=204)
+
+
+@router.get("/v1/subjects/{subject_id}/guardians", responses=PROBLEMS)
+async def list_guardians(subject_id: SubjectPath, uow: UoW, principal: Caller) -> dict[str, Any]:
+    await require_subject_access(principal, "preferences:read", subject_id, uow)
+    links = await uow.guardians.all_for(subject_id)
+    return {
+        "items": [
+            {
+                "guardian_id": g.guardian_id,
+                "verification_method": g.method,
+                "verified_at": _iso(g.verified_at),
+                "linked_at": _iso(g.linked_at),
+                "revoked_at": _iso(g.revoked_at) if g.revoked_at else None,
+            }
+            for g in links
+        ]
+    }
+
+
+@router.post(
+    "/v1/admin/subjects/{subject_id}/collected-without-consent",
+    status_code=202,
+    response_model=ErasureAccepted,
+    responses=PROBLEMS,
+    tags=["admin"],
+)
+async def collected_without_consent(
+    subject_id: SubjectPath, body: DiscoveryIn, request: Request, uow: UoW, principal: Caller
+) -> ErasureAccepted:
+    """A child's data turned out to be collected without guardian consent: erase it."""
+    require_scope(principal, "admin")
+    ctx = WriteContext(
+        channel="operator",
+        actor=actor_for(principal, None),
+        evidence={**evidence_from(request, ip_salt(request), None, None, False), "note": body.note},
+    )
+    req, _new = await erasure_svc.request_erasure(
+        uow, subject_id, ctx, reason="collected_without_guardian_consent"
+    )
+    out = ErasureAccepted(
+        request_id=str(req.request_id),
+        subject_id=subject_id,
+        status="in_progress",
+        due_at=_iso(req.due_at),
+        sequence=req.sequence,
+        reason=req.reason,
+    )
+    await uow.commit()
+    return out

@@ -1,0 +1,111 @@
+"""Erasure requests and propagation receipts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from consent.adapters.receipts import ReceiptRepository
+from consent.api.deps import Caller, UoW, require_subject_access
+from consent.api.problems import Problem
+from consent.api.routes.minors import ErasureAccepted
+from consent.api.routes.preferences import PROBLEMS, SubjectPath
+from consent.api.writes import actor_for, evidence_from, ip_salt
+from consent.service import erasure as erasure_svc
+from consent.service.context import WriteContext
+
+router = APIRouter(tags=["rights"])
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+@router.post(
+    "/v1/subjects/{subject_id}/erasure",
+    status_code=202,
+    response_model=ErasureAccepted,
+    responses=PROBLEMS,
+)
+async def request_erasure(
+    subject_id: SubjectPath, request: Request, uow: UoW, principal: Caller
+) -> ErasureAccepted:
+    guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
+    ctx = WriteContext(
+        channel="api" if principal.kind == "key" else "web",
+        actor=actor_for(principal, guardian),
+        evidence=evidence_from(request, ip_salt(request), None, None, False),
+    )
+    req, _new = await erasure_svc.request_erasure(uow, subject_id, ctx)
+    out = ErasureAccepted(
+        request_id=str(req.request_id),
+        subject_id=subject_id,
+        status="in_progress",
+        due_at=_iso(req.due_at) or "",
+        sequence=req.sequence,
+        reason=req.reason,
+    )
+    await uow.commit()
+    return out
+
+
+def _status(receipts: list[dict[str, Any]]) -> str:
+    if not receipts:
+        return "in_progress"
+    if all(r["status"] == "delivered" for r in receipts):
+        return "completed"
+    if any(r["status"] == "dead" for r in receipts):
+        return "action_required"
+    return "in_progress"
+
+
+@router.get("/v1/subjects/{subject_id}/erasure", responses=PROBLEMS)
+async def erasure_status(subject_id: SubjectPath, uow: UoW, principal: Caller) -> dict[str, Any]:
+    await require_subject_access(principal, "preferences:read", subject_id, uow)
+    req = await uow.erasures.latest(subject_id)
+    if req is None:
+        raise Problem(404, "No erasure was requested for this subject.")
+    receipts = await ReceiptRepository(uow.session).for_event(req.event_id)
+    return {
+        "request_id": str(req.request_id),
+        "subject_id": subject_id,
+        "reason": req.reason,
+        "requested_at": _iso(req.requested_at),
+        "due_at": _iso(req.due_at),
+        "status": _status(receipts),
+        "receipts": [
+            {
+                "processor": r["processor"],
+                "status": r["status"],
+                "attempts": r["attempts"],
+                "last_error": r["last_error"],
+                "response_code": r["response_code"],
+                "acknowledged_at": _iso(r["delivered_at"]),
+            }
+            for r in receipts
+        ],
+    }
+
+
+@router.get("/v1/subjects/{subject_id}/propagation", responses=PROBLEMS)
+async def propagation(subject_id: SubjectPath, uow: UoW, principal: Caller) -> dict[str, Any]:
+    await require_subject_access(principal, "preferences:read", subject_id, uow)
+    rows = await ReceiptRepository(uow.session).per_processor(subject_id)
+    return {
+        "subject_id": subject_id,
+        "processors": [
+            {
+                "processor": r["processor"],
+                "last_delivered_sequence": r["last_delivered_sequence"],
+                "delivered_at": _iso(r["delivered_at"]),
+                "latest_sequence": r["sequence"],
+                "latest_event_type": r["event_type"],
+                "status": r["status"],
+                "attempts": r["attempts"],
+                "last_error": r["last_error"],
+            }
+            for r in rows
+        ],
+    }

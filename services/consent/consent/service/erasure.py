@@ -1,0 +1,51 @@
+"""Erasure: remove personal data, keep the minimal proof, tell every processor."""
+
+from __future__ import annotations
+
+import uuid
+
+from consent.adapters.tables import ErasureRequest
+from consent.domain.rights import ERASURE_BUSINESS_DAYS, add_business_days
+from consent.service.context import WriteContext
+from consent.service.recorder import record
+from consent.service.unit_of_work import UnitOfWork
+
+
+async def request_erasure(
+    uow: UnitOfWork, subject_id: str, ctx: WriteContext, reason: str = "subject_request"
+) -> tuple[ErasureRequest, bool]:
+    """Record an erasure request; return it and whether it is new (a repeat returns the first)."""
+    snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
+    if snapshot.erased_at is not None:
+        existing = await uow.erasures.latest(subject_id)
+        if existing is not None:
+            return existing, False
+    request_id = uuid.uuid4()
+    due = add_business_days(ctx.now, ERASURE_BUSINESS_DAYS)
+    iso = lambda d: d.isoformat().replace("+00:00", "Z")  # noqa: E731
+    _, event = await record(
+        uow,
+        snapshot,
+        event_type="subject.erasure_requested",
+        ctx=ctx,
+        profile={"erased_at": ctx.now, "birth_date": None},
+        detail={"request_id": str(request_id), "reason": reason},
+        event_data={
+            "request_id": str(request_id),
+            "due_at": iso(due),
+            "reason": reason,
+            "occurred_at": iso(ctx.now),
+        },
+    )
+    await uow.erasures.forget_personal_data(subject_id)
+    request = ErasureRequest(
+        request_id=request_id,
+        subject_id=subject_id,
+        reason=reason,
+        requested_at=ctx.now,
+        due_at=due,
+        sequence=event.sequence or 0,
+        event_id=event.id,
+    )
+    await uow.erasures.add(request)
+    return request, True

@@ -1,0 +1,149 @@
+"""Guardians of minors: link with verification, revoke, and lapse what they authorised."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from consent.adapters.tables import GuardianLink
+from consent.domain.model import Actor, Change, DomainError, SubjectSnapshot
+from consent.service.context import WriteContext
+from consent.service.decisions import age_status_of
+from consent.service.recorder import record, records_after
+from consent.service.unit_of_work import UnitOfWork
+
+SCHEDULER = Actor("system", "coming-of-age-scheduler")
+
+
+async def link(
+    uow: UnitOfWork,
+    subject_id: str,
+    guardian_id: str,
+    *,
+    method: str,
+    reference: str,
+    verified_at: datetime,
+    ctx: WriteContext,
+) -> GuardianLink:
+    if guardian_id == subject_id:
+        raise DomainError("guardian_is_subject", "a subject cannot be their own guardian")
+    snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
+    if snapshot.erased_at is not None:
+        raise DomainError("subject_erased", "this subject has been erased")
+    if guardian_id in snapshot.guardian_ids:
+        raise DomainError("guardian_already_linked", "this guardian is already linked")
+    row = GuardianLink(
+        id=uuid.uuid4(),
+        subject_id=subject_id,
+        guardian_id=guardian_id,
+        method=method,
+        reference=reference,
+        verified_at=verified_at,
+        linked_at=ctx.now,
+    )
+    await uow.guardians.add(row)
+    snapshot.guardian_ids = snapshot.guardian_ids | {guardian_id}
+    ctx.evidence = {
+        **ctx.evidence,
+        "verification": {
+            "method": method,
+            "reference": reference,
+            "verified_at": verified_at.isoformat(),
+        },
+    }
+    await record(
+        uow,
+        snapshot,
+        event_type="subject.guardian_linked",
+        ctx=ctx,
+        detail={"guardian_id": guardian_id, "verification_method": method},
+        event_extra={
+            "guardian_id": guardian_id,
+            "verification_method": method,
+            "verified_at": verified_at.isoformat().replace("+00:00", "Z"),
+        },
+    )
+    return row
+
+
+async def _lapse(
+    uow: UnitOfWork,
+    snapshot: SubjectSnapshot,
+    guardian_id: str | None,
+    ctx: WriteContext,
+    reason: str,
+) -> SubjectSnapshot:
+    """Grants given by ``guardian_id`` (any guardian when None) become unset, ``lapsed``."""
+    lapsing = sorted(
+        (
+            r
+            for r in snapshot.records.values()
+            if r.status == "granted"
+            and r.actor.type == "guardian"
+            and (guardian_id is None or r.actor.id == guardian_id)
+        ),
+        key=lambda r: r.purpose,
+    )
+    if not lapsing:
+        return snapshot
+    changes = [Change(r.purpose, "granted", "unset") for r in lapsing]
+    lapse_ctx = WriteContext(channel="system", actor=ctx.actor, now=ctx.now)
+    new = records_after(
+        snapshot, changes, lapse_ctx, snapshot.sequence + 1, {}, ended_reason="lapsed"
+    )
+    after, _ = await record(
+        uow,
+        snapshot,
+        event_type="consent.lapsed",
+        ctx=lapse_ctx,
+        changes=changes,
+        new_records=new,
+        detail={"reason": reason, "guardian_id": guardian_id},
+        event_extra={"reason": reason},
+    )
+    return after
+
+
+async def revoke(uow: UnitOfWork, subject_id: str, guardian_id: str, ctx: WriteContext) -> None:
+    snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
+    if not await uow.guardians.revoke(subject_id, guardian_id, ctx.now):
+        raise LookupError("no active link to that guardian")
+    snapshot.guardian_ids = snapshot.guardian_ids - {guardian_id}
+    snapshot, _ = await record(
+        uow,
+        snapshot,
+        event_type="subject.guardian_revoked",
+        ctx=ctx,
+        detail={"guardian_id": guardian_id},
+        event_extra={"guardian_id": guardian_id},
+    )
+    await _lapse(uow, snapshot, guardian_id, ctx, "guardian_revoked")
+
+
+async def lapse_if_of_age(uow: UnitOfWork, subject_id: str, now: datetime) -> bool:
+    if not await uow.subjects.try_lock(subject_id):
+        return False
+    snapshot = await uow.subjects.snapshot(subject_id)
+    if snapshot.erased_at is not None or age_status_of(snapshot, now) == "child":
+        return False
+    ctx = WriteContext(channel="system", actor=SCHEDULER, now=now)
+    after = await _lapse(uow, snapshot, None, ctx, "came_of_age")
+    return after is not snapshot
+
+
+async def lapse_came_of_age(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
+    """Scheduler job: guardian grants of subjects no longer children lapse, exactly once."""
+    async with sessions() as session:
+        candidates = await UnitOfWork(session).state.subjects_with_guardian_grants(5000)
+    done = 0
+    for subject_id in candidates:
+        async with sessions() as session:
+            uow = UnitOfWork(session)
+            if await lapse_if_of_age(uow, subject_id, now):
+                await uow.commit()
+                done += 1
+            else:
+                await uow.rollback()
+    return done

@@ -21,7 +21,7 @@ from consent.adapters.db import migrate, plain_url, with_database
 from consent.adapters.kafka import ensure_topics
 from consent.api.app import create_app
 from consent.settings import Settings
-from tests import infra
+from tests import contracts, infra
 
 ADMIN_KEY = "test-admin-key"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123"
@@ -65,12 +65,19 @@ async def db_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     finally:
         await conn.close()
-    yield with_database(pg_url, name)
+    url = with_database(pg_url, name)
+    yield url
+    conn = await asyncpg.connect(url)
+    try:
+        problems = await contracts.check_outbox(conn)
+    finally:
+        await conn.close()
     conn = await asyncpg.connect(pg_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+    assert not problems, "events that break their contract:\n" + "\n".join(problems[:20])
 
 
 @pytest.fixture
@@ -144,6 +151,12 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.05):  # t
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if contracts.SEEN:
+        seen = ", ".join(f"{t}×{n}" for t, n in sorted(contracts.SEEN.items()))
+        terminalreporter.write_line(f"event contracts validated: {seen}")
 
 
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")

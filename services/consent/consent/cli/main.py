@@ -60,6 +60,17 @@ def token(
     typer.echo(jwt.encode(claims, secret, algorithm="HS256"))
 
 
+@app.command()
+def openapi() -> None:
+    """Print the OpenAPI document (checked in as schemas/openapi.json)."""
+    import json
+
+    from consent.api.app import create_app
+
+    doc = create_app(get_settings().model_copy(update={"database_url": "unused"})).openapi()
+    typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+
+
 @app.command("migrate")
 def migrate_cmd() -> None:
     """Apply database migrations."""

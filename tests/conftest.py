@@ -155,7 +155,7 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.05):  # t
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if contracts.SEEN:
-        seen = ", ".join(f"{t}×{n}" for t, n in sorted(contracts.SEEN.items()))
+        seen = ", ".join(f"{t} x{n}" for t, n in sorted(contracts.SEEN.items()))
         terminalreporter.write_line(f"event contracts validated: {seen}")
 
 

@@ -165,3 +165,48 @@ async def read_topic(
 
 def headers_of(record: Any) -> dict[str, str]:
     return {k: v.decode() for k, v in (record.headers or ())}
+
+
+async def write_changes(
+    settings: Settings, subjects: list[str], per_subject: int, concurrency: int = 8
+) -> int:
+    """Real writes through the service layer: each flips marketing_email, one sequence each."""
+    from consent.adapters.db import make_engine, make_sessionmaker
+    from consent.domain.model import Actor
+    from consent.service.context import WriteContext
+    from consent.service.preferences import change_preferences
+    from consent.service.unit_of_work import UnitOfWork
+
+    engine = make_engine(settings.database_url or "", pool_size=concurrency)
+    sessions = make_sessionmaker(engine)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one_subject(sid: str) -> int:
+        done = 0
+        for i in range(per_subject):
+            async with sem, sessions() as session:
+                uow = UnitOfWork(session)
+                status = "granted" if i % 2 == 0 else "denied"
+                ctx = WriteContext(channel="api", actor=Actor("service", "test"))
+                await change_preferences(uow, sid, {"marketing_email": status}, ctx)
+                await uow.commit()
+                done += 1
+        return done
+
+    try:
+        return sum(await asyncio.gather(*(one_subject(s) for s in subjects)))
+    finally:
+        await engine.dispose()
+
+
+def dedupe_in_order(records: list[Any]) -> dict[str, list[int]]:
+    """Per subject key: sequences in topic order, duplicates (same ce_id) dropped."""
+    seen: set[str] = set()
+    out: dict[str, list[int]] = {}
+    for r in records:
+        h = headers_of(r)
+        if h["ce_id"] in seen:
+            continue
+        seen.add(h["ce_id"])
+        out.setdefault(r.key.decode(), []).append(int(h["ce_subjectseq"]))
+    return out

@@ -28,6 +28,7 @@ log = structlog.get_logger()
 RELAY_LOCK_KEY = 0x636F6E73656E74  # "consent"
 STATE_TYPES_TOMBSTONE = {"subject.erasure_requested"}
 
+CLEANUP = "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1)"
 FETCH = """
 SELECT id, aggregatetype, aggregateid, type, payload::text AS payload, sequence, occurred_at
 FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT $1
@@ -117,7 +118,10 @@ class OutboxRelay:
 
     async def _lead(self, stop: asyncio.Event) -> None:
         assert self.settings.database_url
-        conn = await asyncpg.connect(plain_url(self.settings.database_url))
+        conn = await asyncpg.connect(
+            plain_url(self.settings.database_url),
+            server_settings={"application_name": f"consent-relay:{self.name}"},
+        )
         try:
             while not stop.is_set():
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
@@ -141,7 +145,7 @@ class OutboxRelay:
     async def _publish_loop(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
         producer = make_producer(self.settings)
         await producer.start()
-        backoff = 0.2
+        backoff, failures = 0.2, 0
         last_cleanup = 0.0
         loop = asyncio.get_running_loop()
         try:
@@ -150,26 +154,31 @@ class OutboxRelay:
                 try:
                     while not stop.is_set() and await self.publish_batch(conn, producer):
                         pass
-                    backoff = 0.2
+                    backoff, failures = 0.2, 0
                 except (asyncpg.PostgresError, OSError):
                     raise
-                except Exception as exc:  # broker errors: keep rows, retry with backoff
+                except Exception as exc:  # broker errors: keep the rows, retry with backoff
                     metrics.ERRORS.inc()
+                    failures += 1
                     log.warning(
                         "relay_publish_failed",
                         error=type(exc).__name__,
                         retry_in_s=round(backoff, 2),
+                        failures=failures,
                     )
                     await asyncio.sleep(backoff * (0.5 + random.random()))
                     backoff = min(backoff * 2, 10.0)
+                    if failures % 3 == 0:  # start afresh: new connections, new metadata
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(producer.stop(), 5)
+                        producer = make_producer(self.settings)
+                        with contextlib.suppress(Exception):
+                            await producer.start()
                     continue
                 await metrics.observe_backlog(conn)
                 if loop.time() - last_cleanup > 60:
                     last_cleanup = loop.time()
-                    await conn.execute(
-                        "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1)",  # noqa: E501
-                        self.settings.outbox_retention_hours,
-                    )
+                    await conn.execute(CLEANUP, self.settings.outbox_retention_hours)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.relay_poll_interval_s)
         finally:

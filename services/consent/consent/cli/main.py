@@ -18,6 +18,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(serve_app, name="serve")
 ledger_app = typer.Typer(help="The consent ledger.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
+outbox_app = typer.Typer(help="The transactional outbox.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
 
 
 def _settings() -> Settings:
@@ -119,6 +121,17 @@ def ledger_verify() -> None:
     settings, _server = resolve_database(_settings())
     assert settings.database_url
     raise typer.Exit(run_verify(settings.database_url))
+
+
+@outbox_app.command("status")
+def outbox_status() -> None:
+    """Backlog, oldest unpublished age, publish rate and the active relay."""
+    from consent.cli.outbox import print_status
+    from consent.cli.runtime import resolve_database
+
+    settings, _server = resolve_database(_settings())
+    assert settings.database_url
+    print_status(settings.database_url)
 
 
 @serve_app.command("api")

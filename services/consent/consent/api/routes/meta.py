@@ -11,6 +11,8 @@ from sqlalchemy import text
 
 from consent.api.schemas import PurposeInfo, PurposeList
 from consent.catalog import catalog_version, load_catalog
+from consent.relay import metrics as relay_metrics
+from consent.relay.metrics import BACKLOG_SQL
 
 router = APIRouter()
 GPC_LAST_UPDATE = "2026-11-01"
@@ -73,5 +75,14 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", tags=["ops"])
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics; the outbox backlog is read from the database at scrape time, so
+    it is right whichever process runs the relay."""
+    try:
+        async with request.app.state.engine.connect() as conn:
+            row = (await asyncio.wait_for(conn.execute(text(BACKLOG_SQL)), 2.0)).one()
+        relay_metrics.BACKLOG.set(row.n)
+        relay_metrics.OLDEST_AGE.set(float(row.age))
+    except Exception:  # metrics never fail the scrape
+        pass
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

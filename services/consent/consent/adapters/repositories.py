@@ -211,13 +211,17 @@ class StateRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
-    async def subjects_with_guardian_grants(self, limit: int) -> list[str]:
+    async def subjects_with_guardian_grants(self, after: str, limit: int) -> list[str]:
+        """One page (keyset on subject id) of subjects holding a guardian's grant."""
         stmt = (
             select(col(ConsentState.subject_id))
             .where(
-                col(ConsentState.status) == "granted", col(ConsentState.actor_type) == "guardian"
+                col(ConsentState.status) == "granted",
+                col(ConsentState.actor_type) == "guardian",
+                col(ConsentState.subject_id) > after,
             )
             .distinct()
+            .order_by(col(ConsentState.subject_id))
             .limit(limit)
         )
         return list((await self.session.execute(stmt)).scalars())

@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.api.auth import AuthError, Principal, principal_from_jwt, principal_from_key
 from consent.api.problems import Problem
+from consent.service.context import utcnow
+from consent.service.decisions import age_status_of
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings
 
@@ -60,6 +62,9 @@ async def get_principal(
 Caller = Annotated[Principal, Depends(get_principal)]
 
 
+MINOR = frozenset({"child", "teen_opt_in"})
+
+
 def require_scope(principal: Principal, scope: str) -> None:
     if not principal.has(scope):
         raise Problem(403, f"This credential lacks the {scope!r} scope.")
@@ -75,7 +80,8 @@ async def require_subject_access(
     require_scope(principal, scope)
     if principal.kind != "user" or principal.id == subject_id:
         return None
-    guardians = getattr(uow, "guardians", None)
-    if guardians is not None and await guardians.is_active_guardian(subject_id, principal.id):
-        return principal.id
+    if await uow.guardians.is_active_guardian(subject_id, principal.id):
+        snapshot = await uow.subjects.snapshot(subject_id)
+        if age_status_of(snapshot, utcnow()) in MINOR:
+            return principal.id  # a guardian acts for a linked minor, and only a minor
     raise Problem(403, "This token may not act for that subject.")

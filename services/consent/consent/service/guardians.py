@@ -32,6 +32,11 @@ async def link(
     snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
     if snapshot.erased_at is not None:
         raise DomainError("subject_erased", "this subject has been erased")
+    if age_status_of(snapshot, ctx.now) not in ("child", "teen_opt_in"):
+        raise DomainError(
+            "subject_not_minor",
+            "a guardian can only be linked to a minor: record the subject's birth date first",
+        )
     if guardian_id in snapshot.guardian_ids:
         raise DomainError("guardian_already_linked", "this guardian is already linked")
     row = GuardianLink(
@@ -135,15 +140,18 @@ async def lapse_if_of_age(uow: UnitOfWork, subject_id: str, now: datetime) -> bo
 
 async def lapse_came_of_age(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
     """Scheduler job: guardian grants of subjects no longer children lapse, exactly once."""
-    async with sessions() as session:
-        candidates = await UnitOfWork(session).state.subjects_with_guardian_grants(5000)
-    done = 0
-    for subject_id in candidates:
+    done, after = 0, ""
+    while True:
         async with sessions() as session:
-            uow = UnitOfWork(session)
-            if await lapse_if_of_age(uow, subject_id, now):
-                await uow.commit()
-                done += 1
-            else:
-                await uow.rollback()
-    return done
+            page = await UnitOfWork(session).state.subjects_with_guardian_grants(after, 1000)
+        if not page:
+            return done
+        for subject_id in page:
+            async with sessions() as session:
+                uow = UnitOfWork(session)
+                if await lapse_if_of_age(uow, subject_id, now):
+                    await uow.commit()
+                    done += 1
+                else:
+                    await uow.rollback()
+        after = page[-1]

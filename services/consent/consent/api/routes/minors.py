@@ -172,6 +172,8 @@ async def collected_without_consent(
 ) -> ErasureAccepted:
     """A child's data turned out to be collected without guardian consent: erase it."""
     require_scope(principal, "admin")
+    if await uow.subjects.get(subject_id) is None:
+        raise Problem(404, "No such subject.")
     ctx = WriteContext(
         channel="operator",
         actor=actor_for(principal, None),

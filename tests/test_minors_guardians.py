@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 
 from consent.api.auth import hash_key, new_key
 from tests.conftest import admin, user

@@ -117,7 +117,6 @@ def test_child_with_guardian_but_no_record_is_opt_in_even_in_the_us(key: str) ->
     assert decide(ctx, CATALOG[key], None, NOW) == Decision(False, "regime_default")
 
 
-
 def test_guardian_grant_speaks_for_a_child_with_guardian() -> None:
     ctx = DecisionContext(regime="gdpr", age_status="child", has_guardian=True)
     grant = rec("marketing_email", source="guardian", actor=GUARDIAN)

@@ -162,6 +162,19 @@ def serve_propagator(
     serve.propagator(_settings(), processors_file)
 
 
+@serve_app.command("demo-processor")
+def serve_demo_processor(
+    name: Annotated[str, typer.Option(help="email, payment or logistics")],
+    port: Annotated[int, typer.Option()] = 9101,
+    host: Annotated[str, typer.Option()] = "0.0.0.0",
+) -> None:
+    """A demo processor that verifies signatures and logs what it receives.
+    Its secret is read from ``<NAME>_PROCESSOR_SECRET`` (``whsec_…``)."""
+    from consent.cli import serve
+
+    serve.demo_processor(_settings(), name, host, port)
+
+
 def main() -> None:
     app()
 

@@ -50,3 +50,16 @@ def propagator(settings: Settings, processors_file: Path | None) -> None:
         raise SystemExit("CONSENT_PROCESSORS_FILE is required for `serve propagator`.")
     prop = Propagator(settings, load_processors(path))
     asyncio.run(_until_signal(lambda stop: supervise("propagator", prop.run, stop)))
+
+
+def demo_processor(settings: Settings, name: str, host: str, port: int) -> None:
+    import os
+
+    from propagator.demo import demo_processor_app
+
+    env = f"{name.upper()}_PROCESSOR_SECRET"
+    secret = os.environ.get(env)
+    if not secret:
+        raise SystemExit(f"{env} must hold the processor's whsec_ secret")
+    server = http_server(demo_processor_app(name, secret), host, port)
+    asyncio.run(_until_signal(lambda stop: serve_until(server, stop)))

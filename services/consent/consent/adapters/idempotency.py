@@ -18,7 +18,7 @@ class IdempotencyRepository:
         """Serialise requests carrying the same key until this transaction ends."""
         await self.session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"),
-            {"k": f"{principal}\x00{key}"},
+            {"k": f"{principal}\n{key}"},
         )
 
     async def get(self, principal: str, key: str) -> IdempotencyRecord | None:

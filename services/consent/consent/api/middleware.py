@@ -15,6 +15,11 @@ log = structlog.get_logger()
 
 
 class BodyLimit:
+    """Refuse bodies over the limit with 413, whether or not Content-Length is sent.
+
+    The body (at most 64 KiB) is read here and replayed to the app, so an oversize chunked
+    body is answered 413 before any handler runs."""
+
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
         self.app, self.limit = app, limit
 
@@ -23,32 +28,39 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            status = 413 if length.isdigit() else 400
-            resp = problem_response(status, f"The body must be at most {self.limit} bytes.")
+        if length is not None and not length.isdigit():
+            resp = problem_response(400, "Content-Length must be a whole number of bytes.")
             return await resp(scope, receive, send)
-        received = 0
-        too_big = False
-
-        async def limited() -> Message:
-            nonlocal received, too_big
+        if length is not None and int(length) > self.limit:
+            return await self._too_large(scope, receive, send)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    too_big = True
-                    raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return await self._too_large(scope, receive, send)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            resp = problem_response(413, f"The body must be at most {self.limit} bytes.")
-            await resp(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
+        await self.app(scope, replay, send)
 
-class _TooLarge(Exception):
-    pass
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resp = problem_response(413, f"The body must be at most {self.limit} bytes.")
+        await resp(scope, receive, send)
 
 
 class RequestContext:

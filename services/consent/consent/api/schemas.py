@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from consent.domain import jurisdictions
@@ -21,8 +22,28 @@ StatusIn = Literal["granted", "denied", "unset"]
 Channel = Literal["web", "ios", "android", "api", "import", "gpc", "guardian", "operator", "system"]
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class Strict(BaseModel):
+    """Request bodies: unknown fields and NUL characters (PostgreSQL text cannot hold them)
+    are refused with 422."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if _has_nul(data):
+            raise ValueError("strings must not contain NUL characters")
+        return data
 
 
 class SubjectIn(Strict):

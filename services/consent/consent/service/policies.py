@@ -3,7 +3,7 @@ that is evaluated at decision time, so nothing is rewritten and no right is redu
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from consent.adapters.tables import PolicyVersion
 from consent.catalog import load_catalog
@@ -23,6 +23,7 @@ async def publish(
     description: str | None,
     now: datetime,
 ) -> PolicyVersion:
+    effective_at = effective_at.astimezone(UTC)
     unknown = sorted(set(affected_purposes) - set(load_catalog()))
     if unknown:
         raise UnknownValue("affected_purposes", f"unknown purpose(s): {', '.join(unknown)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated, Any
 
 import orjson
@@ -103,11 +104,11 @@ async def batch_decisions(body: BatchIn, uow: UoW, principal: Caller) -> BatchOu
 def _policy_out(p: Any) -> PolicyOut:
     return PolicyOut(
         version=p.version,
-        effective_at=p.effective_at.isoformat().replace("+00:00", "Z"),
+        effective_at=p.effective_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         material=p.material,
         affected_purposes=list(p.affected_purposes),
         description=p.description,
-        published_at=p.published_at.isoformat().replace("+00:00", "Z"),
+        published_at=p.published_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -58,7 +58,7 @@ async def _broker_reachable(bootstrap: str | None) -> bool:
     return False
 
 
-@router.get("/readyz", tags=["ops"])
+@router.get("/readyz", tags=["ops"], responses={503: {"description": "Not ready"}})
 async def readyz(request: Request) -> JSONResponse:
     checks = {"database": False, "broker": False}
     try:
@@ -74,7 +74,12 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics", tags=["ops"])
+@router.get(
+    "/metrics",
+    tags=["ops"],
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics; the outbox backlog is read from the database at scrape time, so
     it is right whichever process runs the relay."""

@@ -33,6 +33,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     for s, d in {
         400: "Malformed JSON",
         401: "No or invalid credentials",
+        404: "Not found",
         403: "Not allowed",
         409: "Conflict with a consent rule",
         412: "Stale If-Match",

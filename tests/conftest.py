@@ -6,6 +6,8 @@ import asyncio
 import base64
 import os
 import secrets
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,8 +30,11 @@ JWT_SECRET = "test-jwt-secret-0123456789abcdef0123"
 
 
 @pytest.fixture(scope="session")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("infra")
+def workdir() -> Iterator[Path]:
+    """Outside pytest's rotating basetemp, which a concurrent pytest run may prune."""
+    path = Path(tempfile.mkdtemp(prefix="consent-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

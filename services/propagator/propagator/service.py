@@ -23,6 +23,8 @@ log = structlog.get_logger()
 class Propagator:
     def __init__(self, settings: Settings, processors: list[ProcessorConfig]) -> None:
         self.settings = settings
+        for p in processors:
+            p.secret()  # fail at start, not at the first delivery, when a secret is missing
         self.adapters = [adapter_for(p) for p in processors]
         self.intake: Intake | None = None
         self.workers: list[ProcessorWorker] = []

@@ -170,3 +170,46 @@ class ErasureRequest(SQLModel, table=True):
     due_at: datetime = _ts(nullable=False)
     sequence: int = Field(sa_type=BigInteger)
     event_id: str
+
+
+class AuditEntry(SQLModel, table=True):
+    """Every operator action: who, what, when, scope and counts. Append-only."""
+
+    __tablename__ = "audit_log"
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True)
+    )
+    at: datetime = _ts(nullable=False, server_default=text("now()"))
+    actor: str
+    action: str
+    scope: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB))
+    counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB))
+    reference: str | None = None  # e.g. the replay job id or delivery id
+
+
+class ReplayJob(SQLModel, table=True):
+    """A replay from the ledger; its cursor makes it resumable, its scope key exclusive."""
+
+    __tablename__ = "replay_jobs"
+    __table_args__ = (
+        Index(
+            "ux_replay_one_per_scope",
+            "scope_key",
+            unique=True,
+            postgresql_where=text("status IN ('pending', 'running')"),
+        ),
+    )
+    id: uuid.UUID = Field(primary_key=True)
+    scope_key: str
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB))
+    status: str = "pending"  # pending, running, interrupted, completed, failed
+    dry_run: bool = False
+    total: int = 0
+    done: int = 0
+    emitted: int = 0
+    cursor: str = ""
+    created_by: str
+    created_at: datetime = _ts(nullable=False, server_default=text("now()"))
+    heartbeat_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True)
+    error: str | None = None

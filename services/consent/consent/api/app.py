@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.api import problems
 from consent.api.middleware import BodyLimit, RequestContext
-from consent.api.routes import meta, minors, preferences, records, rights
+from consent.api.routes import admin, meta, minors, preferences, records, rights
 from consent.service.scheduler import run_scheduler
 from consent.settings import Settings, get_settings
 
@@ -40,7 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             stop.set()
-            await asyncio.gather(*jobs, return_exceptions=True)
+            for task in list(app.state.background):
+                task.cancel()
+            await asyncio.gather(*jobs, *app.state.background, return_exceptions=True)
             await engine.dispose()
 
     app = FastAPI(
@@ -50,12 +52,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.background = set()
     problems.install(app)
     app.include_router(meta.router)
     app.include_router(preferences.router)
     app.include_router(records.router)
     app.include_router(minors.router)
     app.include_router(rights.router)
+    app.include_router(admin.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

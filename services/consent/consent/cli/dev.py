@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+import yaml
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
@@ -165,6 +166,10 @@ async def _run(
     else:
         demo = demo_processors(saved)
         processors = [cfg for cfg, _ in demo]
+        path = settings.data_dir / "processors.yaml"
+        path.write_text(yaml.safe_dump({"processors": [c.model_dump() for c in processors]}))
+        settings = settings.model_copy(update={"processors_file": path})
+        os.environ["CONSENT_PROCESSORS_FILE"] = str(path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -194,6 +199,7 @@ async def _run(
                 "database_url": settings.database_url,
                 "kafka_bootstrap": settings.kafka_bootstrap,
                 "api": f"http://{host}:{port}",
+                "processors_file": str(settings.processors_file or ""),
             }
         )
     )

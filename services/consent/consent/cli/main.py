@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from consent.cli import maintenance, ops
 from consent.logs import configure_logging
 from consent.settings import Settings, get_settings
 
@@ -20,6 +21,11 @@ ledger_app = typer.Typer(help="The consent ledger.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 outbox_app = typer.Typer(help="The transactional outbox.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(ops.deliveries_app, name="deliveries")
+app.command("replay")(ops.replay)
+app.command("audit")(ops.audit)
+app.add_typer(maintenance.topic_app, name="topic")
+app.add_typer(maintenance.state_app, name="state")
 
 
 def _settings() -> Settings:

@@ -42,3 +42,15 @@ def resolve_kafka(settings: Settings) -> Settings:
     if stack and stack.get("kafka_bootstrap"):
         return settings.model_copy(update={"kafka_bootstrap": stack["kafka_bootstrap"]})
     raise SystemExit("No broker: set CONSENT_KAFKA_BOOTSTRAP or start `consentctl dev`.")
+
+
+def known_processors_for(settings: Settings) -> dict[str, Any]:
+    """Processors from CONSENT_PROCESSORS_FILE, or the running dev stack's demo file."""
+    from consent.service.processors import known_processors
+
+    if settings.processors_file:
+        return known_processors(settings.processors_file)
+    stack = read_stack(settings)
+    if stack and stack.get("processors_file"):
+        return known_processors(Path(stack["processors_file"]))
+    return {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -16,7 +16,31 @@ from consent.service.guardians import lapse_came_of_age
 
 log = structlog.get_logger()
 Job = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[int]]
-JOBS: dict[str, Job] = {"expiry": expire_due, "coming_of_age": lapse_came_of_age}
+
+
+async def resume_abandoned_replays(
+    sessions: async_sessionmaker[AsyncSession], now: datetime
+) -> int:
+    """A replay whose runner died (no heartbeat for a minute) is finished here."""
+    from consent.adapters.operations import OperationsRepository
+    from consent.service import replay
+    from consent.service.processors import known_processors
+    from consent.settings import get_settings
+
+    async with sessions() as session:
+        stale = await OperationsRepository(session).stale_jobs(now - timedelta(minutes=1))
+    known = known_processors(get_settings().processors_file)
+    for job_id in stale:
+        while (result := await replay.run_batch(sessions, job_id, known)) and not result.finished:
+            pass
+    return len(stale)
+
+
+JOBS: dict[str, Job] = {
+    "expiry": expire_due,
+    "coming_of_age": lapse_came_of_age,
+    "replays": resume_abandoned_replays,
+}
 
 
 async def run_jobs_once(

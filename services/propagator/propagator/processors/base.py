@@ -42,7 +42,7 @@ class WebhookAdapter:
 
     def __init__(self, config: ProcessorConfig) -> None:
         self.config = config
-        self._signer = Webhook(config.secret())
+        self._signer: Webhook | None = None  # built on first send: shaping bodies needs no secret
 
     def relevant(self, event_type: str, data: dict[str, Any]) -> bool:
         """Only configured event types; a change touching none of our purposes is skipped."""
@@ -72,6 +72,8 @@ class WebhookAdapter:
         return out
 
     def headers(self, event_id: str, event_type: str, raw: bytes) -> dict[str, str]:
+        if self._signer is None:
+            self._signer = Webhook(self.config.secret())
         now = datetime.now(UTC)
         signature = self._signer.sign(event_id, now, raw.decode())
         return {

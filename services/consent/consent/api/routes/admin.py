@@ -1,0 +1,191 @@
+"""Operator endpoints: replays, deliveries and redrive, audit log. All need ``admin``."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import AwareDatetime, Field, StringConstraints
+
+from consent.adapters.operations import OperationsRepository
+from consent.api.deps import Caller, UoW, require_scope
+from consent.api.problems import Problem
+from consent.api.routes.preferences import PROBLEMS
+from consent.api.schemas import Strict, SubjectId
+from consent.service import replay as replay_svc
+from consent.service.processors import known_processors
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]
+
+
+class ReplayIn(Strict):
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+    subject_id: SubjectId | None = None
+    purposes: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=64
+    )
+    processors: list[Name] = Field(default_factory=list, max_length=32)
+    dry_run: bool = False
+    rate: float | None = Field(default=None, gt=0, le=100_000)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def job_view(job: Any) -> dict[str, Any]:
+    return {
+        "job_id": str(job.id),
+        "status": job.status,
+        "dry_run": job.dry_run,
+        "scope": job.scope_key,
+        "params": job.params,
+        "total": job.total,
+        "done": job.done,
+        "emitted": job.emitted,
+        "progress": round(job.done / job.total, 4) if job.total else 1.0,
+        "created_by": job.created_by,
+        "created_at": _iso(job.created_at),
+        "finished_at": _iso(job.finished_at),
+        "error": job.error,
+    }
+
+
+async def run_job(request: Request, job_id: uuid.UUID) -> None:
+    """Drive a replay job to completion in this process (resumed elsewhere if we die)."""
+    app = request.app
+    known = known_processors(app.state.settings.processors_file)
+    rate = None
+    while True:
+        result = await replay_svc.run_batch(app.state.sessions, job_id, known)
+        if result is None or result.finished:
+            return
+        async with app.state.sessions() as session:
+            job = await OperationsRepository(session).job(job_id)
+            rate = job.params.get("rate") if job else None
+        if rate:
+            await asyncio.sleep(result.subjects / float(rate))
+
+
+@router.post("/replays", status_code=202, responses=PROBLEMS)
+async def start_replay(
+    body: ReplayIn, request: Request, uow: UoW, principal: Caller
+) -> dict[str, Any]:
+    require_scope(principal, "admin")
+    req = replay_svc.ReplayRequest(
+        since=body.since,
+        until=body.until or datetime.now(UTC),
+        actor=principal.id,
+        subject_id=body.subject_id,
+        purposes=body.purposes,
+        processors=body.processors,
+        dry_run=body.dry_run,
+        rate=body.rate,
+    )
+    try:
+        job = await replay_svc.create_job(
+            uow, req, known_processors(request.app.state.settings.processors_file)
+        )
+    except replay_svc.ReplayError as exc:
+        raise Problem(
+            422, str(exc), errors=[{"loc": ["body"], "msg": str(exc), "type": "value_error"}]
+        ) from exc
+    except replay_svc.ReplayConflict as exc:
+        raise Problem(409, str(exc), code="replay_in_progress") from exc
+    view = job_view(job)
+    await uow.commit()
+    task = asyncio.create_task(run_job(request, job.id))
+    request.app.state.background.add(task)
+    task.add_done_callback(request.app.state.background.discard)
+    return view
+
+
+@router.get("/replays/{job_id}", responses=PROBLEMS)
+async def replay_status(
+    job_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
+) -> dict[str, Any]:
+    require_scope(principal, "admin")
+    job = await OperationsRepository(uow.session).job(job_id)
+    if job is None:
+        raise Problem(404, "No such replay job.")
+    return job_view(job)
+
+
+def _delivery(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **row,
+        "id": str(row["id"]),
+        "created_at": _iso(row["created_at"]),
+        "updated_at": _iso(row["updated_at"]),
+        "delivered_at": _iso(row["delivered_at"]),
+    }
+
+
+@router.get("/deliveries", responses=PROBLEMS)
+async def list_deliveries(
+    uow: UoW,
+    principal: Caller,
+    status: Annotated[str | None, Query(pattern="^(pending|delivered|superseded|dead)$")] = None,
+    processor: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+    cursor: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    require_scope(principal, "admin")
+    rows = await OperationsRepository(uow.session).deliveries(
+        status, processor, str(cursor) if cursor else None, limit + 1
+    )
+    items = [_delivery(r) for r in rows[:limit]]
+    return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > limit else None}
+
+
+@router.post("/deliveries/{delivery_id}/redrive", responses=PROBLEMS)
+async def redrive(
+    delivery_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
+) -> dict[str, Any]:
+    require_scope(principal, "admin")
+    ops = OperationsRepository(uow.session)
+    redriven = await ops.redrive([delivery_id], None)
+    if not redriven:
+        raise Problem(
+            409, "Only a dead delivery can be redriven (or it does not exist).", code="not_dead"
+        )
+    audit_id = await ops.audit(
+        principal.id,
+        "delivery.redrive",
+        {"delivery_id": str(delivery_id)},
+        {"redriven": 1},
+        reference=str(delivery_id),
+    )
+    await uow.commit()
+    return {"id": str(delivery_id), "status": "pending", "audit_id": audit_id}
+
+
+@router.get("/audit", responses=PROBLEMS)
+async def audit(
+    uow: UoW,
+    principal: Caller,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    require_scope(principal, "admin")
+    rows = await OperationsRepository(uow.session).audit_entries(before, limit)
+    return {
+        "items": [
+            {
+                "id": r.id,
+                "at": _iso(r.at),
+                "actor": r.actor,
+                "action": r.action,
+                "scope": r.scope,
+                "counts": r.counts,
+                "reference": r.reference,
+            }
+            for r in rows
+        ],
+        "next_before": rows[-1].id if len(rows) == limit else None,
+    }

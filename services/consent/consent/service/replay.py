@@ -1,0 +1,237 @@
+"""Replays from the ledger: re-emit subjects' current decisions, marked ``replay: true``.
+
+A job selects subjects with a ledger change recorded in ``[since, until)``, walks them in
+subject-id order, and records its cursor in the same transaction as what it emits, so an
+interrupted job resumes where it stopped and emits nothing twice. Event ids are stable per
+(subject, sequence, job). With ``processors`` the job writes deliveries for those
+processors only and never touches the shared topic; without, it publishes through the
+outbox to ``consent.events.v1`` (and so to every processor).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from consent.adapters.operations import OperationsRepository
+from consent.adapters.tables import ReplayJob
+from consent.catalog import load_catalog
+from consent.domain.events import DomainEvent, consent_event, event_id
+from consent.domain.model import Actor
+from consent.service.decisions import decisions_for
+from consent.service.recorder import load_policies
+from consent.service.unit_of_work import UnitOfWork
+from propagator.config import ProcessorConfig
+from propagator.processors import adapter_for
+
+
+class ReplayError(ValueError):
+    """Bad replay parameters (unknown processor or purpose, empty window)."""
+
+
+class ReplayConflict(Exception):
+    """Another replay is running for the same scope."""
+
+
+@dataclass
+class ReplayRequest:
+    since: datetime
+    until: datetime
+    actor: str
+    subject_id: str | None = None
+    purposes: list[str] = field(default_factory=list)
+    processors: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    rate: float | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "subject_id": self.subject_id,
+            "purposes": sorted(self.purposes),
+            "processors": sorted(self.processors),
+            "rate": self.rate,
+        }
+
+    def scope_key(self) -> str:
+        return "processors:" + ",".join(sorted(self.processors)) if self.processors else "topic"
+
+
+def validate(req: ReplayRequest, known: dict[str, ProcessorConfig]) -> None:
+    if req.since.tzinfo is None or req.until.tzinfo is None:
+        raise ReplayError("times must carry a time zone (e.g. 2026-11-01T00:00:00Z)")
+    if req.until <= req.since:
+        raise ReplayError("--until must be after --since")
+    unknown = sorted(set(req.processors) - set(known))
+    if unknown:
+        raise ReplayError(
+            f"unknown processor(s): {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known)) or 'none configured'}"
+        )
+    bad = sorted(set(req.purposes) - set(load_catalog()))
+    if bad:
+        raise ReplayError(f"unknown purpose(s): {', '.join(bad)}")
+
+
+async def create_job(
+    uow: UnitOfWork, req: ReplayRequest, known: dict[str, ProcessorConfig]
+) -> ReplayJob:
+    validate(req, known)
+    ops = OperationsRepository(uow.session)
+    job = ReplayJob(
+        id=uuid.uuid4(),
+        scope_key=req.scope_key(),
+        params=req.params(),
+        status="running",
+        dry_run=req.dry_run,
+        created_by=req.actor,
+        total=await ops.count_replay_subjects(req.params()),
+        heartbeat_at=datetime.now(UTC),
+    )
+    try:
+        async with uow.session.begin_nested():
+            await ops.add_job(job)
+    except IntegrityError as exc:
+        raise ReplayConflict(f"a replay is already running for scope {job.scope_key}") from exc
+    await ops.audit(
+        req.actor,
+        "replay.started",
+        req.params() | {"dry_run": req.dry_run},
+        {"subjects": job.total},
+        reference=str(job.id),
+    )
+    return job
+
+
+@dataclass
+class BatchResult:
+    subjects: int
+    emitted: int
+    finished: bool
+    samples: list[dict[str, Any]]
+
+
+async def run_batch(
+    sessions: async_sessionmaker[AsyncSession],
+    job_id: uuid.UUID,
+    known: dict[str, ProcessorConfig],
+    batch: int = 100,
+) -> BatchResult | None:
+    """Advance a job by one batch; None when another runner holds it."""
+    async with sessions() as session:
+        uow = UnitOfWork(session)
+        ops = OperationsRepository(session)
+        job = await ops.job(job_id, for_update=True)
+        if job is None or job.status not in ("running", "pending"):
+            return None
+        now = datetime.now(UTC)
+        subjects = await ops.replay_subjects(job.params, job.cursor, batch)
+        if not subjects:
+            await ops.update_job(job.id, status="completed", finished_at=now, heartbeat_at=now)
+            await ops.audit(
+                job.created_by,
+                "replay.completed",
+                job.params,
+                {"subjects": job.done, "emitted": job.emitted},
+                reference=str(job.id),
+            )
+            await session.commit()
+            return BatchResult(0, 0, True, [])
+        snapshots = await uow.subjects.snapshots(subjects)
+        policies = await load_policies(uow)
+        targets = [known[n] for n in job.params.get("processors") or []]
+        deliveries: list[dict[str, Any]] = []
+        samples: list[dict[str, Any]] = []
+        emitted = 0
+        for sid in subjects:
+            snap = snapshots.get(sid)
+            if snap is None or snap.erased_at is not None:
+                continue  # an erased subject is never replayed
+            decisions = decisions_for(snap, policies, now)
+            eid = event_id(sid, snap.sequence, replay_tag=str(job.id))
+            event = consent_event(
+                "consent.changed",
+                subject_id=sid,
+                sequence=snap.sequence,
+                changes=[],
+                decisions=decisions,
+                jurisdiction=snap.jurisdiction,
+                policy_version=None,
+                channel="operator",
+                actor=Actor("operator", job.created_by),
+                occurred_at=now,
+                replay=True,
+            )
+            event = DomainEvent(event.type, sid, snap.sequence, now, event.data, id=eid)
+            if targets:
+                for cfg in targets:
+                    body = adapter_for(cfg).body(eid, event.type, event.data)
+                    deliveries.append(
+                        {
+                            "id": uuid.uuid4(),
+                            "event_id": eid,
+                            "event_type": event.type,
+                            "subject_id": sid,
+                            "sequence": snap.sequence,
+                            "processor": cfg.name,
+                            "status": "pending",
+                            "attempts": 0,
+                            "max_attempts": cfg.max_attempts,
+                            "payload": body,
+                            "occurred_at": now,
+                            "next_attempt_at": now,
+                            "replay": True,
+                        }
+                    )
+                    emitted += 1
+                    if len(samples) < 5:
+                        samples.append({"processor": cfg.name, **body})
+            else:
+                uow.emit(event)
+                emitted += 1
+                if len(samples) < 5:
+                    samples.append({"topic": "consent.events.v1", **event.data})
+        if not job.dry_run:
+            await ops.add_deliveries(deliveries)
+            await uow.flush_events()
+        else:
+            uow.events.clear()
+        await ops.update_job(
+            job.id,
+            cursor=subjects[-1],
+            done=job.done + len(subjects),
+            emitted=job.emitted + emitted,
+            heartbeat_at=now,
+            status="running",
+        )
+        await session.commit()
+        return BatchResult(len(subjects), emitted, False, samples)
+
+
+async def interrupt(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> None:
+    async with sessions() as session:
+        await OperationsRepository(session).update_job(job_id, status="interrupted")
+        await session.commit()
+
+
+async def resume(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> ReplayJob:
+    async with sessions() as session:
+        ops = OperationsRepository(session)
+        job = await ops.job(job_id)
+        if job is None:
+            raise ReplayError(f"no replay job {job_id}")
+        if job.status == "completed":
+            raise ReplayError(f"replay job {job_id} has already completed")
+        try:
+            await ops.update_job(job_id, status="running", heartbeat_at=datetime.now(UTC))
+            await session.commit()
+        except IntegrityError as exc:
+            raise ReplayConflict(f"another replay is running for scope {job.scope_key}") from exc
+        job.status = "running"
+        return job

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consent.service.context import utcnow
 from consent.service.expiry import expire_due
 from consent.service.guardians import lapse_came_of_age
+from consent.service.retention import purge_evidence
 
 log = structlog.get_logger()
 Job = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[int]]
@@ -40,6 +41,7 @@ JOBS: dict[str, Job] = {
     "expiry": expire_due,
     "coming_of_age": lapse_came_of_age,
     "replays": resume_abandoned_replays,
+    "evidence_retention": purge_evidence,
 }
 
 

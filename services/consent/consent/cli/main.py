@@ -151,21 +151,28 @@ def serve_api(
 
 
 @serve_app.command("relay")
-def serve_relay() -> None:
+def serve_relay(
+    health_port: Annotated[
+        int | None, typer.Option(help="Serve /healthz, /readyz, /metrics")
+    ] = None,
+) -> None:
     """The outbox relay (one active, others stand by)."""
     from consent.cli import serve
 
-    serve.relay(_settings())
+    serve.relay(_settings(), health_port)
 
 
 @serve_app.command("propagator")
 def serve_propagator(
     processors_file: Annotated[Path | None, typer.Option(envvar="CONSENT_PROCESSORS_FILE")] = None,
+    health_port: Annotated[
+        int | None, typer.Option(help="Serve /healthz, /readyz, /metrics")
+    ] = None,
 ) -> None:
     """The propagator (Kafka intake and delivery workers)."""
     from consent.cli import serve
 
-    serve.propagator(_settings(), processors_file)
+    serve.propagator(_settings(), processors_file, health_port)
 
 
 @serve_app.command("demo-processor")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from consent.cli.runtime import resolve_database, resolve_kafka
 from consent.cli.servers import http_server, serve_until, supervise
@@ -33,14 +34,80 @@ def api(settings: Settings, host: str, port: int) -> None:
     asyncio.run(_until_signal(lambda stop: serve_until(server, stop)))
 
 
-def relay(settings: Settings) -> None:
+def health_app(settings: Settings) -> Any:
+    """/healthz, /readyz (PostgreSQL and broker reachable) and /metrics for a worker process.
+    Readiness does not depend on being the active relay: a standby is ready too."""
+    import asyncpg
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from consent.adapters.db import plain_url
+    from consent.api.routes.meta import broker_reachable
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks = {"database": False, "broker": False}
+        try:
+            conn = await asyncio.wait_for(
+                asyncpg.connect(plain_url(settings.database_url or "")), 2
+            )
+            try:
+                checks["database"] = await conn.fetchval("SELECT 1") == 1
+            finally:
+                await conn.close()
+        except Exception:  # readiness reports, never raises
+            checks["database"] = False
+        checks["broker"] = await broker_reachable(settings.kafka_bootstrap)
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not_ready", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _with_health(
+    settings: Settings,
+    port: int | None,
+    stop: asyncio.Event,
+    run: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+) -> None:
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(run(stop))]
+    if port is not None:
+        server = http_server(health_app(settings), "0.0.0.0", port)
+        tasks.append(asyncio.create_task(serve_until(server, stop)))
+    await asyncio.gather(*tasks)
+
+
+def relay(settings: Settings, health_port: int | None = None) -> None:
     from consent.relay.relay import OutboxRelay
 
     settings = _ready(settings)
-    asyncio.run(_until_signal(lambda stop: supervise("relay", OutboxRelay(settings).run, stop)))
+    loop_fn = OutboxRelay(settings).run
+    asyncio.run(
+        _until_signal(
+            lambda stop: _with_health(
+                settings, health_port, stop, lambda s: supervise("relay", loop_fn, s)
+            )
+        )
+    )
 
 
-def propagator(settings: Settings, processors_file: Path | None) -> None:
+def propagator(
+    settings: Settings, processors_file: Path | None, health_port: int | None = None
+) -> None:
     from propagator.config import load_processors
     from propagator.service import Propagator
 
@@ -49,7 +116,13 @@ def propagator(settings: Settings, processors_file: Path | None) -> None:
     if path is None:
         raise SystemExit("CONSENT_PROCESSORS_FILE is required for `serve propagator`.")
     prop = Propagator(settings, load_processors(path))
-    asyncio.run(_until_signal(lambda stop: supervise("propagator", prop.run, stop)))
+    asyncio.run(
+        _until_signal(
+            lambda stop: _with_health(
+                settings, health_port, stop, lambda s: supervise("propagator", prop.run, s)
+            )
+        )
+    )
 
 
 def demo_processor(settings: Settings, name: str, host: str, port: int) -> None:

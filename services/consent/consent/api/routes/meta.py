@@ -44,7 +44,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _broker_reachable(bootstrap: str | None) -> bool:
+async def broker_reachable(bootstrap: str | None) -> bool:
     if not bootstrap:
         return False
     for server in bootstrap.split(","):
@@ -67,7 +67,7 @@ async def readyz(request: Request) -> JSONResponse:
         checks["database"] = True
     except Exception:  # readiness reports failure, it never raises
         checks["database"] = False
-    checks["broker"] = await _broker_reachable(request.app.state.settings.kafka_bootstrap)
+    checks["broker"] = await broker_reachable(request.app.state.settings.kafka_bootstrap)
     ok = all(checks.values())
     return JSONResponse(
         {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503

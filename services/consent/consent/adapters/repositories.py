@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from consent.adapters.subject_store import load_snapshots
 from consent.adapters.tables import (
     ConsentState,
     ErasureRequest,
@@ -61,67 +62,18 @@ class SubjectRepository:
         return row
 
     async def snapshot(self, subject_id: str, *, for_update: bool = False) -> SubjectSnapshot:
-        subject = (
-            await self.lock_or_create(subject_id) if for_update else await self.get(subject_id)
-        )
-        if subject is None:
-            return SubjectSnapshot(subject_id=subject_id)
-        states = (
+        """One query; with ``for_update`` the subject row is locked (created first if new)."""
+        found = await load_snapshots(self.session, [subject_id], for_update=for_update)
+        if subject_id not in found and for_update:
             await self.session.execute(
-                select(ConsentState).where(col(ConsentState.subject_id) == subject_id)
+                insert(Subject).values(subject_id=subject_id).on_conflict_do_nothing()
             )
-        ).scalars()
-        guardians = await self.session.execute(
-            select(col(GuardianLink.guardian_id)).where(
-                col(GuardianLink.subject_id) == subject_id, col(GuardianLink.revoked_at).is_(None)
-            )
-        )
-        return SubjectSnapshot(
-            subject_id=subject_id,
-            guardian_ids=frozenset(guardians.scalars()),
-            sequence=subject.sequence,
-            jurisdiction=subject.jurisdiction,
-            birth_date=subject.birth_date,
-            gpc_opted_out_at=subject.gpc_opted_out_at,
-            erased_at=subject.erased_at,
-            records={s.purpose: _record(s) for s in states},
-        )
+            found = await load_snapshots(self.session, [subject_id], for_update=True)
+        return found.get(subject_id) or SubjectSnapshot(subject_id=subject_id)
 
     async def snapshots(self, subject_ids: Sequence[str]) -> dict[str, SubjectSnapshot]:
-        """Many subjects in two queries (batch decisions)."""
-        subjects = (
-            await self.session.execute(
-                select(Subject).where(col(Subject.subject_id).in_(subject_ids))
-            )
-        ).scalars()
-        out = {
-            s.subject_id: SubjectSnapshot(
-                subject_id=s.subject_id,
-                sequence=s.sequence,
-                jurisdiction=s.jurisdiction,
-                birth_date=s.birth_date,
-                gpc_opted_out_at=s.gpc_opted_out_at,
-                erased_at=s.erased_at,
-            )
-            for s in subjects
-        }
-        if out:
-            states = (
-                await self.session.execute(
-                    select(ConsentState).where(col(ConsentState.subject_id).in_(list(out)))
-                )
-            ).scalars()
-            for st in states:
-                out[st.subject_id].records[st.purpose] = _record(st)
-            links = await self.session.execute(
-                select(col(GuardianLink.subject_id), col(GuardianLink.guardian_id)).where(
-                    col(GuardianLink.subject_id).in_(list(out)),
-                    col(GuardianLink.revoked_at).is_(None),
-                )
-            )
-            for sid, gid in links.all():
-                out[sid].guardian_ids = out[sid].guardian_ids | {gid}
-        return out
+        """Many subjects in one query (batch decisions, replays)."""
+        return await load_snapshots(self.session, subject_ids)
 
     async def try_lock(self, subject_id: str) -> bool:
         """Lock the subject row unless another transaction holds it (schedulers)."""

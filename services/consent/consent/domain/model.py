@@ -79,6 +79,7 @@ class SubjectSnapshot:
     erased_at: datetime | None = None
     records: dict[str, PurposeRecord] = field(default_factory=dict)
     guardian_ids: frozenset[str] = frozenset()
+    last_hash: str | None = None
 
     @property
     def exists(self) -> bool:

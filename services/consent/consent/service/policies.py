@@ -10,6 +10,7 @@ from consent.catalog import load_catalog
 from consent.domain.events import DomainEvent
 from consent.domain.model import DomainError
 from consent.service.preferences import UnknownValue
+from consent.service.recorder import invalidate_policies
 from consent.service.unit_of_work import UnitOfWork
 
 
@@ -38,6 +39,7 @@ async def publish(
         published_at=now,
     )
     await uow.policies.add(row)
+    invalidate_policies()
     uow.emit(
         DomainEvent(
             type="policy.published",

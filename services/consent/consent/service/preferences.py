@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -85,10 +86,16 @@ async def get_preferences(uow: UnitOfWork, subject_id: str, now: datetime) -> Pr
 
 
 async def _resolve_policy_version(uow: UnitOfWork, ctx: WriteContext) -> None:
+    policies = await load_policies(uow)
     if ctx.policy_version is None:
-        in_force = await uow.policies.in_force(ctx.now)
-        ctx.policy_version = in_force.version if in_force else None
-    elif await uow.policies.get(ctx.policy_version) is None:
+        in_force = [p for p in policies if p.effective_at <= ctx.now]
+        ctx.policy_version = (
+            max(in_force, key=lambda p: p.effective_at).version if in_force else None
+        )
+    elif (
+        ctx.policy_version not in {p.version for p in policies}
+        and await uow.policies.get(ctx.policy_version) is None  # maybe newer than the cache
+    ):
         raise UnknownValue("policy_version", f"unknown policy version {ctx.policy_version!r}")
 
 
@@ -138,7 +145,9 @@ async def change_preferences(
     ctx: WriteContext,
     *,
     gpc: bool = False,
+    precondition: Callable[[int], None] | None = None,
 ) -> PreferencesView:
+    """``precondition`` sees the locked subject's sequence first (HTTP If-Match)."""
     catalog = load_catalog()
     unknown = sorted(set(requested) - set(catalog))
     if unknown:
@@ -146,6 +155,8 @@ async def change_preferences(
     await _resolve_policy_version(uow, ctx)
     policies = await load_policies(uow)
     snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
+    if precondition is not None:
+        precondition(snapshot.sequence)
     if gpc:
         snapshot = await honour_gpc(uow, snapshot, ctx, policies)
     changes = preferences.plan_changes(

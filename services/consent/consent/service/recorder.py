@@ -6,11 +6,13 @@ goes through ``record`` so that each takes exactly one sequence number.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from consent.adapters.repositories import to_policy
+from consent.adapters.subject_store import append_change
 from consent.domain.events import DomainEvent, consent_event
 from consent.domain.hashing import GENESIS, entry_hash, evidence_hash
 from consent.domain.model import Change, Policy, PurposeRecord, SubjectSnapshot
@@ -18,9 +20,25 @@ from consent.service.context import WriteContext
 from consent.service.decisions import decisions_for
 from consent.service.unit_of_work import UnitOfWork
 
+POLICY_TTL_S = 1.0
+_policy_cache: dict[str, tuple[float, list[Policy]]] = {}
+
 
 async def load_policies(uow: UnitOfWork) -> list[Policy]:
-    return [to_policy(p) for p in await uow.policies.all()]
+    """Policy versions, cached per database for a second: they change rarely, and every
+    decision needs them. Publishing in this process clears the cache at once."""
+    bind = uow.session.bind
+    key = str(bind.engine.url) if bind is not None else ""
+    hit = _policy_cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < POLICY_TTL_S:
+        return hit[1]
+    policies = [to_policy(p) for p in await uow.policies.all()]
+    _policy_cache[key] = (time.monotonic(), policies)
+    return policies
+
+
+def invalidate_policies() -> None:
+    _policy_cache.clear()
 
 
 def records_after(
@@ -74,8 +92,7 @@ async def record(
     """
     changes = changes or []
     sequence = snapshot.sequence + 1
-    subject = await uow.subjects.get(snapshot.subject_id)
-    prev_hash = (subject.last_hash if subject else None) or GENESIS
+    prev_hash = snapshot.last_hash or GENESIS
     after = replace(snapshot, sequence=sequence, records=dict(snapshot.records))
     for key, value in (profile or {}).items():
         setattr(after, key, value)
@@ -100,14 +117,14 @@ async def record(
     }
     ev_hash = evidence_hash(ctx.evidence)
     digest = entry_hash(fields, prev_hash, ev_hash)
-    await uow.ledger.append(
+    await append_change(
+        uow.session,
         {**fields, "evidence_hash": ev_hash, "prev_hash": prev_hash, "hash": digest},
         ctx.evidence,
+        new_records or [],
+        profile or {},
     )
-    await uow.state.upsert(snapshot.subject_id, new_records or [])
-    await uow.subjects.update(
-        snapshot.subject_id, sequence=sequence, last_hash=digest, **(profile or {})
-    )
+    after.last_hash = digest
     if policies is None:
         policies = await load_policies(uow)
     if event_data is not None:

@@ -186,8 +186,6 @@ async def _apply_patch(
     unknown = sorted(set(body.purposes) - set(load_catalog()))
     if unknown:
         raise svc.UnknownValue("purposes", f"unknown purpose(s): {', '.join(unknown)}")
-    current = await uow.subjects.get(subject_id, for_update=True)
-    _check_if_match(if_match, current.sequence if current else 0)
     context = body.context
     default_channel = "guardian" if guardian else ("api" if principal.kind == "key" else "web")
     channel = context.channel if context and context.channel else default_channel
@@ -205,7 +203,14 @@ async def _apply_patch(
             gpc,
         ),
     )
-    view = await svc.change_preferences(uow, subject_id, dict(body.purposes), ctx, gpc=gpc)
+    view = await svc.change_preferences(
+        uow,
+        subject_id,
+        dict(body.purposes),
+        ctx,
+        gpc=gpc,
+        precondition=lambda sequence: _check_if_match(if_match, sequence),
+    )
     return _respond(view, gpc and view.gpc_honored)
 
 

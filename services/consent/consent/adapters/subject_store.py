@@ -1,0 +1,170 @@
+"""The hot path of reads and writes, one statement each.
+
+A subject's snapshot (profile, recorded statuses, active guardians) is one query, optionally
+locking the subject row; a change (ledger row, evidence, projection, subject head) is one
+statement of data-modifying CTEs. Everything else about subjects is in ``repositories``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from consent.domain.model import Actor, PurposeRecord, SubjectSnapshot
+
+SNAPSHOT_SQL = """
+SELECT s.subject_id, s.sequence, s.jurisdiction, s.birth_date, s.gpc_opted_out_at,
+       s.erased_at, s.last_hash,
+       (SELECT coalesce(json_agg(json_build_object(
+            'purpose', c.purpose, 'status', c.status, 'source', c.source,
+            'sequence', c.sequence, 'policy_version', c.policy_version,
+            'actor_type', c.actor_type, 'actor_id', c.actor_id, 'updated_at', c.updated_at,
+            'expires_at', c.expires_at, 'ended_reason', c.ended_reason)), '[]')
+        FROM consent_state c WHERE c.subject_id = s.subject_id) AS states,
+       (SELECT coalesce(array_agg(g.guardian_id), '{}') FROM guardian_links g
+        WHERE g.subject_id = s.subject_id AND g.revoked_at IS NULL) AS guardians
+FROM subjects s WHERE s.subject_id = ANY(CAST(:ids AS text[]))
+"""
+
+APPEND_SQL = """
+WITH ledger AS (
+    INSERT INTO consent_ledger (subject_id, sequence, type, changes, detail, policy_version,
+        jurisdiction, channel, actor_type, actor_id, occurred_at, evidence_hash, prev_hash, hash)
+    VALUES (:subject_id, :sequence, :type, CAST(:changes AS jsonb), CAST(:detail AS jsonb),
+        :policy_version, :jurisdiction, :channel, :actor_type, :actor_id, :occurred_at,
+        :evidence_hash, :prev_hash, :hash)
+), evidence AS (
+    INSERT INTO consent_evidence (subject_id, sequence, evidence)
+    VALUES (:subject_id, :sequence, CAST(:evidence AS jsonb))
+), state AS (
+    INSERT INTO consent_state (subject_id, purpose, status, source, sequence, policy_version,
+        actor_type, actor_id, updated_at, expires_at, ended_reason)
+    SELECT :subject_id, r.purpose, r.status, r.source, r.sequence, r.policy_version,
+        r.actor_type, r.actor_id, r.updated_at, r.expires_at, r.ended_reason
+    FROM jsonb_to_recordset(CAST(:states AS jsonb)) AS r(purpose text, status text,
+        source text, sequence bigint, policy_version text, actor_type text, actor_id text,
+        updated_at timestamptz, expires_at timestamptz, ended_reason text)
+    ON CONFLICT (subject_id, purpose) DO UPDATE SET status = EXCLUDED.status,
+        source = EXCLUDED.source, sequence = EXCLUDED.sequence,
+        policy_version = EXCLUDED.policy_version, actor_type = EXCLUDED.actor_type,
+        actor_id = EXCLUDED.actor_id, updated_at = EXCLUDED.updated_at,
+        expires_at = EXCLUDED.expires_at, ended_reason = EXCLUDED.ended_reason
+)
+UPDATE subjects SET sequence = :sequence, last_hash = :hash, updated_at = now(),
+    jurisdiction = CASE WHEN :set_jurisdiction THEN CAST(:new_jurisdiction AS varchar)
+                   ELSE jurisdiction END,
+    birth_date = CASE WHEN :set_birth_date THEN CAST(:new_birth_date AS date) ELSE birth_date END,
+    gpc_opted_out_at = CASE WHEN :set_gpc THEN CAST(:new_gpc AS timestamptz)
+                       ELSE gpc_opted_out_at END,
+    erased_at = CASE WHEN :set_erased THEN CAST(:new_erased AS timestamptz) ELSE erased_at END
+WHERE subject_id = :subject_id
+"""
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _record(d: dict[str, Any]) -> PurposeRecord:
+    return PurposeRecord(
+        purpose=d["purpose"],
+        status=d["status"],
+        source=d["source"],
+        updated_at=datetime.fromisoformat(d["updated_at"]),
+        sequence=int(d["sequence"]),
+        policy_version=d["policy_version"],
+        expires_at=_dt(d["expires_at"]),
+        actor=Actor(d["actor_type"], d["actor_id"]),
+        ended_reason=d["ended_reason"],
+    )
+
+
+def _snapshot(row: Any) -> SubjectSnapshot:
+    states = row.states if isinstance(row.states, list) else json.loads(row.states)
+    return SubjectSnapshot(
+        subject_id=row.subject_id,
+        sequence=row.sequence,
+        jurisdiction=row.jurisdiction,
+        birth_date=row.birth_date,
+        gpc_opted_out_at=row.gpc_opted_out_at,
+        erased_at=row.erased_at,
+        last_hash=row.last_hash,
+        records={d["purpose"]: _record(d) for d in states},
+        guardian_ids=frozenset(row.guardians or ()),
+    )
+
+
+LOCK_SQL = """
+SELECT subject_id FROM subjects WHERE subject_id = ANY(CAST(:ids AS text[]))
+ORDER BY subject_id FOR UPDATE
+"""
+
+
+async def load_snapshots(
+    session: AsyncSession, ids: Sequence[str], *, for_update: bool = False
+) -> dict[str, SubjectSnapshot]:
+    """With ``for_update`` the rows are locked first, in their own statement: under READ
+    COMMITTED a statement that waited for a lock still reads other tables as of its start,
+    so the snapshot must be read by a later statement to see the previous writer's work."""
+    locked: set[str] | None = None
+    if for_update:
+        locked = set((await session.execute(text(LOCK_SQL), {"ids": list(ids)})).scalars())
+        if not locked:
+            return {}
+    rows = await session.execute(text(SNAPSHOT_SQL), {"ids": list(ids)})
+    # a row committed after the lock statement ran is not locked: leave it out, so the
+    # caller creates-or-locks it again rather than write without the lock
+    return {
+        row.subject_id: _snapshot(row) for row in rows if locked is None or row.subject_id in locked
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+async def append_change(
+    session: AsyncSession,
+    entry: dict[str, Any],
+    evidence: dict[str, Any],
+    records: Iterable[PurposeRecord],
+    profile: dict[str, Any],
+) -> None:
+    """Ledger row + evidence + projection rows + subject head, in one statement."""
+    states = [
+        {
+            "purpose": r.purpose,
+            "status": r.status,
+            "source": r.source,
+            "sequence": r.sequence,
+            "policy_version": r.policy_version,
+            "actor_type": r.actor.type,
+            "actor_id": r.actor.id,
+            "updated_at": _iso(r.updated_at),
+            "expires_at": _iso(r.expires_at),
+            "ended_reason": r.ended_reason,
+        }
+        for r in records
+    ]
+    birth: date | None = profile.get("birth_date")
+    params = {
+        **entry,
+        "changes": json.dumps(entry["changes"]),
+        "detail": json.dumps(entry["detail"]),
+        "evidence": json.dumps(evidence, default=str),
+        "states": json.dumps(states),
+        "set_jurisdiction": "jurisdiction" in profile,
+        "new_jurisdiction": profile.get("jurisdiction"),
+        "set_birth_date": "birth_date" in profile,
+        "new_birth_date": birth,
+        "set_gpc": "gpc_opted_out_at" in profile,
+        "new_gpc": profile.get("gpc_opted_out_at"),
+        "set_erased": "erased_at" in profile,
+        "new_erased": profile.get("erased_at"),
+    }
+    await session.execute(text(APPEND_SQL), params)

@@ -26,6 +26,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, settings.db_pool_size)
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
+        app.state.read_sessions = make_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         stop = asyncio.Event()
         jobs = (
             [

@@ -24,6 +24,8 @@ async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
     """The request's transaction. Writers call ``uow.commit()`` before answering;
     anything not committed is rolled back here."""
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    if request.method in ("GET", "HEAD") and request.headers.get("sec-gpc", "").strip() != "1":
+        sessions = request.app.state.read_sessions  # reads need no BEGIN/ROLLBACK round trips
     async with sessions() as session:
         uow = UnitOfWork(session)
         try:

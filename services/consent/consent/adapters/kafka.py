@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from consent.settings import Settings
+from consent.timefmt import rfc3339
 
 SPEC_VERSION = "1.0"
 
@@ -72,10 +73,6 @@ async def ensure_topics(settings: Settings, partitions: int = 6) -> list[str]:
         return [t.name for t in missing]
     finally:
         await admin.close()
-
-
-def rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def cloudevent_headers(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -23,21 +23,7 @@ from consent.adapters.tables import (
     Subject,
 )
 from consent.domain.events import DomainEvent
-from consent.domain.model import Actor, Policy, PurposeRecord, Status, SubjectSnapshot
-
-
-def _record(row: ConsentState) -> PurposeRecord:
-    return PurposeRecord(
-        purpose=row.purpose,
-        status=cast(Status, row.status),
-        source=row.source,
-        updated_at=row.updated_at,
-        sequence=row.sequence,
-        policy_version=row.policy_version,
-        expires_at=row.expires_at,
-        actor=Actor(row.actor_type, row.actor_id),
-        ended_reason=row.ended_reason,
-    )
+from consent.domain.model import Policy, PurposeRecord, SubjectSnapshot
 
 
 class SubjectRepository:

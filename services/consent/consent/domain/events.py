@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from consent.domain.model import Actor, Change, Decision
+from consent.timefmt import rfc3339
 
 EVENT_NAMESPACE = uuid.UUID("6f1c2a0e-4d4b-4f7e-9a55-2c1f3e7b9d10")
 
@@ -68,7 +69,7 @@ def consent_event(
         "policy_version": policy_version,
         "channel": channel,
         "actor": {"type": actor.type, "id": actor.id},
-        "occurred_at": occurred_at.isoformat().replace("+00:00", "Z"),
+        "occurred_at": rfc3339(occurred_at),
         "replay": replay,
     }
     if extra:

@@ -9,6 +9,7 @@ from consent.domain.rights import ERASURE_BUSINESS_DAYS, add_business_days
 from consent.service.context import WriteContext
 from consent.service.recorder import record
 from consent.service.unit_of_work import UnitOfWork
+from consent.timefmt import rfc3339
 
 
 async def request_erasure(
@@ -22,7 +23,6 @@ async def request_erasure(
             return existing, False
     request_id = uuid.uuid4()
     due = add_business_days(ctx.now, ERASURE_BUSINESS_DAYS)
-    iso = lambda d: d.isoformat().replace("+00:00", "Z")  # noqa: E731
     _, event = await record(
         uow,
         snapshot,
@@ -32,9 +32,9 @@ async def request_erasure(
         detail={"request_id": str(request_id), "reason": reason},
         event_data={
             "request_id": str(request_id),
-            "due_at": iso(due),
+            "due_at": rfc3339(due),
             "reason": reason,
-            "occurred_at": iso(ctx.now),
+            "occurred_at": rfc3339(ctx.now),
         },
     )
     await uow.erasures.forget_personal_data(subject_id)

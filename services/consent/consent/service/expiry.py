@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.domain.model import Actor, Change
 from consent.service.context import WriteContext
+from consent.service.per_subject import each_subject
 from consent.service.recorder import load_policies, record, records_after
 from consent.service.unit_of_work import UnitOfWork
 
@@ -57,15 +58,9 @@ async def expire_due(
             due = await UnitOfWork(session).state.subjects_with_expired_grants(now, batch)
         if not due:
             return total
-        done = 0
-        for subject_id in due:
-            async with sessions() as session:
-                uow = UnitOfWork(session)
-                if await expire_subject(uow, subject_id, now):
-                    await uow.commit()
-                    done += 1
-                else:
-                    await uow.rollback()
+        done = await each_subject(
+            sessions, due, lambda uow, subject_id: expire_subject(uow, subject_id, now)
+        )
         total += done
         if done == 0:
             return total  # the rest are being handled by another instance

@@ -11,8 +11,10 @@ from consent.adapters.tables import GuardianLink
 from consent.domain.model import Actor, Change, DomainError, SubjectSnapshot
 from consent.service.context import WriteContext
 from consent.service.decisions import age_status_of
+from consent.service.per_subject import each_subject
 from consent.service.recorder import record, records_after
 from consent.service.unit_of_work import UnitOfWork
+from consent.timefmt import rfc3339
 
 SCHEDULER = Actor("system", "coming-of-age-scheduler")
 
@@ -67,7 +69,7 @@ async def link(
         event_extra={
             "guardian_id": guardian_id,
             "verification_method": method,
-            "verified_at": verified_at.isoformat().replace("+00:00", "Z"),
+            "verified_at": rfc3339(verified_at),
         },
     )
     return row
@@ -146,12 +148,7 @@ async def lapse_came_of_age(sessions: async_sessionmaker[AsyncSession], now: dat
             page = await UnitOfWork(session).state.subjects_with_guardian_grants(after, 1000)
         if not page:
             return done
-        for subject_id in page:
-            async with sessions() as session:
-                uow = UnitOfWork(session)
-                if await lapse_if_of_age(uow, subject_id, now):
-                    await uow.commit()
-                    done += 1
-                else:
-                    await uow.rollback()
+        done += await each_subject(
+            sessions, page, lambda uow, subject_id: lapse_if_of_age(uow, subject_id, now)
+        )
         after = page[-1]

@@ -10,6 +10,7 @@ from consent.adapters.tables import LedgerEntry
 from consent.catalog import catalog_version
 from consent.service.preferences import get_preferences
 from consent.service.unit_of_work import UnitOfWork
+from consent.timefmt import rfc3339
 
 
 class BadCursor(ValueError):
@@ -31,10 +32,6 @@ def decode_cursor(cursor: str) -> int:
         raise BadCursor("malformed cursor") from exc
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
 def entry_dict(entry: LedgerEntry, evidence: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "sequence": entry.sequence,
@@ -45,8 +42,8 @@ def entry_dict(entry: LedgerEntry, evidence: dict[str, Any] | None) -> dict[str,
         "jurisdiction": entry.jurisdiction,
         "channel": entry.channel,
         "actor": {"type": entry.actor_type, "id": entry.actor_id},
-        "occurred_at": _iso(entry.occurred_at),
-        "recorded_at": _iso(entry.recorded_at),
+        "occurred_at": rfc3339(entry.occurred_at),
+        "recorded_at": rfc3339(entry.recorded_at),
         "evidence": evidence,
         "evidence_hash": entry.evidence_hash,
         "prev_hash": entry.prev_hash,
@@ -74,7 +71,7 @@ async def export(uow: UnitOfWork, subject_id: str, now: datetime) -> dict[str, A
     policies = {p.version: p for p in await uow.policies.all()}
     return {
         "format": "consent-export/v1",
-        "exported_at": _iso(now),
+        "exported_at": rfc3339(now),
         "catalog_version": catalog_version(),
         "subject": {
             "subject_id": subject_id,
@@ -82,14 +79,14 @@ async def export(uow: UnitOfWork, subject_id: str, now: datetime) -> dict[str, A
             "birth_date": subject.birth_date.isoformat()
             if subject and subject.birth_date
             else None,
-            "created_at": _iso(subject.created_at) if subject else None,
-            "erased_at": _iso(subject.erased_at) if subject else None,
+            "created_at": rfc3339(subject.created_at) if subject else None,
+            "erased_at": rfc3339(subject.erased_at) if subject else None,
         },
         "preferences": view.as_dict(),
         "policy_versions_accepted": [
             {
                 "version": v,
-                "effective_at": _iso(policies[v].effective_at) if v in policies else None,
+                "effective_at": rfc3339(policies[v].effective_at) if v in policies else None,
                 "material": policies[v].material if v in policies else None,
                 "affected_purposes": policies[v].affected_purposes if v in policies else None,
             }

@@ -12,6 +12,7 @@ from consent.domain.model import DomainError
 from consent.service.preferences import UnknownValue
 from consent.service.recorder import invalidate_policies
 from consent.service.unit_of_work import UnitOfWork
+from consent.timefmt import rfc3339
 
 
 async def publish(
@@ -49,11 +50,11 @@ async def publish(
             aggregatetype="policy",
             data={
                 "version": version,
-                "effective_at": effective_at.isoformat().replace("+00:00", "Z"),
+                "effective_at": rfc3339(effective_at),
                 "material": material,
                 "affected_purposes": row.affected_purposes,
                 "description": description,
-                "published_at": now.isoformat().replace("+00:00", "Z"),
+                "published_at": rfc3339(now),
             },
         )
     )

@@ -22,6 +22,7 @@ from consent.service.context import WriteContext
 from consent.service.decisions import age_rules, age_status_of, decisions_for
 from consent.service.recorder import load_policies, record, records_after
 from consent.service.unit_of_work import UnitOfWork
+from consent.timefmt import rfc3339
 
 
 @dataclass
@@ -44,8 +45,8 @@ class PreferencesView:
                 "allowed": decision.allowed,
                 "reason": decision.reason,
                 "source": r.source if r else None,
-                "updated_at": _iso(r.updated_at) if r else None,
-                "expires_at": _iso(r.expires_at) if r and r.expires_at else None,
+                "updated_at": rfc3339(r.updated_at) if r else None,
+                "expires_at": rfc3339(r.expires_at) if r and r.expires_at else None,
                 "policy_version": r.policy_version if r else None,
                 "needs_reconsent": decision.reason == "needs_reconsent"
                 or bool(
@@ -63,10 +64,6 @@ class PreferencesView:
             "gpc_honored": self.gpc_honored,
             "purposes": purposes,
         }
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def view(snapshot: SubjectSnapshot, policies: list[Policy], now: datetime) -> PreferencesView:

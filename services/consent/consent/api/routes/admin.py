@@ -17,6 +17,7 @@ from consent.api.routes.preferences import PROBLEMS
 from consent.api.schemas import Strict, SubjectId
 from consent.service import replay as replay_svc
 from consent.service.processors import known_processors
+from consent.timefmt import rfc3339
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]
@@ -34,10 +35,6 @@ class ReplayIn(Strict):
     rate: float | None = Field(default=None, gt=0, le=100_000)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
 def job_view(job: Any) -> dict[str, Any]:
     return {
         "job_id": str(job.id),
@@ -50,8 +47,8 @@ def job_view(job: Any) -> dict[str, Any]:
         "emitted": job.emitted,
         "progress": round(job.done / job.total, 4) if job.total else 1.0,
         "created_by": job.created_by,
-        "created_at": _iso(job.created_at),
-        "finished_at": _iso(job.finished_at),
+        "created_at": rfc3339(job.created_at),
+        "finished_at": rfc3339(job.finished_at),
         "error": job.error,
     }
 
@@ -120,9 +117,9 @@ def _delivery(row: dict[str, Any]) -> dict[str, Any]:
     return {
         **row,
         "id": str(row["id"]),
-        "created_at": _iso(row["created_at"]),
-        "updated_at": _iso(row["updated_at"]),
-        "delivered_at": _iso(row["delivered_at"]),
+        "created_at": rfc3339(row["created_at"]),
+        "updated_at": rfc3339(row["updated_at"]),
+        "delivered_at": rfc3339(row["delivered_at"]),
     }
 
 
@@ -178,7 +175,7 @@ async def audit(
         "items": [
             {
                 "id": r.id,
-                "at": _iso(r.at),
+                "at": rfc3339(r.at),
                 "actor": r.actor,
                 "action": r.action,
                 "scope": r.scope,

@@ -16,6 +16,7 @@ from consent.api.writes import actor_for, evidence_from, ip_salt
 from consent.service import erasure as erasure_svc
 from consent.service import guardians as guardian_svc
 from consent.service.context import WriteContext
+from consent.timefmt import rfc3339
 
 router = APIRouter(tags=["minors"])
 Method = Literal[
@@ -68,10 +69,6 @@ class ErasureAccepted(Strict):
     reason: str = Field(default="subject_request")
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
 @router.post(
     "/v1/subjects/{subject_id}/guardians",
     status_code=201,
@@ -105,8 +102,8 @@ async def link_guardian(
         subject_id=subject_id,
         guardian_id=link.guardian_id,
         verification_method=link.method,
-        verified_at=_iso(link.verified_at),
-        linked_at=_iso(link.linked_at),
+        verified_at=rfc3339(link.verified_at),
+        linked_at=rfc3339(link.linked_at),
         sequence=subject.sequence if subject else 0,
     )
     await uow.commit()
@@ -151,9 +148,9 @@ async def list_guardians(subject_id: SubjectPath, uow: UoW, principal: Caller) -
             {
                 "guardian_id": g.guardian_id,
                 "verification_method": g.method,
-                "verified_at": _iso(g.verified_at),
-                "linked_at": _iso(g.linked_at),
-                "revoked_at": _iso(g.revoked_at) if g.revoked_at else None,
+                "verified_at": rfc3339(g.verified_at),
+                "linked_at": rfc3339(g.linked_at),
+                "revoked_at": rfc3339(g.revoked_at) if g.revoked_at else None,
             }
             for g in links
         ]
@@ -186,7 +183,7 @@ async def collected_without_consent(
         request_id=str(req.request_id),
         subject_id=subject_id,
         status="in_progress",
-        due_at=_iso(req.due_at),
+        due_at=rfc3339(req.due_at),
         sequence=req.sequence,
         reason=req.reason,
     )

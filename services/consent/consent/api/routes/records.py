@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Annotated, Any
 
 import orjson
@@ -27,6 +26,7 @@ from consent.service import policies as policy_svc
 from consent.service.context import utcnow
 from consent.service.decisions import decisions_for
 from consent.service.recorder import load_policies
+from consent.timefmt import rfc3339
 
 router = APIRouter()
 
@@ -104,11 +104,11 @@ async def batch_decisions(body: BatchIn, uow: UoW, principal: Caller) -> BatchOu
 def _policy_out(p: Any) -> PolicyOut:
     return PolicyOut(
         version=p.version,
-        effective_at=p.effective_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        effective_at=rfc3339(p.effective_at),
         material=p.material,
         affected_purposes=list(p.affected_purposes),
         description=p.description,
-        published_at=p.published_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        published_at=rfc3339(p.published_at),
     )
 
 

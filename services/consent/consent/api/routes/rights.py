@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,12 +14,9 @@ from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.writes import actor_for, evidence_from, ip_salt
 from consent.service import erasure as erasure_svc
 from consent.service.context import WriteContext
+from consent.timefmt import rfc3339
 
 router = APIRouter(tags=["rights"])
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 @router.post(
@@ -43,7 +39,7 @@ async def request_erasure(
         request_id=str(req.request_id),
         subject_id=subject_id,
         status="in_progress",
-        due_at=_iso(req.due_at) or "",
+        due_at=rfc3339(req.due_at) or "",
         sequence=req.sequence,
         reason=req.reason,
     )
@@ -72,8 +68,8 @@ async def erasure_status(subject_id: SubjectPath, uow: UoW, principal: Caller) -
         "request_id": str(req.request_id),
         "subject_id": subject_id,
         "reason": req.reason,
-        "requested_at": _iso(req.requested_at),
-        "due_at": _iso(req.due_at),
+        "requested_at": rfc3339(req.requested_at),
+        "due_at": rfc3339(req.due_at),
         "status": _status(receipts),
         "receipts": [
             {
@@ -82,7 +78,7 @@ async def erasure_status(subject_id: SubjectPath, uow: UoW, principal: Caller) -
                 "attempts": r["attempts"],
                 "last_error": r["last_error"],
                 "response_code": r["response_code"],
-                "acknowledged_at": _iso(r["delivered_at"]),
+                "acknowledged_at": rfc3339(r["delivered_at"]),
             }
             for r in receipts
         ],
@@ -99,7 +95,7 @@ async def propagation(subject_id: SubjectPath, uow: UoW, principal: Caller) -> d
             {
                 "processor": r["processor"],
                 "last_delivered_sequence": r["last_delivered_sequence"],
-                "delivered_at": _iso(r["delivered_at"]),
+                "delivered_at": rfc3339(r["delivered_at"]),
                 "latest_sequence": r["sequence"],
                 "latest_event_type": r["event_type"],
                 "status": r["status"],

@@ -222,3 +222,34 @@ async def test_erasure_reaches_every_processor_with_receipts(
 async def _erasure_completed(client):  # type: ignore[no-untyped-def]
     r = await client.get("/v1/subjects/gone/erasure", headers=admin())
     return r.json() if r.status_code == 200 and r.json()["status"] == "completed" else None
+
+
+@pytest.mark.timeout(120)
+async def test_processor_down_past_its_retry_budget_catches_up_by_itself(
+    client, topics: Settings, processor_secrets, db
+):
+    email, payment, logistics = trio(processor_secrets)
+    down = {"v": True}
+    email.responder = lambda _r: 503 if down["v"] else 204
+    overrides = {"email": {"max_attempts": 2, "recovery_probe_s": 0.5}}
+    async with (
+        serving(email, payment, logistics),
+        running_stack(topics, configs(email, payment, logistics, overrides=overrides)),
+    ):
+        for sid in ("x1", "x2"):
+            await patch(client, sid, {"marketing_email": "granted"})
+        await eventually(lambda: _dead_count(db, 2), timeout=30)  # the budget ran out
+        down["v"] = False  # back up: nobody touches anything
+        await eventually(lambda: _delivered_up_to(db, "x1", 1), timeout=30)
+        await eventually(lambda: _delivered_up_to(db, "x2", 1), timeout=30)
+    assert await db.fetchval("SELECT count(*) FROM deliveries WHERE status = 'dead'") == 0
+    assert (
+        await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'delivery.auto_redrive'")
+        >= 1
+    )
+
+
+async def _dead_count(db, n) -> bool:  # type: ignore[no-untyped-def]
+    return n == await db.fetchval(
+        "SELECT count(*) FROM deliveries WHERE status = 'dead' AND processor = 'email'"
+    )

@@ -30,6 +30,7 @@ class ProcessorConfig(BaseModel):
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
     concurrency: int = Field(default=8, ge=1, le=256)
+    recovery_probe_s: float = Field(default=30.0, gt=0)  # retry one exhausted delivery this often
 
     @field_validator("url")
     @classmethod

@@ -217,3 +217,33 @@ class DeliveryStore:
             orjson.dumps(payload).decode(),
             row["sequence"],
         )
+
+    async def probe_exhausted(self, processor: str) -> bool:
+        """Give one delivery that died of an exhausted retry budget a single new attempt."""
+        async with self.pool.acquire() as conn:
+            probed = await conn.fetchval(
+                "UPDATE deliveries SET status = 'pending', attempts = max_attempts - 1, "
+                "next_attempt_at = now(), updated_at = now() WHERE id = ("
+                "SELECT id FROM deliveries WHERE processor = $1 AND status = 'dead' "
+                "AND last_error LIKE 'gave up after%' ORDER BY updated_at LIMIT 1) RETURNING id",
+                processor,
+            )
+            return probed is not None
+
+    async def redrive_exhausted(self, conn: asyncpg.Connection, processor: str) -> int:
+        """The processor answers again: its exhausted deliveries get a fresh budget (audited).
+        Permanent failures (4xx) stay dead for an operator."""
+        rows = await conn.fetch(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(), "
+            "updated_at = now() WHERE processor = $1 AND status = 'dead' "
+            "AND last_error LIKE 'gave up after%' RETURNING id",
+            processor,
+        )
+        if rows:
+            await conn.execute(
+                "INSERT INTO audit_log (actor, action, scope, counts) VALUES "
+                "('propagator', 'delivery.auto_redrive', $1::jsonb, $2::jsonb)",
+                orjson.dumps({"processor": processor}).decode(),
+                orjson.dumps({"redriven": len(rows)}).decode(),
+            )
+        return len(rows)

@@ -34,6 +34,8 @@ class ProcessorWorker:
         self.adapter, self.store, self.client = adapter, store, client
         self.config = adapter.config
         self.wake = asyncio.Event()
+        self.exhausted = True  # until a success proves otherwise (covers restarts)
+        self.probe_every_s = adapter.config.recovery_probe_s
 
     async def run_once(self) -> int:
         rows = await self.store.claim(
@@ -55,6 +57,11 @@ class ProcessorWorker:
         name = self.config.name
         if outcome.ok:
             await self.store.mark_delivered(conn, row, outcome.status_code, outcome.latency_ms)
+            if self.exhausted:  # it answers again: catch up on what died while it was down
+                redriven = await self.store.redrive_exhausted(conn, name)
+                self.exhausted = False
+                if redriven:
+                    log.info("deliveries_auto_redriven", processor=name, count=redriven)
             metrics.DELIVERIES.labels(name, "delivered").inc()
             lag = (datetime.now(UTC) - row["occurred_at"]).total_seconds()
             metrics.E2E_LATENCY.labels(name).observe(max(lag, 0.0))
@@ -90,6 +97,8 @@ class ProcessorWorker:
         reason = (
             error if not outcome.retryable else f"gave up after {row['attempts']} attempts: {error}"
         )
+        if outcome.retryable:
+            self.exhausted = True
         await self.store.finish(conn, row, "dead", outcome.status_code, reason, outcome.latency_ms)
         await self.store.dead_letter(conn, row, reason, outcome.status_code)
         metrics.DELIVERIES.labels(name, "dead").inc()
@@ -97,8 +106,13 @@ class ProcessorWorker:
         log.warning("delivery_dead", processor=name, event_id=row["event_id"], error=reason[:120])
 
     async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_probe = loop.time() + self.probe_every_s
         while not stop.is_set():
             try:
+                if self.exhausted and loop.time() >= next_probe:
+                    next_probe = loop.time() + self.probe_every_s
+                    await self.store.probe_exhausted(self.config.name)
                 if await self.run_once():
                     continue
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import yaml
 
 from consent.embedded import free_port
 
@@ -51,9 +53,14 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -
 @pytest.mark.timeout(120)
 def test_dev_starts_serves_readyz_and_stops_cleanly(tmp_path: Path):
     port = free_port()
+    started = time.monotonic()
     proc = _start(tmp_path, port)
     try:
         elapsed = _wait_ready(port, proc)
+        while not (tmp_path / "dev" / "stack.json").exists():  # written with the banner
+            assert time.monotonic() - started < 60, "no ready banner within 60 s"
+            time.sleep(0.1)
+        elapsed = time.monotonic() - started
         print(f"consentctl dev ready in {elapsed:.1f}s")
         r = httpx.get(f"http://127.0.0.1:{port}/readyz")
         assert r.json()["checks"] == {"database": True, "broker": True}
@@ -65,6 +72,25 @@ def test_dev_starts_serves_readyz_and_stops_cleanly(tmp_path: Path):
         ]
         assert children, "tansu should run as a child process"
         assert pg, "the embedded PostgreSQL should be running on the data dir"
+
+        key = json.loads((tmp_path / "dev" / "dev-secrets.json").read_text())["admin_key"]
+        t0 = time.monotonic()
+        r = httpx.patch(
+            f"http://127.0.0.1:{port}/v1/subjects/u-dev/preferences",
+            headers={"X-API-Key": key},
+            json={"purposes": {"marketing_email": "granted"}},
+        )
+        assert r.status_code == 200, r.text
+        procs = yaml.safe_load((tmp_path / "dev" / "processors.yaml").read_text())["processors"]
+        email = next(p["url"] for p in procs if p["name"] == "email")  # 9101 unless taken
+        while time.monotonic() - t0 < 2.0:
+            got = httpx.get(email.replace("/consent", "/_received")).json()
+            if any(e.get("subject_id") == "u-dev" for e in got["events"]):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the PATCH did not reach the demo email processor within 2 s")
+        print(f"PATCH to demo email processor: {time.monotonic() - t0:.3f}s")
 
         second = _start(tmp_path, free_port())
         out, _ = second.communicate(timeout=60)

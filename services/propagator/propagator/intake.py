@@ -29,6 +29,7 @@ class Waker(Protocol):
 
 
 GROUP_ID = "consent-propagator"
+WARMUP_TYPE = "dev.warmup"  # sent by `consentctl dev` before it reports ready
 
 
 def _headers(record: ConsumerRecord[Any, Any]) -> dict[str, str]:
@@ -70,6 +71,8 @@ class Intake:
     ) -> None:
         self.settings, self.store, self.adapters, self.wake = settings, store, adapters, wake
         self.recorded = 0
+        self.ready = asyncio.Event()  # set once the consumer group has assigned partitions
+        self.consumed = asyncio.Event()  # set once any record went through (warm-up)
 
     async def handle(self, records: list[ConsumerRecord[Any, Any]]) -> int:
         seen: list[tuple[str, str, int, int]] = []
@@ -77,6 +80,8 @@ class Intake:
         for rec in records:
             h = _headers(rec)
             event_id, event_type = h.get("ce_id"), h.get("ce_type")
+            if event_type == WARMUP_TYPE:
+                continue
             if not event_id or not event_type or rec.value is None:
                 log.warning("intake_skipped_record", partition=rec.partition, offset=rec.offset)
                 continue
@@ -111,9 +116,12 @@ class Intake:
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200)
+                if not self.ready.is_set() and consumer.assignment():
+                    self.ready.set()
                 if not batch:
                     continue
                 records = [r for recs in batch.values() for r in recs]
+                self.consumed.set()
                 while True:
                     try:
                         await self.handle(records)

@@ -27,6 +27,8 @@ class Propagator:
             p.secret()  # fail at start, not at the first delivery, when a secret is missing
         self.adapters = [adapter_for(p) for p in processors]
         self.intake: Intake | None = None
+        self.ready = asyncio.Event()  # the intake consumer has its partitions
+        self.consumed = asyncio.Event()  # the intake consumer has received a record
         self.workers: list[ProcessorWorker] = []
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -42,6 +44,7 @@ class Propagator:
             wake = _FanOut([w.wake for w in self.workers])
             self.intake = Intake(self.settings, store, self.adapters, wake)
             log.info("propagator_started", processors=[a.config.name for a in self.adapters])
+            self.intake.ready, self.intake.consumed = self.ready, self.consumed
             tasks = [asyncio.create_task(self.intake.run(stop), name="intake")]
             tasks += [
                 asyncio.create_task(w.run(stop), name=f"worker-{w.config.name}")

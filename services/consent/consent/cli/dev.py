@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -187,6 +188,7 @@ async def _run(
     propagator = Propagator(settings, processors)
     tasks.append(asyncio.create_task(supervise("relay", relay.run, stop)))
     tasks.append(asyncio.create_task(supervise("propagator", propagator.run, stop)))
+    await _warm_up(settings, propagator)
     while not api.started and not stop.is_set():
         await asyncio.sleep(0.05)
         if tasks[0].done():
@@ -207,6 +209,30 @@ async def _run(
     await stop.wait()
     console.print("[bold]Stopping…[/bold]")
     await asyncio.wait(tasks, timeout=8)
+
+
+async def _warm_up(settings: Settings, propagator: Propagator) -> None:
+    """A fresh consumer group is slow to hand over its first record on the embedded broker;
+    pay that once here, so the user's first change reaches the processors in milliseconds."""
+    from consent.adapters.kafka import make_producer
+    from propagator.intake import WARMUP_TYPE
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(propagator.ready.wait(), 30)
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            while not propagator.consumed.is_set():
+                await producer.send_and_wait(
+                    settings.events_topic,
+                    key=b"consentctl-dev",
+                    value=b"{}",
+                    headers=[("ce_type", WARMUP_TYPE.encode())],
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(propagator.consumed.wait(), 2)
+        finally:
+            await producer.stop()
 
 
 def _print_banner(

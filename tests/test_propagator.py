@@ -35,13 +35,13 @@ def configs(email, payment, logistics, overrides=None):  # type: ignore[no-untyp
         payment.config(
             "TEST_PAYMENT_SECRET",
             ["sale", "share", "third_party_sharing"],
-            events=["consent.changed", "subject.erasure_requested"],
+            events=["consent.changed", "subject.updated", "subject.erasure_requested"],
             **{**FAST, **(overrides or {}).get("payment", {})},
         ),
         logistics.config(
             "TEST_LOGISTICS_SECRET",
             ["third_party_sharing"],
-            events=["consent.changed", "subject.erasure_requested"],
+            events=["consent.changed", "subject.updated", "subject.erasure_requested"],
             **FAST,
         ),
     ]
@@ -253,3 +253,23 @@ async def _dead_count(db, n) -> bool:  # type: ignore[no-untyped-def]
     return n == await db.fetchval(
         "SELECT count(*) FROM deliveries WHERE status = 'dead' AND processor = 'email'"
     )
+
+
+@pytest.mark.timeout(120)
+async def test_profile_change_that_moves_decisions_reaches_processors(
+    client, topics: Settings, processor_secrets
+):
+    email, payment, logistics = trio(processor_secrets)
+    async with (
+        serving(email, payment, logistics),
+        running_stack(topics, configs(email, payment, logistics)),
+    ):
+        r = await client.put("/v1/subjects/mv", headers=admin(), json={"jurisdiction": "US-CA"})
+        assert r.status_code == 200
+        await eventually(lambda: payment.requests, timeout=30)
+        assert payment.requests[-1].body["decisions"]["sale"] is True  # US opt-out default
+        r = await client.put("/v1/subjects/mv", headers=admin(), json={"jurisdiction": "DE"})
+        assert r.status_code == 200
+        await eventually(lambda: len(payment.requests) >= 2, timeout=30)
+    last = payment.requests[-1].body
+    assert last["type"] == "subject.updated" and last["decisions"]["sale"] is False

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_EVENTS = [
     "consent.changed",
+    "subject.updated",
     "consent.expired",
     "consent.lapsed",
     "subject.erasure_requested",

@@ -12,9 +12,11 @@ import contextlib
 from datetime import datetime
 from typing import Any, Protocol
 
+import asyncpg
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from consent.adapters.kafka import client_kwargs
 from consent.settings import Settings
@@ -126,7 +128,7 @@ class Intake:
                     try:
                         await self.handle(records)
                         break
-                    except (TimeoutError, OSError) as exc:
+                    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                         log.warning("intake_db_error", error=type(exc).__name__)
                         await asyncio.sleep(1)
                         if stop.is_set():
@@ -135,7 +137,10 @@ class Intake:
                     TopicPartition(tp.topic, tp.partition): recs[-1].offset + 1
                     for tp, recs in batch.items()
                 }
-                await consumer.commit(offsets)
+                try:
+                    await consumer.commit(offsets)
+                except KafkaError as exc:  # e.g. a rebalance: the batch comes again, deduped
+                    log.warning("intake_commit_failed", error=type(exc).__name__)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), 5)

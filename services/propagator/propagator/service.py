@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import asyncpg
 import httpx
@@ -50,12 +49,20 @@ class Propagator:
                 asyncio.create_task(w.run(stop), name=f"worker-{w.config.name}")
                 for w in self.workers
             ]
+            stopper = asyncio.create_task(stop.wait())
             try:
-                await stop.wait()
+                done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+                if not stop.is_set():  # a loop ended on its own: fail, so supervise() restarts
+                    ended = next(t for t in done if t is not stopper)
+                    raise RuntimeError(f"propagator task {ended.get_name()} ended") from (
+                        ended.exception()
+                    )
             finally:
-                for t in tasks:
-                    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                        await asyncio.wait_for(t, 8)
+                stopper.cancel()
+                if not stop.is_set():
+                    for t in tasks:
+                        t.cancel()
+                await asyncio.wait(tasks, timeout=8)
                 await pool.close()
 
 

@@ -35,6 +35,7 @@ UPDATE deliveries d SET status = 'superseded', updated_at = now(),
 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS n(processor, subject_id, sequence)
 WHERE d.processor = n.processor AND d.subject_id = n.subject_id AND d.sequence < n.sequence
   AND d.status = 'pending' AND NOT d.replay AND (d.lease_until IS NULL OR d.lease_until < now())
+  AND d.event_type <> 'subject.erasure_requested'
 """
 
 CLAIM = """
@@ -48,6 +49,10 @@ WHERE id IN (
           SELECT 1 FROM deliveries o
           WHERE o.processor = d.processor AND o.subject_id = d.subject_id
             AND o.status = 'pending' AND o.sequence < d.sequence)
+      AND NOT EXISTS (  -- a newer one in flight: a redriven old delivery waits for it
+          SELECT 1 FROM deliveries n
+          WHERE n.processor = d.processor AND n.subject_id = d.subject_id
+            AND n.status = 'pending' AND n.sequence > d.sequence AND n.lease_until > now())
     ORDER BY d.next_attempt_at, d.sequence
     LIMIT $2 FOR UPDATE SKIP LOCKED)
 RETURNING id, event_id, event_type, subject_id, sequence, processor, attempts, max_attempts,
@@ -57,7 +62,9 @@ RETURNING id, event_id, event_type, subject_id, sequence, processor, attempts, m
 ALREADY_APPLIED = """
 SELECT d.id FROM deliveries d JOIN processor_receipts r
   ON r.processor = d.processor AND r.subject_id = d.subject_id
-WHERE d.id = ANY($1::uuid[]) AND NOT d.replay AND r.last_delivered_sequence >= d.sequence
+WHERE d.id = ANY($1::uuid[]) AND d.event_type <> 'subject.erasure_requested'
+  AND ((NOT d.replay AND r.last_delivered_sequence >= d.sequence)
+       OR (d.replay AND r.last_delivered_sequence > d.sequence))
 """
 
 
@@ -147,11 +154,13 @@ class DeliveryStore:
     async def newer_exists(self, conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
         return bool(
             await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE processor=$1 AND subject_id=$2 "
+                "SELECT $4 <> 'subject.erasure_requested' AND EXISTS (SELECT 1 FROM deliveries "
+                "WHERE processor=$1 AND subject_id=$2 "
                 "AND sequence > $3 AND status IN ('pending','delivered') AND NOT replay)",
                 row["processor"],
                 row["subject_id"],
                 row["sequence"],
+                row["event_type"],
             )
         )
 

@@ -47,7 +47,10 @@ class ProcessorWorker:
 
     async def _deliver(self, row: asyncpg.Record) -> None:
         body: dict[str, Any] = orjson.loads(row["payload"])
-        outcome = await self.adapter.send(self.client, row["event_id"], row["event_type"], body)
+        try:
+            outcome = await self.adapter.send(self.client, row["event_id"], row["event_type"], body)
+        except Exception as exc:  # a bug or bad config must not kill this processor's loop
+            outcome = Outcome(False, True, None, f"send failed: {type(exc).__name__}", 0.0)
         async with self.store.pool.acquire() as conn, conn.transaction():
             await self._record(conn, row, outcome)
 

@@ -39,7 +39,11 @@ def with_database(url: str, database: str) -> str:
 
 def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
-        sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        hide_parameters=True,  # bound values (a birth date) never reach an error or a log
     )
 
 

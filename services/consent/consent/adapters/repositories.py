@@ -140,11 +140,21 @@ class StateRepository:
             )
         )
 
-    async def subjects_with_expired_grants(self, now: datetime, limit: int) -> list[str]:
+    async def subjects_with_expired_grants(
+        self, now: datetime, limit: int, after: str = ""
+    ) -> list[str]:
+        """A page (keyset on subject id) of live subjects holding a lapsed grant."""
         stmt = (
             select(col(ConsentState.subject_id))
-            .where(col(ConsentState.status) == "granted", col(ConsentState.expires_at) <= now)
+            .join(Subject, col(Subject.subject_id) == col(ConsentState.subject_id))
+            .where(
+                col(ConsentState.status) == "granted",
+                col(ConsentState.expires_at) <= now,
+                col(Subject.erased_at).is_(None),
+                col(ConsentState.subject_id) > after,
+            )
             .distinct()
+            .order_by(col(ConsentState.subject_id))
             .limit(limit)
         )
         return list((await self.session.execute(stmt)).scalars())

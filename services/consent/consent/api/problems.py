@@ -112,5 +112,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", error_type=type(exc).__name__)
+        log.error("unhandled_error", error_type=type(exc).__name__)  # no message: may hold PII
         return problem_response(500, "An internal error occurred; it has been logged.")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -17,6 +18,19 @@ from pydantic import (
 
 from consent.domain import jurisdictions
 
+
+def _bounded_utc(value: datetime) -> datetime:
+    """Aware, in UTC, and in a sane range (extreme offsets overflow PostgreSQL and Python)."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("time out of range") from exc
+    if not 1900 <= utc.year <= 9000:
+        raise ValueError("time out of range (years 1900 to 9000)")
+    return utc
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_bounded_utc)]
 SubjectId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 StatusIn = Literal["granted", "denied", "unset"]
 Channel = Literal["web", "ios", "android", "api", "import", "gpc", "guardian", "operator", "system"]
@@ -140,7 +154,7 @@ class BatchOut(BaseModel):
 
 class PolicyIn(Strict):
     version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
-    effective_at: AwareDatetime
+    effective_at: Timestamp
     material: bool = False
     affected_purposes: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
         default_factory=list, max_length=64

@@ -40,21 +40,39 @@ DEMO = [
         9101,
         "EMAIL_PROCESSOR_SECRET",
         ["marketing_email", "marketing_sms", "marketing_push"],
-        ["consent.changed", "consent.expired", "consent.lapsed", "subject.erasure_requested"],
+        [
+            "consent.changed",
+            "consent.expired",
+            "consent.lapsed",
+            "subject.updated",
+            "subject.erasure_requested",
+        ],
     ),
     (
         "payment",
         9102,
         "PAYMENT_PROCESSOR_SECRET",
         ["sale", "share", "third_party_sharing"],
-        ["consent.changed", "subject.erasure_requested"],
+        [
+            "consent.changed",
+            "consent.expired",
+            "consent.lapsed",
+            "subject.updated",
+            "subject.erasure_requested",
+        ],
     ),
     (
         "logistics",
         9103,
         "LOGISTICS_PROCESSOR_SECRET",
         ["third_party_sharing"],
-        ["consent.changed", "subject.erasure_requested"],
+        [
+            "consent.changed",
+            "consent.expired",
+            "consent.lapsed",
+            "subject.updated",
+            "subject.erasure_requested",
+        ],
     ),
 ]
 

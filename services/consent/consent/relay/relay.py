@@ -55,7 +55,7 @@ class OutboxRelay:
                 out.append((self.settings.state_topic, None))
             else:
                 data = orjson.loads(row["payload"])
-                if "decisions" in data:
+                if "decisions" in data and not data.get("replay"):
                     out.append(
                         (
                             self.settings.state_topic,

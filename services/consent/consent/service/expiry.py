@@ -52,15 +52,13 @@ async def expire_due(
     sessions: async_sessionmaker[AsyncSession], now: datetime, batch: int = 200
 ) -> int:
     """Record every lapse due at ``now``; return how many subjects lapsed."""
-    total = 0
+    total, after = 0, ""
     while True:
         async with sessions() as session:
-            due = await UnitOfWork(session).state.subjects_with_expired_grants(now, batch)
+            due = await UnitOfWork(session).state.subjects_with_expired_grants(now, batch, after)
         if not due:
             return total
-        done = await each_subject(
+        total += await each_subject(
             sessions, due, lambda uow, subject_id: expire_subject(uow, subject_id, now)
         )
-        total += done
-        if done == 0:
-            return total  # the rest are being handled by another instance
+        after = due[-1]

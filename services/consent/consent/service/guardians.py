@@ -115,6 +115,8 @@ async def _lapse(
 
 async def revoke(uow: UnitOfWork, subject_id: str, guardian_id: str, ctx: WriteContext) -> None:
     snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
+    if snapshot.erased_at is not None:
+        raise DomainError("subject_erased", "this subject has been erased")
     if not await uow.guardians.revoke(subject_id, guardian_id, ctx.now):
         raise LookupError("no active link to that guardian")
     snapshot.guardian_ids = snapshot.guardian_ids - {guardian_id}

@@ -25,7 +25,7 @@ def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = raw.partition(":")
-        if kind != "seq" or not value.isdigit():
+        if kind != "seq" or not value.isdigit() or int(value) >= 2**63:
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError) as exc:

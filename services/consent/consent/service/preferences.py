@@ -197,6 +197,7 @@ async def put_subject(
     jurisdiction: str,
     birth_date: date | None,
     ctx: WriteContext,
+    birth_date_given: bool = True,
 ) -> PreferencesView:
     """Create or update the profile. The birth date never reaches the ledger or an event."""
     policies = await load_policies(uow)
@@ -208,7 +209,7 @@ async def put_subject(
     if snapshot.jurisdiction != jurisdiction:
         profile["jurisdiction"] = jurisdiction
         detail["jurisdiction"] = {"from": snapshot.jurisdiction, "to": jurisdiction}
-    if snapshot.birth_date != birth_date:
+    if birth_date_given and snapshot.birth_date != birth_date:
         profile["birth_date"] = birth_date
         detail["birth_date_changed"] = True
     if profile:

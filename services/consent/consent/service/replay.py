@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.adapters.operations import OperationsRepository
+from consent.adapters.subject_store import load_snapshots
 from consent.adapters.tables import ReplayJob
 from consent.catalog import load_catalog
 from consent.domain.events import DomainEvent, consent_event, event_id
@@ -143,7 +144,9 @@ async def run_batch(
             )
             await session.commit()
             return BatchResult(0, 0, True, [])
-        snapshots = await uow.subjects.snapshots(subjects)
+        # locked until this batch commits: a concurrent change then gets a later outbox
+        # position than the replayed state, so an older state never lands after a newer one
+        snapshots = await load_snapshots(session, subjects, for_update=True)
         policies = await load_policies(uow)
         targets = [known[n] for n in job.params.get("processors") or []]
         deliveries: list[dict[str, Any]] = []

@@ -51,7 +51,7 @@ class WebhookAdapter:
         if event_type == "subject.erasure_requested":
             return True
         changes = data.get("changes")
-        if data.get("replay") or changes is None:
+        if data.get("replay") or not changes:  # profile/guardian events can move decisions
             return True
         return any(c.get("purpose") in self.config.purposes for c in changes)
 
@@ -105,7 +105,8 @@ class WebhookAdapter:
         if 200 <= code < 300:
             return Outcome(True, False, code, None, _ms(start))
         retryable = code in RETRYABLE or code >= 500
-        return Outcome(False, retryable, code, f"HTTP {code}: {resp.text[:200]}", _ms(start))
+        # the body is not kept: a processor's error text may quote personal data
+        return Outcome(False, retryable, code, f"HTTP {code}", _ms(start))
 
 
 def _ms(start: float) -> float:

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from consent.adapters.operations import OperationsRepository
 from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS
-from consent.api.schemas import Strict, SubjectId
+from consent.api.schemas import Strict, SubjectId, Timestamp
 from consent.service import replay as replay_svc
 from consent.service.processors import known_processors
 from consent.timefmt import rfc3339
@@ -24,8 +24,8 @@ Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]
 
 
 class ReplayIn(Strict):
-    since: AwareDatetime
-    until: AwareDatetime | None = None
+    since: Timestamp
+    until: Timestamp | None = None
     subject_id: SubjectId | None = None
     purposes: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
         default_factory=list, max_length=64

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import AwareDatetime, Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, field_validator
 
 from consent.api.deps import Caller, UoW, require_scope, require_subject_access
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
-from consent.api.schemas import Strict, SubjectId
+from consent.api.schemas import Strict, SubjectId, Timestamp
 from consent.api.writes import actor_for, evidence_from, ip_salt
 from consent.service import erasure as erasure_svc
 from consent.service import guardians as guardian_svc
@@ -32,7 +32,7 @@ Method = Literal[
 class Verification(Strict):
     method: Method
     reference: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    verified_at: AwareDatetime
+    verified_at: Timestamp
 
     @field_validator("verified_at")
     @classmethod

@@ -82,7 +82,12 @@ async def put_subject(
         evidence=evidence_from(request, ip_salt(request), None, None, False),
     )
     view = await svc.put_subject(
-        uow, subject_id, jurisdiction=body.jurisdiction, birth_date=body.birth_date, ctx=ctx
+        uow,
+        subject_id,
+        jurisdiction=body.jurisdiction,
+        birth_date=body.birth_date,
+        birth_date_given="birth_date" in body.model_fields_set,
+        ctx=ctx,
     )
     await uow.commit()
     return _respond(view, False)

@@ -99,3 +99,33 @@ async def test_erased_subjects_do_not_stall_expiry_for_others(client, settings, 
         )
         == 1
     )
+
+
+async def test_gpc_is_honoured_on_every_subject_route(client, db):
+    from tests.conftest import user
+
+    await client.put("/v1/subjects/g1", headers=admin(), json={"jurisdiction": "US-CA"})
+    gpc = {**user("g1"), "Sec-GPC": "1"}
+    r = await client.get("/v1/subjects/g1/decisions?purpose=sale", headers=gpc)
+    assert r.json() == {
+        "subject_id": "g1",
+        "purpose": "sale",
+        "allowed": False,
+        "reason": "gpc_opt_out",
+    }
+    assert r.headers["sec-gpc-honored"] == "1"
+    for path in (
+        "/v1/subjects/g1/history",
+        "/v1/subjects/g1/export",
+        "/v1/subjects/g1/propagation",
+    ):
+        r = await client.get(path, headers=gpc)
+        assert r.status_code == 200 and r.headers["sec-gpc-honored"] == "1", path
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM consent_ledger WHERE subject_id='g1' AND channel='gpc'"
+        )
+        == 1
+    )
+    r = await client.get("/v1/subjects/g1/history", headers={**admin(), "Sec-GPC": "1"})
+    assert "sec-gpc-honored" not in r.headers  # only the subject's own requests carry it

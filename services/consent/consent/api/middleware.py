@@ -84,7 +84,13 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                extra = [(b"x-request-id", rid.encode())]
+                state = scope.get("state") or {}
+                if state.get("gpc_honored") and not any(
+                    k.lower() == b"sec-gpc-honored" for k, _ in message["headers"]
+                ):
+                    extra.append((b"sec-gpc-honored", b"1"))
+                message["headers"] = [*message["headers"], *extra]
             await send(message)
 
         try:

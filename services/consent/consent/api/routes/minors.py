@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field, StringConstraints, field_validator
 
 from consent.api.deps import Caller, UoW, require_scope, require_subject_access
+from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.schemas import Strict, SubjectId, Timestamp
@@ -140,7 +141,9 @@ async def revoke_guardian(
 
 
 @router.get("/v1/subjects/{subject_id}/guardians", responses=PROBLEMS)
-async def list_guardians(subject_id: SubjectPath, uow: UoW, principal: Caller) -> dict[str, Any]:
+async def list_guardians(
+    subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
+) -> dict[str, Any]:
     await require_subject_access(principal, "preferences:read", subject_id, uow)
     links = await uow.guardians.all_for(subject_id)
     return {

@@ -12,6 +12,7 @@ from consent.adapters.idempotency import IdempotencyRepository
 from consent.adapters.tables import IdempotencyRecord
 from consent.api.auth import Principal
 from consent.api.deps import Caller, UoW, require_subject_access
+from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.schemas import (
     DecisionOut,
@@ -73,7 +74,12 @@ def _respond(view: svc.PreferencesView, gpc_applied: bool) -> Response:
 
 @router.put("/{subject_id}", response_model=PreferencesOut, responses=PROBLEMS)
 async def put_subject(
-    subject_id: SubjectPath, body: SubjectIn, request: Request, uow: UoW, principal: Caller
+    subject_id: SubjectPath,
+    body: SubjectIn,
+    request: Request,
+    uow: UoW,
+    principal: Caller,
+    _gpc: GpcSignal,
 ) -> Response:
     guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
     ctx = WriteContext(
@@ -224,6 +230,7 @@ async def get_decision(
     subject_id: SubjectPath,
     uow: UoW,
     principal: Caller,
+    _gpc: GpcSignal,
     purpose: Annotated[str, Query(max_length=64)],
 ) -> DecisionOut:
     await require_subject_access(principal, "decisions:read", subject_id, uow)

@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Response
 
 from consent.api.deps import Caller, UoW, require_scope, require_subject_access
+from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.schemas import (
@@ -41,6 +42,7 @@ async def history(
     subject_id: SubjectPath,
     uow: UoW,
     principal: Caller,
+    _gpc: GpcSignal,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
@@ -56,7 +58,7 @@ async def history(
 
 
 @router.get("/v1/subjects/{subject_id}/export", responses=PROBLEMS, tags=["records"])
-async def export(subject_id: SubjectPath, uow: UoW, principal: Caller) -> Response:
+async def export(subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal) -> Response:
     await require_subject_access(principal, "preferences:read", subject_id, uow)
     body = orjson.dumps(
         await history_svc.export(uow, subject_id, utcnow()), option=orjson.OPT_INDENT_2

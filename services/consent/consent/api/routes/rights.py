@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from consent.adapters.receipts import ReceiptRepository
 from consent.api.deps import Caller, UoW, require_subject_access
+from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.minors import ErasureAccepted
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
@@ -26,7 +27,7 @@ router = APIRouter(tags=["rights"])
     responses=PROBLEMS,
 )
 async def request_erasure(
-    subject_id: SubjectPath, request: Request, uow: UoW, principal: Caller
+    subject_id: SubjectPath, request: Request, uow: UoW, principal: Caller, _gpc: GpcSignal
 ) -> ErasureAccepted:
     guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
     ctx = WriteContext(
@@ -58,7 +59,9 @@ def _status(receipts: list[dict[str, Any]]) -> str:
 
 
 @router.get("/v1/subjects/{subject_id}/erasure", responses=PROBLEMS)
-async def erasure_status(subject_id: SubjectPath, uow: UoW, principal: Caller) -> dict[str, Any]:
+async def erasure_status(
+    subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
+) -> dict[str, Any]:
     await require_subject_access(principal, "preferences:read", subject_id, uow)
     req = await uow.erasures.latest(subject_id)
     if req is None:
@@ -86,7 +89,9 @@ async def erasure_status(subject_id: SubjectPath, uow: UoW, principal: Caller) -
 
 
 @router.get("/v1/subjects/{subject_id}/propagation", responses=PROBLEMS)
-async def propagation(subject_id: SubjectPath, uow: UoW, principal: Caller) -> dict[str, Any]:
+async def propagation(
+    subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
+) -> dict[str, Any]:
     await require_subject_access(principal, "preferences:read", subject_id, uow)
     rows = await ReceiptRepository(uow.session).per_processor(subject_id)
     return {

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field, StringConstraints, field_validator
 
+from consent.adapters.tables import ErasureRequest
 from consent.api.deps import Caller, UoW, require_scope, require_subject_access
 from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
@@ -68,6 +69,17 @@ class ErasureAccepted(Strict):
     due_at: str
     sequence: int
     reason: str = Field(default="subject_request")
+
+    @classmethod
+    def of(cls, request: ErasureRequest) -> ErasureAccepted:
+        return cls(
+            request_id=str(request.request_id),
+            subject_id=request.subject_id,
+            status="in_progress",
+            due_at=rfc3339(request.due_at),
+            sequence=request.sequence,
+            reason=request.reason,
+        )
 
 
 @router.post(
@@ -182,13 +194,6 @@ async def collected_without_consent(
     req, _new = await erasure_svc.request_erasure(
         uow, subject_id, ctx, reason="collected_without_guardian_consent"
     )
-    out = ErasureAccepted(
-        request_id=str(req.request_id),
-        subject_id=subject_id,
-        status="in_progress",
-        due_at=rfc3339(req.due_at),
-        sequence=req.sequence,
-        reason=req.reason,
-    )
+    out = ErasureAccepted.of(req)
     await uow.commit()
     return out

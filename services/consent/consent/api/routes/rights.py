@@ -36,14 +36,7 @@ async def request_erasure(
         evidence=evidence_from(request, ip_salt(request), None, None, False),
     )
     req, _new = await erasure_svc.request_erasure(uow, subject_id, ctx)
-    out = ErasureAccepted(
-        request_id=str(req.request_id),
-        subject_id=subject_id,
-        status="in_progress",
-        due_at=rfc3339(req.due_at) or "",
-        sequence=req.sequence,
-        reason=req.reason,
-    )
+    out = ErasureAccepted.of(req)
     await uow.commit()
     return out
 

@@ -9,9 +9,8 @@ from fastapi import Depends, Path, Request
 
 from consent.api.deps import Caller, UoW
 from consent.api.schemas import SubjectId
-from consent.api.writes import actor_for, evidence_from, ip_salt
+from consent.api.writes import write_context
 from consent.service import preferences as svc
-from consent.service.context import WriteContext
 
 
 def sends_gpc(request: Request) -> bool:
@@ -27,11 +26,7 @@ async def honour_gpc_signal(
     """Record the opt-out of sale and share the first time; the header says it is honoured."""
     if not (sends_gpc(request) and principal.kind == "user" and principal.id == subject_id):
         return
-    ctx = WriteContext(
-        channel="gpc",
-        actor=actor_for(principal, None),
-        evidence=evidence_from(request, ip_salt(request), None, None, True),
-    )
+    ctx = write_context(request, principal, "gpc", gpc=True)
     view = await svc.gpc_on_read(uow, subject_id, ctx)
     await uow.commit()  # its own transaction: the signal stands whatever the route does next
     uow.committed = False  # the route's own work is a new transaction

@@ -8,6 +8,7 @@ from fastapi import Request
 
 from consent.api.auth import Principal
 from consent.domain.model import Actor
+from consent.service.context import WriteContext
 
 
 def actor_for(principal: Principal, guardian: str | None) -> Actor:
@@ -36,3 +37,19 @@ def evidence_from(
 
 def ip_salt(request: Request) -> str:
     return str(request.app.state.settings.ip_hash_salt.get_secret_value())
+
+
+def write_context(
+    request: Request,
+    principal: Principal,
+    channel: str,
+    *,
+    guardian: str | None = None,
+    gpc: bool = False,
+    note: str | None = None,
+) -> WriteContext:
+    """Who writes, through which channel, with the request's evidence."""
+    evidence = evidence_from(request, ip_salt(request), None, None, gpc)
+    if note is not None:
+        evidence["note"] = note
+    return WriteContext(channel=channel, actor=actor_for(principal, guardian), evidence=evidence)

@@ -14,10 +14,9 @@ from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.schemas import Strict, SubjectId, Timestamp
-from consent.api.writes import actor_for, evidence_from, ip_salt
+from consent.api.writes import write_context
 from consent.service import erasure as erasure_svc
 from consent.service import guardians as guardian_svc
-from consent.service.context import WriteContext
 from consent.timefmt import rfc3339
 
 router = APIRouter(tags=["minors"])
@@ -95,11 +94,7 @@ async def link_guardian(
     require_scope(principal, "preferences:write")
     if principal.kind != "key":
         raise Problem(403, "Guardian links are recorded by a verification service (API key).")
-    ctx = WriteContext(
-        channel="operator" if principal.has("admin") else "api",
-        actor=actor_for(principal, None),
-        evidence=evidence_from(request, ip_salt(request), None, None, False),
-    )
+    ctx = write_context(request, principal, "operator" if principal.has("admin") else "api")
     v = body.verification
     link = await guardian_svc.link(
         uow,
@@ -138,11 +133,11 @@ async def revoke_guardian(
         require_scope(principal, "preferences:write")
         if principal.kind == "user":
             raise Problem(403, "Only the guardian or a service may revoke this link.")
-    actor = actor_for(principal, guardian_id if principal.kind == "user" else None)
-    ctx = WriteContext(
-        channel="guardian" if principal.kind == "user" else "api",
-        actor=actor,
-        evidence=evidence_from(request, ip_salt(request), None, None, False),
+    ctx = write_context(
+        request,
+        principal,
+        "guardian" if principal.kind == "user" else "api",
+        guardian=guardian_id if principal.kind == "user" else None,
     )
     try:
         await guardian_svc.revoke(uow, subject_id, guardian_id, ctx)
@@ -186,11 +181,7 @@ async def collected_without_consent(
     require_scope(principal, "admin")
     if await uow.subjects.get(subject_id) is None:
         raise Problem(404, "No such subject.")
-    ctx = WriteContext(
-        channel="operator",
-        actor=actor_for(principal, None),
-        evidence={**evidence_from(request, ip_salt(request), None, None, False), "note": body.note},
-    )
+    ctx = write_context(request, principal, "operator", note=body.note)
     req, _new = await erasure_svc.request_erasure(
         uow, subject_id, ctx, reason="collected_without_guardian_consent"
     )

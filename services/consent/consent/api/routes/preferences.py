@@ -21,7 +21,7 @@ from consent.api.schemas import (
     SubjectId,
     SubjectIn,
 )
-from consent.api.writes import actor_for, evidence_from, ip_salt
+from consent.api.writes import actor_for, evidence_from, ip_salt, write_context
 from consent.catalog import load_catalog
 from consent.service import preferences as svc
 from consent.service.context import WriteContext, utcnow
@@ -82,10 +82,8 @@ async def put_subject(
     _gpc: GpcSignal,
 ) -> Response:
     guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
-    ctx = WriteContext(
-        channel="api" if principal.kind == "key" else "web",
-        actor=actor_for(principal, guardian),
-        evidence=evidence_from(request, ip_salt(request), None, None, False),
+    ctx = write_context(
+        request, principal, "api" if principal.kind == "key" else "web", guardian=guardian
     )
     view = await svc.put_subject(
         uow,
@@ -114,11 +112,7 @@ async def get_preferences(
     guardian = await require_subject_access(principal, "preferences:read", subject_id, uow)
     gpc = _own_gpc(principal, subject_id, sec_gpc)
     if gpc:
-        ctx = WriteContext(
-            channel="gpc",
-            actor=actor_for(principal, guardian),
-            evidence=evidence_from(request, ip_salt(request), None, None, True),
-        )
+        ctx = write_context(request, principal, "gpc", guardian=guardian, gpc=True)
         view = await svc.gpc_on_read(uow, subject_id, ctx)
         await uow.commit()
     else:

@@ -12,9 +12,8 @@ from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.minors import ErasureAccepted
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
-from consent.api.writes import actor_for, evidence_from, ip_salt
+from consent.api.writes import write_context
 from consent.service import erasure as erasure_svc
-from consent.service.context import WriteContext
 from consent.timefmt import rfc3339
 
 router = APIRouter(tags=["rights"])
@@ -30,10 +29,8 @@ async def request_erasure(
     subject_id: SubjectPath, request: Request, uow: UoW, principal: Caller, _gpc: GpcSignal
 ) -> ErasureAccepted:
     guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
-    ctx = WriteContext(
-        channel="api" if principal.kind == "key" else "web",
-        actor=actor_for(principal, guardian),
-        evidence=evidence_from(request, ip_salt(request), None, None, False),
+    ctx = write_context(
+        request, principal, "api" if principal.kind == "key" else "web", guardian=guardian
     )
     req, _new = await erasure_svc.request_erasure(uow, subject_id, ctx)
     out = ErasureAccepted.of(req)

@@ -24,6 +24,7 @@ from consent.adapters.tables import (
 )
 from consent.domain.events import DomainEvent
 from consent.domain.model import Policy, PurposeRecord, SubjectSnapshot
+from consent.relay.metrics import BACKLOG_SQL
 
 
 class SubjectRepository:
@@ -178,6 +179,11 @@ class StateRepository:
 class OutboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def backlog(self) -> tuple[int, float]:
+        """Unpublished rows and the age in seconds of the oldest."""
+        row = (await self.session.execute(text(BACKLOG_SQL))).one()
+        return int(row.n), float(row.age)
 
     async def add(self, events: Sequence[DomainEvent]) -> None:
         if not events:

@@ -17,9 +17,13 @@ FROM outbox WHERE published_at IS NULL
 """
 
 
+def set_backlog(count: int, oldest_age_s: float) -> None:
+    BACKLOG.set(count)
+    OLDEST_AGE.set(oldest_age_s)
+
+
 async def observe_backlog(conn: asyncpg.Connection) -> tuple[int, float]:
     row = await conn.fetchrow(BACKLOG_SQL)
     assert row is not None
-    BACKLOG.set(row["n"])
-    OLDEST_AGE.set(float(row["age"]))
+    set_backlog(int(row["n"]), float(row["age"]))
     return int(row["n"]), float(row["age"])

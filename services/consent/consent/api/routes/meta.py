@@ -9,10 +9,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from consent.adapters.repositories import OutboxRepository
 from consent.api.schemas import PurposeInfo, PurposeList
 from consent.catalog import catalog_version, load_catalog
 from consent.relay import metrics as relay_metrics
-from consent.relay.metrics import BACKLOG_SQL
 
 router = APIRouter()
 GPC_LAST_UPDATE = "2026-11-01"
@@ -84,10 +84,9 @@ async def metrics(request: Request) -> Response:
     """Prometheus metrics; the outbox backlog is read from the database at scrape time, so
     it is right whichever process runs the relay."""
     try:
-        async with request.app.state.engine.connect() as conn:
-            row = (await asyncio.wait_for(conn.execute(text(BACKLOG_SQL)), 2.0)).one()
-        relay_metrics.BACKLOG.set(row.n)
-        relay_metrics.OLDEST_AGE.set(float(row.age))
+        async with request.app.state.read_sessions() as session:
+            count, age = await asyncio.wait_for(OutboxRepository(session).backlog(), 2.0)
+        relay_metrics.set_backlog(count, age)
     except Exception:  # metrics never fail the scrape
         pass
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

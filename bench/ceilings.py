@@ -169,7 +169,7 @@ def run_pgbench(database_url: str, run_dir: Path, clients: int, seconds: int) ->
 
 
 def main() -> None:
-    from consent.cli.servers import http_server, serve_until
+    from consent.cli.servers import http_server, run_service, serve_until
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -183,7 +183,7 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve_until(server, stop)
 
-    asyncio.run(run())
+    run_service(run())  # the same event loop as the API
 
 
 if __name__ == "__main__":

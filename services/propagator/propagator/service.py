@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import asyncpg
-import httpx
 import structlog
 
 from consent.adapters.db import plain_url
@@ -37,8 +37,8 @@ class Propagator:
         )
         assert pool is not None
         store = DeliveryStore(pool)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        async with httpx.AsyncClient(limits=limits) as client:
+        connector = aiohttp.TCPConnector(limit=200, limit_per_host=0)
+        async with aiohttp.ClientSession(connector=connector) as client:
             self.workers = [ProcessorWorker(a, store, client) for a in self.adapters]
             wake = _FanOut([w.wake for w in self.workers])
             self.intake = Intake(self.settings, store, self.adapters, wake)

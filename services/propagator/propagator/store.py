@@ -128,27 +128,40 @@ class DeliveryStore:
             return [r for r in rows if r["id"] not in stale]
 
     async def mark_delivered(
-        self, conn: asyncpg.Connection, row: asyncpg.Record, code: int | None, latency_ms: float
+        self, conn: asyncpg.Connection, done: Sequence[tuple[asyncpg.Record, int | None, float]]
     ) -> None:
+        """A batch of 2xx answers: (row, response code, latency) each; two statements in all.
+        The receipt keeps the highest sequence delivered per subject."""
+        if not done:
+            return
         await conn.execute(
-            "UPDATE deliveries SET status='delivered', lease_until=NULL, delivered_at=now(), "
-            "updated_at=now(), response_code=$2, latency_ms=$3, last_error=NULL WHERE id=$1",
-            row["id"],
-            code,
-            latency_ms,
+            "UPDATE deliveries d SET status='delivered', lease_until=NULL, delivered_at=now(), "
+            "updated_at=now(), response_code=u.code, latency_ms=u.latency, last_error=NULL "
+            "FROM unnest($1::uuid[], $2::int[], $3::float8[]) AS u(id, code, latency) "
+            "WHERE d.id = u.id",
+            [r["id"] for r, _, _ in done],
+            [code for _, code, _ in done],
+            [latency for _, _, latency in done],
         )
+        latest: dict[tuple[str, str], asyncpg.Record] = {}
+        for r, _, _ in done:  # one row per receipt: an upsert may not touch a row twice
+            key = (r["processor"], r["subject_id"])
+            if key not in latest or latest[key]["sequence"] < r["sequence"]:
+                latest[key] = r
+        rows = list(latest.values())
         await conn.execute(
             """INSERT INTO processor_receipts (processor, subject_id, last_delivered_sequence,
-                   last_event_id, delivered_at) VALUES ($1, $2, $3, $4, now())
+                   last_event_id, delivered_at)
+               SELECT * , now() FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
                ON CONFLICT (processor, subject_id) DO UPDATE SET
                    last_delivered_sequence = EXCLUDED.last_delivered_sequence,
                    last_event_id = EXCLUDED.last_event_id, delivered_at = now()
                WHERE processor_receipts.last_delivered_sequence
                    <= EXCLUDED.last_delivered_sequence""",
-            row["processor"],
-            row["subject_id"],
-            row["sequence"],
-            row["event_id"],
+            [r["processor"] for r in rows],
+            [r["subject_id"] for r in rows],
+            [r["sequence"] for r in rows],
+            [r["event_id"] for r in rows],
         )
 
     async def newer_exists(self, conn: asyncpg.Connection, row: asyncpg.Record) -> bool:

@@ -8,8 +8,8 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import asyncpg
-import httpx
 import orjson
 import structlog
 
@@ -29,7 +29,7 @@ def backoff_delay(attempt: int, initial: float, cap: float) -> float:
 
 class ProcessorWorker:
     def __init__(
-        self, adapter: ProcessorAdapter, store: DeliveryStore, client: httpx.AsyncClient
+        self, adapter: ProcessorAdapter, store: DeliveryStore, client: aiohttp.ClientSession
     ) -> None:
         self.adapter, self.store, self.client = adapter, store, client
         self.config = adapter.config
@@ -38,37 +38,48 @@ class ProcessorWorker:
         self.probe_every_s = adapter.config.recovery_probe_s
 
     async def run_once(self) -> int:
+        """Claim a batch, send it concurrently, record every outcome in one transaction."""
         rows = await self.store.claim(
             self.config.name, self.config.concurrency, self.config.timeout_s + 30
         )
         if rows:
-            await asyncio.gather(*(self._deliver(r) for r in rows))
+            outcomes = await asyncio.gather(*(self._send(r) for r in rows))
+            async with self.store.pool.acquire() as conn, conn.transaction():
+                await self._record(conn, list(zip(rows, outcomes, strict=True)))
         return len(rows)
 
-    async def _deliver(self, row: asyncpg.Record) -> None:
+    async def _send(self, row: asyncpg.Record) -> Outcome:
         body: dict[str, Any] = orjson.loads(row["payload"])
         try:
-            outcome = await self.adapter.send(self.client, row["event_id"], row["event_type"], body)
+            return await self.adapter.send(self.client, row["event_id"], row["event_type"], body)
         except Exception as exc:  # a bug or bad config must not kill this processor's loop
-            outcome = Outcome(False, True, None, f"send failed: {type(exc).__name__}", 0.0)
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            await self._record(conn, row, outcome)
+            return Outcome(False, True, None, f"send failed: {type(exc).__name__}", 0.0)
 
     async def _record(
-        self, conn: asyncpg.Connection, row: asyncpg.Record, outcome: Outcome
+        self, conn: asyncpg.Connection, results: list[tuple[asyncpg.Record, Outcome]]
     ) -> None:
         name = self.config.name
-        if outcome.ok:
-            await self.store.mark_delivered(conn, row, outcome.status_code, outcome.latency_ms)
+        delivered = [(r, o.status_code, o.latency_ms) for r, o in results if o.ok]
+        if delivered:
+            await self.store.mark_delivered(conn, delivered)
             if self.exhausted:  # it answers again: catch up on what died while it was down
                 redriven = await self.store.redrive_exhausted(conn, name)
                 self.exhausted = False
                 if redriven:
                     log.info("deliveries_auto_redriven", processor=name, count=redriven)
-            metrics.DELIVERIES.labels(name, "delivered").inc()
-            lag = (datetime.now(UTC) - row["occurred_at"]).total_seconds()
-            metrics.E2E_LATENCY.labels(name).observe(max(lag, 0.0))
-            return
+            metrics.DELIVERIES.labels(name, "delivered").inc(len(delivered))
+            now = datetime.now(UTC)
+            for row, _, _ in delivered:
+                lag = (now - row["occurred_at"]).total_seconds()
+                metrics.E2E_LATENCY.labels(name).observe(max(lag, 0.0))
+        for row, outcome in results:
+            if not outcome.ok:
+                await self._record_failure(conn, row, outcome)
+
+    async def _record_failure(
+        self, conn: asyncpg.Connection, row: asyncpg.Record, outcome: Outcome
+    ) -> None:
+        name = self.config.name
         error = outcome.error or "failed"
         if outcome.retryable and row["attempts"] < row["max_attempts"]:
             if await self.store.newer_exists(conn, row):

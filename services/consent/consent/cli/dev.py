@@ -24,7 +24,7 @@ from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
 from consent.api.app import create_app
 from consent.cli.runtime import stack_file
-from consent.cli.servers import http_server, serve_until, supervise
+from consent.cli.servers import http_server, run_service, serve_until, supervise
 from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
 from consent.relay.relay import OutboxRelay
 from consent.settings import Settings
@@ -162,7 +162,7 @@ def run_dev(settings: Settings, host: str, port: int) -> None:
             value = getattr(settings, key)
             if value is not None:
                 os.environ[f"CONSENT_{key.upper()}"] = value.get_secret_value()
-        asyncio.run(_run(settings, host, port, saved, started, stack))
+        run_service(_run(settings, host, port, saved, started, stack))
     finally:
         stack.unlink(missing_ok=True)
         if broker:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from consent.cli.runtime import resolve_database, resolve_kafka
-from consent.cli.servers import http_server, serve_until, supervise
+from consent.cli.servers import http_server, run_service, serve_until, supervise
 from consent.settings import Settings
 
 
@@ -31,7 +31,7 @@ def api(settings: Settings, host: str, port: int) -> None:
 
     settings = _ready(settings)
     server = http_server(create_app(settings), host, port)
-    asyncio.run(_until_signal(lambda stop: serve_until(server, stop)))
+    run_service(_until_signal(lambda stop: serve_until(server, stop)))
 
 
 def health_app(settings: Settings) -> Any:
@@ -96,7 +96,7 @@ def relay(settings: Settings, health_port: int | None = None) -> None:
 
     settings = _ready(settings)
     loop_fn = OutboxRelay(settings).run
-    asyncio.run(
+    run_service(
         _until_signal(
             lambda stop: _with_health(
                 settings, health_port, stop, lambda s: supervise("relay", loop_fn, s)
@@ -116,7 +116,7 @@ def propagator(
     if path is None:
         raise SystemExit("CONSENT_PROCESSORS_FILE is required for `serve propagator`.")
     prop = Propagator(settings, load_processors(path))
-    asyncio.run(
+    run_service(
         _until_signal(
             lambda stop: _with_health(
                 settings, health_port, stop, lambda s: supervise("propagator", prop.run, s)
@@ -135,4 +135,4 @@ def demo_processor(settings: Settings, name: str, host: str, port: int) -> None:
     if not secret:
         raise SystemExit(f"{env} must hold the processor's whsec_ secret")
     server = http_server(demo_processor_app(name, secret), host, port)
-    asyncio.run(_until_signal(lambda stop: serve_until(server, stop)))
+    run_service(_until_signal(lambda stop: serve_until(server, stop)))

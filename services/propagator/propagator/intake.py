@@ -87,6 +87,8 @@ class Intake:
             if not event_id or not event_type or rec.value is None:
                 log.warning("intake_skipped_record", partition=rec.partition, offset=rec.offset)
                 continue
+            if event_id in candidates:  # published twice within one batch
+                continue
             try:
                 data = orjson.loads(rec.value)
                 occurred = datetime.fromisoformat(h["ce_time"].replace("Z", "+00:00"))
@@ -95,14 +97,13 @@ class Intake:
                 log.warning("intake_bad_record", partition=rec.partition, offset=rec.offset)
                 continue
             seen.append((event_id, rec.topic, rec.partition, rec.offset))
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            new = await self.store.record_intake(conn, seen, [])
-            deliveries = [d for eid in new for d in candidates.get(eid, [])]
-            await self.store.add_deliveries(conn, deliveries)
-        if deliveries:
+        planned = [d for eid, *_ in seen for d in candidates[eid]]
+        async with self.store.pool.acquire() as conn:  # one statement: atomic on its own
+            added = await self.store.record_intake(conn, seen, planned)
+        if added:
             self.wake.set()
-        self.recorded += len(deliveries)
-        return len(deliveries)
+        self.recorded += added
+        return added
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(

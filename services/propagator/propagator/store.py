@@ -9,63 +9,108 @@ from typing import Any
 import asyncpg
 import orjson
 
-INBOX_INSERT = """
-INSERT INTO propagator_inbox (event_id, topic, partition, "offset")
-SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])
-ON CONFLICT DO NOTHING RETURNING event_id
-"""
-
-DELIVERY_INSERT = """
-INSERT INTO deliveries (id, event_id, event_type, subject_id, sequence, processor, status,
-    attempts, max_attempts, payload, occurred_at, next_attempt_at, replay, created_at, updated_at)
-SELECT u.id, u.event_id, u.event_type, u.subject_id, u.sequence, u.processor, 'pending', 0,
-    u.max_attempts, u.payload::jsonb, u.occurred_at, now(), u.replay, now(), now()
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
-            $7::int[], $8::text[], $9::timestamptz[], $10::bool[])
-    AS u(id, event_id, event_type, subject_id, sequence, processor, max_attempts, payload,
-         occurred_at, replay)
-ON CONFLICT (event_id, processor) DO NOTHING
-"""
-
-# An older pending delivery not currently in flight is superseded by a newer one:
-# the newer carries the full decisions.
-SUPERSEDE_OLDER = """
-UPDATE deliveries d SET status = 'superseded', updated_at = now(),
-    last_error = 'superseded by a newer event'
-FROM unnest($1::text[], $2::text[], $3::bigint[]) AS n(processor, subject_id, sequence)
-WHERE d.processor = n.processor AND d.subject_id = n.subject_id AND d.sequence < n.sequence
-  AND d.status = 'pending' AND NOT d.replay AND (d.lease_until IS NULL OR d.lease_until < now())
-  AND d.event_type <> 'subject.erasure_requested'
-"""
-
-CLAIM = """
-UPDATE deliveries SET lease_until = now() + make_interval(secs => $3),
-    attempts = attempts + 1, updated_at = now()
-WHERE id IN (
-    SELECT d.id FROM deliveries d
-    WHERE d.processor = $1 AND d.status = 'pending' AND d.next_attempt_at <= now()
+# One statement per polled batch: the inbox drops events seen before, and only the new ones
+# get deliveries. An older pending delivery not in flight is superseded by a newer one (the
+# newer carries the full decisions); within the batch, Python marks the older ones already.
+# (Rows a statement inserts are invisible to its own UPDATE, so the UPDATE sees only older.)
+INTAKE = """
+WITH inbox AS (
+    INSERT INTO propagator_inbox (event_id, topic, partition, "offset")
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])
+    ON CONFLICT DO NOTHING RETURNING event_id
+), added AS (
+    INSERT INTO deliveries (id, event_id, event_type, subject_id, sequence, processor, status,
+        attempts, max_attempts, payload, occurred_at, next_attempt_at, replay, created_at,
+        updated_at, last_error)
+    SELECT u.id, u.event_id, u.event_type, u.subject_id, u.sequence, u.processor, u.status, 0,
+        u.max_attempts, u.payload::jsonb, u.occurred_at, now(), u.replay, now(), now(),
+        CASE WHEN u.status = 'superseded' THEN 'superseded by a newer event' END
+    FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[],
+                $11::int[], $12::text[], $13::timestamptz[], $14::bool[], $15::text[])
+        AS u(id, event_id, event_type, subject_id, sequence, processor, max_attempts, payload,
+             occurred_at, replay, status)
+    WHERE u.event_id IN (SELECT event_id FROM inbox)
+    ON CONFLICT (event_id, processor) DO NOTHING
+    RETURNING processor, subject_id, sequence, replay, status
+), superseded AS (
+    UPDATE deliveries d SET status = 'superseded', updated_at = now(),
+        last_error = 'superseded by a newer event'
+    FROM (SELECT processor, subject_id, max(sequence) AS sequence FROM added
+          WHERE NOT replay AND status = 'pending' GROUP BY processor, subject_id) AS n
+    WHERE d.processor = n.processor AND d.subject_id = n.subject_id AND d.sequence < n.sequence
+      AND d.status = 'pending' AND NOT d.replay
       AND (d.lease_until IS NULL OR d.lease_until < now())
-      AND NOT EXISTS (
-          SELECT 1 FROM deliveries o
-          WHERE o.processor = d.processor AND o.subject_id = d.subject_id
-            AND o.status = 'pending' AND o.sequence < d.sequence)
-      AND NOT EXISTS (  -- a newer one in flight: a redriven old delivery waits for it
-          SELECT 1 FROM deliveries n
-          WHERE n.processor = d.processor AND n.subject_id = d.subject_id
-            AND n.status = 'pending' AND n.sequence > d.sequence AND n.lease_until > now())
-    ORDER BY d.next_attempt_at, d.sequence
-    LIMIT $2 FOR UPDATE SKIP LOCKED)
-RETURNING id, event_id, event_type, subject_id, sequence, processor, attempts, max_attempts,
-    payload::text AS payload, occurred_at, replay
+      AND d.event_type <> 'subject.erasure_requested'
+)
+SELECT count(*) FILTER (WHERE status = 'pending') FROM added
 """
 
-ALREADY_APPLIED = """
-SELECT d.id FROM deliveries d JOIN processor_receipts r
-  ON r.processor = d.processor AND r.subject_id = d.subject_id
-WHERE d.id = ANY($1::uuid[]) AND d.event_type <> 'subject.erasure_requested'
-  AND ((NOT d.replay AND r.last_delivered_sequence >= d.sequence)
-       OR (d.replay AND r.last_delivered_sequence > d.sequence))
+# Claiming is one statement (atomic alone: no BEGIN/COMMIT round trips). ``stale`` flags a
+# delivery whose processor already has this or a newer sequence (a replay or a redrive).
+CLAIM = """
+WITH claimed AS (
+    UPDATE deliveries SET lease_until = now() + make_interval(secs => $3),
+        attempts = attempts + 1, updated_at = now()
+    WHERE id IN (
+        SELECT d.id FROM deliveries d
+        WHERE d.processor = $1 AND d.status = 'pending' AND d.next_attempt_at <= now()
+          AND (d.lease_until IS NULL OR d.lease_until < now())
+          AND NOT EXISTS (
+              SELECT 1 FROM deliveries o
+              WHERE o.processor = d.processor AND o.subject_id = d.subject_id
+                AND o.status = 'pending' AND o.sequence < d.sequence)
+          AND NOT EXISTS (  -- a newer one in flight: a redriven old delivery waits for it
+              SELECT 1 FROM deliveries n
+              WHERE n.processor = d.processor AND n.subject_id = d.subject_id
+                AND n.status = 'pending' AND n.sequence > d.sequence AND n.lease_until > now())
+        ORDER BY d.next_attempt_at, d.sequence
+        LIMIT $2 FOR UPDATE SKIP LOCKED)
+    RETURNING id, event_id, event_type, subject_id, sequence, processor, attempts, max_attempts,
+        payload::text AS payload, occurred_at, replay
+)
+SELECT c.*, (c.event_type <> 'subject.erasure_requested' AND EXISTS (
+        SELECT 1 FROM processor_receipts r
+        WHERE r.processor = c.processor AND r.subject_id = c.subject_id
+          AND ((NOT c.replay AND r.last_delivered_sequence >= c.sequence)
+               OR (c.replay AND r.last_delivered_sequence > c.sequence)))) AS stale
+FROM claimed c
 """
+
+# 2xx answers: the deliveries and their receipts in one statement (atomic alone). The receipt
+# keeps the highest sequence delivered per subject.
+DELIVERED = """
+WITH done AS (
+    UPDATE deliveries d SET status = 'delivered', lease_until = NULL, delivered_at = now(),
+        updated_at = now(), response_code = u.code, latency_ms = u.latency, last_error = NULL
+    FROM unnest($1::uuid[], $2::int[], $3::float8[]) AS u(id, code, latency)
+    WHERE d.id = u.id
+    RETURNING d.processor, d.subject_id, d.sequence, d.event_id
+)
+INSERT INTO processor_receipts (processor, subject_id, last_delivered_sequence, last_event_id,
+    delivered_at)
+SELECT DISTINCT ON (processor, subject_id) processor, subject_id, sequence, event_id, now()
+FROM done ORDER BY processor, subject_id, sequence DESC
+ON CONFLICT (processor, subject_id) DO UPDATE SET
+    last_delivered_sequence = EXCLUDED.last_delivered_sequence,
+    last_event_id = EXCLUDED.last_event_id, delivered_at = now()
+WHERE processor_receipts.last_delivered_sequence <= EXCLUDED.last_delivered_sequence
+"""
+
+
+def superseded_in_batch(deliveries: Sequence[dict[str, Any]]) -> set[int]:
+    """Indexes of live deliveries a newer one in the same batch makes pointless."""
+    newest: dict[tuple[str, str], int] = {}
+    for d in deliveries:
+        if not d.get("replay") and d["event_type"] != "subject.erasure_requested":
+            key = (d["processor"], d["subject_id"])
+            newest[key] = max(newest.get(key, d["sequence"]), d["sequence"])
+    return {
+        i
+        for i, d in enumerate(deliveries)
+        if not d.get("replay")
+        and d["event_type"] != "subject.erasure_requested"
+        and d["sequence"] < newest[(d["processor"], d["subject_id"])]
+    }
 
 
 class DeliveryStore:
@@ -77,92 +122,55 @@ class DeliveryStore:
         conn: asyncpg.Connection,
         seen: Sequence[tuple[str, str, int, int]],
         deliveries: Sequence[dict[str, Any]],
-    ) -> set[str]:
-        """Insert inbox rows; return the event ids not seen before."""
+    ) -> int:
+        """Inbox rows for ``seen`` (event id, topic, partition, offset) and ``deliveries`` for
+        the events not seen before, in one statement. Returns the pending deliveries added."""
         if not seen:
-            return set()
-        cols = list(zip(*seen, strict=True))
-        rows = await conn.fetch(INBOX_INSERT, *[list(c) for c in cols])
-        return {r["event_id"] for r in rows}
-
-    async def add_deliveries(
-        self, conn: asyncpg.Connection, deliveries: Sequence[dict[str, Any]]
-    ) -> None:
-        if not deliveries:
-            return
-        await conn.execute(
-            DELIVERY_INSERT,
-            [d.get("id") or uuid.uuid4() for d in deliveries],
-            [d["event_id"] for d in deliveries],
-            [d["event_type"] for d in deliveries],
-            [d["subject_id"] for d in deliveries],
-            [d["sequence"] for d in deliveries],
-            [d["processor"] for d in deliveries],
-            [d["max_attempts"] for d in deliveries],
-            [orjson.dumps(d["payload"]).decode() for d in deliveries],
-            [d["occurred_at"] for d in deliveries],
-            [bool(d.get("replay")) for d in deliveries],
-        )
-        fresh = [d for d in deliveries if not d.get("replay")]
-        if fresh:
-            await conn.execute(
-                SUPERSEDE_OLDER,
-                [d["processor"] for d in fresh],
-                [d["subject_id"] for d in fresh],
-                [d["sequence"] for d in fresh],
+            return 0
+        stale = superseded_in_batch(deliveries)
+        d = deliveries
+        return int(
+            await conn.fetchval(
+                INTAKE,
+                *[list(c) for c in zip(*seen, strict=True)],
+                [x.get("id") or uuid.uuid4() for x in d],
+                [x["event_id"] for x in d],
+                [x["event_type"] for x in d],
+                [x["subject_id"] for x in d],
+                [x["sequence"] for x in d],
+                [x["processor"] for x in d],
+                [x["max_attempts"] for x in d],
+                [orjson.dumps(x["payload"]).decode() for x in d],
+                [x["occurred_at"] for x in d],
+                [bool(x.get("replay")) for x in d],
+                ["superseded" if i in stale else "pending" for i in range(len(d))],
             )
+        )
 
     async def claim(self, processor: str, limit: int, lease_s: float) -> list[asyncpg.Record]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:
             rows = await conn.fetch(CLAIM, processor, limit, lease_s)
-            if not rows:
-                return []
-            stale = {r["id"] for r in await conn.fetch(ALREADY_APPLIED, [r["id"] for r in rows])}
+            stale = [r["id"] for r in rows if r["stale"]]
             if stale:
                 await conn.execute(
                     "UPDATE deliveries SET status='superseded', lease_until=NULL, "
                     "updated_at=now(), last_error='a newer event was already applied' "
                     "WHERE id = ANY($1::uuid[])",
-                    list(stale),
+                    stale,
                 )
-            return [r for r in rows if r["id"] not in stale]
+            return [r for r in rows if not r["stale"]]
 
     async def mark_delivered(
         self, conn: asyncpg.Connection, done: Sequence[tuple[asyncpg.Record, int | None, float]]
     ) -> None:
-        """A batch of 2xx answers: (row, response code, latency) each; two statements in all.
-        The receipt keeps the highest sequence delivered per subject."""
-        if not done:
-            return
-        await conn.execute(
-            "UPDATE deliveries d SET status='delivered', lease_until=NULL, delivered_at=now(), "
-            "updated_at=now(), response_code=u.code, latency_ms=u.latency, last_error=NULL "
-            "FROM unnest($1::uuid[], $2::int[], $3::float8[]) AS u(id, code, latency) "
-            "WHERE d.id = u.id",
-            [r["id"] for r, _, _ in done],
-            [code for _, code, _ in done],
-            [latency for _, _, latency in done],
-        )
-        latest: dict[tuple[str, str], asyncpg.Record] = {}
-        for r, _, _ in done:  # one row per receipt: an upsert may not touch a row twice
-            key = (r["processor"], r["subject_id"])
-            if key not in latest or latest[key]["sequence"] < r["sequence"]:
-                latest[key] = r
-        rows = list(latest.values())
-        await conn.execute(
-            """INSERT INTO processor_receipts (processor, subject_id, last_delivered_sequence,
-                   last_event_id, delivered_at)
-               SELECT * , now() FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
-               ON CONFLICT (processor, subject_id) DO UPDATE SET
-                   last_delivered_sequence = EXCLUDED.last_delivered_sequence,
-                   last_event_id = EXCLUDED.last_event_id, delivered_at = now()
-               WHERE processor_receipts.last_delivered_sequence
-                   <= EXCLUDED.last_delivered_sequence""",
-            [r["processor"] for r in rows],
-            [r["subject_id"] for r in rows],
-            [r["sequence"] for r in rows],
-            [r["event_id"] for r in rows],
-        )
+        """A batch of 2xx answers: (row, response code, latency) each."""
+        if done:
+            await conn.execute(
+                DELIVERED,
+                [r["id"] for r, _, _ in done],
+                [code for _, code, _ in done],
+                [latency for _, _, latency in done],
+            )
 
     async def newer_exists(self, conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
         return bool(

@@ -44,7 +44,12 @@ class ProcessorWorker:
         )
         if rows:
             outcomes = await asyncio.gather(*(self._send(r) for r in rows))
-            async with self.store.pool.acquire() as conn, conn.transaction():
+            # all delivered is one statement (atomic alone); anything else needs a transaction
+            simple = all(o.ok for o in outcomes) and not self.exhausted
+            async with (
+                self.store.pool.acquire() as conn,
+                contextlib.nullcontext() if simple else conn.transaction(),
+            ):
                 await self._record(conn, list(zip(rows, outcomes, strict=True)))
         return len(rows)
 

@@ -9,6 +9,8 @@ from sqlmodel import col
 
 from consent.adapters.tables import IdempotencyRecord
 
+LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))")
+
 
 class IdempotencyRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -17,7 +19,7 @@ class IdempotencyRepository:
     async def lock(self, principal: str, key: str) -> None:
         """Serialise requests carrying the same key until this transaction ends."""
         await self.session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"),
+            LOCK,
             {"k": f"{principal}\n{key}"},
         )
 

@@ -12,12 +12,13 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from consent.domain.model import Actor, PurposeRecord, SubjectSnapshot
 
-SNAPSHOT_SQL = """
+SNAPSHOT_SQL = text("""
 SELECT s.subject_id, s.sequence, s.jurisdiction, s.birth_date, s.gpc_opted_out_at,
        s.erased_at, s.last_hash,
        (SELECT coalesce(json_agg(json_build_object(
@@ -29,9 +30,9 @@ SELECT s.subject_id, s.sequence, s.jurisdiction, s.birth_date, s.gpc_opted_out_a
        (SELECT coalesce(array_agg(g.guardian_id), '{}') FROM guardian_links g
         WHERE g.subject_id = s.subject_id AND g.revoked_at IS NULL) AS guardians
 FROM subjects s WHERE s.subject_id = ANY(CAST(:ids AS text[]))
-"""
+""")
 
-APPEND_SQL = """
+APPEND_SQL = text("""
 WITH ledger AS (
     INSERT INTO consent_ledger (subject_id, sequence, type, changes, detail, policy_version,
         jurisdiction, channel, actor_type, actor_id, occurred_at, evidence_hash, prev_hash, hash)
@@ -63,7 +64,7 @@ UPDATE subjects SET sequence = :sequence, last_hash = :hash, updated_at = now(),
                        ELSE gpc_opted_out_at END,
     erased_at = CASE WHEN :set_erased THEN CAST(:new_erased AS timestamptz) ELSE erased_at END
 WHERE subject_id = :subject_id
-"""
+""")
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -85,7 +86,7 @@ def _record(d: dict[str, Any]) -> PurposeRecord:
 
 
 def _snapshot(row: Any) -> SubjectSnapshot:
-    states = row.states if isinstance(row.states, list) else json.loads(row.states)
+    states = row.states if isinstance(row.states, list) else orjson.loads(row.states)
     return SubjectSnapshot(
         subject_id=row.subject_id,
         sequence=row.sequence,
@@ -99,10 +100,10 @@ def _snapshot(row: Any) -> SubjectSnapshot:
     )
 
 
-LOCK_SQL = """
+LOCK_SQL = text("""
 SELECT subject_id FROM subjects WHERE subject_id = ANY(CAST(:ids AS text[]))
 ORDER BY subject_id FOR UPDATE
-"""
+""")
 
 
 async def load_snapshots(
@@ -113,10 +114,10 @@ async def load_snapshots(
     so the snapshot must be read by a later statement to see the previous writer's work."""
     locked: set[str] | None = None
     if for_update:
-        locked = set((await session.execute(text(LOCK_SQL), {"ids": list(ids)})).scalars())
+        locked = set((await session.execute(LOCK_SQL, {"ids": list(ids)})).scalars())
         if not locked:
             return {}
-    rows = await session.execute(text(SNAPSHOT_SQL), {"ids": list(ids)})
+    rows = await session.execute(SNAPSHOT_SQL, {"ids": list(ids)})
     # a row committed after the lock statement ran is not locked: leave it out, so the
     # caller creates-or-locks it again rather than write without the lock
     return {
@@ -167,4 +168,4 @@ async def append_change(
         "set_erased": "erased_at" in profile,
         "new_erased": profile.get("erased_at"),
     }
-    await session.execute(text(APPEND_SQL), params)
+    await session.execute(APPEND_SQL, params)

@@ -121,6 +121,11 @@ class DecisionOut(BaseModel):
     reason: str
 
 
+def decision_doc(subject_id: str, purpose: str, allowed: bool, reason: str) -> dict[str, Any]:
+    """A ``DecisionOut`` as a plain dict: the hot read paths serialise it with orjson."""
+    return {"subject_id": subject_id, "purpose": purpose, "allowed": allowed, "reason": reason}
+
+
 class PurposeInfo(BaseModel):
     key: str
     title: str

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from consent.catalog import load_age_rules, load_catalog
 from consent.domain import ages, jurisdictions
-from consent.domain.decisions import DecisionContext, decide_all
+from consent.domain.decisions import DecisionContext, decide, decide_all
 from consent.domain.model import AgeStatus, Decision, Policy, SubjectSnapshot
 from consent.settings import get_settings
 
@@ -39,3 +39,11 @@ def decisions_for(
 ) -> dict[str, Decision]:
     ctx = decision_context(snapshot, policies, now)
     return decide_all(ctx, load_catalog(), snapshot.records, now)
+
+
+def decision_on(
+    snapshot: SubjectSnapshot, purpose: str, policies: Iterable[Policy], now: datetime
+) -> Decision:
+    """One purpose's decision: what a decision read needs, without deciding every purpose."""
+    ctx = decision_context(snapshot, policies, now)
+    return decide(ctx, load_catalog()[purpose], snapshot.records.get(purpose), now)

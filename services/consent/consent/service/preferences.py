@@ -19,7 +19,7 @@ from consent.domain.model import (
     SubjectSnapshot,
 )
 from consent.service.context import WriteContext
-from consent.service.decisions import age_rules, age_status_of, decisions_for
+from consent.service.decisions import age_rules, age_status_of, decision_on, decisions_for
 from consent.service.recorder import load_policies, record, records_after
 from consent.service.unit_of_work import UnitOfWork
 from consent.timefmt import rfc3339
@@ -80,6 +80,13 @@ def view(snapshot: SubjectSnapshot, policies: list[Policy], now: datetime) -> Pr
 async def get_preferences(uow: UnitOfWork, subject_id: str, now: datetime) -> PreferencesView:
     snapshot = await uow.subjects.snapshot(subject_id)
     return view(snapshot, await load_policies(uow), now)
+
+
+async def get_decision(
+    uow: UnitOfWork, subject_id: str, purpose: str, now: datetime
+) -> Decision:
+    snapshot = await uow.subjects.snapshot(subject_id)
+    return decision_on(snapshot, purpose, await load_policies(uow), now)
 
 
 async def _resolve_policy_version(uow: UnitOfWork, ctx: WriteContext) -> None:

@@ -20,6 +20,7 @@ from consent.api.schemas import (
     PreferencesPatch,
     SubjectId,
     SubjectIn,
+    decision_doc,
 )
 from consent.api.writes import actor_for, evidence_from, ip_salt, write_context
 from consent.catalog import load_catalog
@@ -226,7 +227,7 @@ async def get_decision(
     principal: Caller,
     _gpc: GpcSignal,
     purpose: Annotated[str, Query(max_length=64)],
-) -> DecisionOut:
+) -> Response:
     await require_subject_access(principal, "decisions:read", subject_id, uow)
     if purpose not in load_catalog():
         raise Problem(
@@ -236,6 +237,6 @@ async def get_decision(
                 {"loc": ["query", "purpose"], "msg": "unknown purpose", "type": "unknown_value"}
             ],
         )
-    view = await svc.get_preferences(uow, subject_id, utcnow())
-    d = view.decisions[purpose]
-    return DecisionOut(subject_id=subject_id, purpose=purpose, allowed=d.allowed, reason=d.reason)
+    d = await svc.get_decision(uow, subject_id, purpose, utcnow())
+    body = decision_doc(subject_id, purpose, d.allowed, d.reason)
+    return Response(orjson.dumps(body), media_type="application/json")  # hot: no re-validation

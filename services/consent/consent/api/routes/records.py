@@ -14,18 +14,19 @@ from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.schemas import (
     BatchIn,
     BatchOut,
-    DecisionOut,
     HistoryPage,
     PolicyIn,
     PolicyList,
     PolicyOut,
+    decision_doc,
 )
 from consent.catalog import load_catalog
+from consent.domain.decisions import DecisionContext, decide
 from consent.domain.model import SubjectSnapshot
 from consent.service import history as history_svc
 from consent.service import policies as policy_svc
 from consent.service.context import utcnow
-from consent.service.decisions import decisions_for
+from consent.service.decisions import decision_context
 from consent.service.recorder import load_policies
 from consent.timefmt import rfc3339
 
@@ -71,7 +72,7 @@ async def export(subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: Gpc
 
 
 @router.post("/v1/decisions:batch", response_model=BatchOut, responses=PROBLEMS, tags=["decisions"])
-async def batch_decisions(body: BatchIn, uow: UoW, principal: Caller) -> BatchOut:
+async def batch_decisions(body: BatchIn, uow: UoW, principal: Caller) -> Response:
     require_scope(principal, "decisions:read")
     catalog = load_catalog()
     unknown = sorted({q.purpose for q in body.items} - set(catalog))
@@ -88,19 +89,16 @@ async def batch_decisions(body: BatchIn, uow: UoW, principal: Caller) -> BatchOu
     now = utcnow()
     snapshots = await uow.subjects.snapshots(ids)
     policies = await load_policies(uow)
-    cache: dict[str, Any] = {}
+    contexts: dict[str, tuple[SubjectSnapshot, DecisionContext]] = {}
     out = []
-    for q in body.items:
-        if q.subject_id not in cache:
+    for q in body.items:  # only the pairs asked for: a subject's other purposes are not decided
+        if q.subject_id not in contexts:
             snap = snapshots.get(q.subject_id) or SubjectSnapshot(subject_id=q.subject_id)
-            cache[q.subject_id] = decisions_for(snap, policies, now)
-        d = cache[q.subject_id][q.purpose]
-        out.append(
-            DecisionOut(
-                subject_id=q.subject_id, purpose=q.purpose, allowed=d.allowed, reason=d.reason
-            )
-        )
-    return BatchOut(items=out)
+            contexts[q.subject_id] = (snap, decision_context(snap, policies, now))
+        snap, ctx = contexts[q.subject_id]
+        d = decide(ctx, catalog[q.purpose], snap.records.get(q.purpose), now)
+        out.append(decision_doc(q.subject_id, q.purpose, d.allowed, d.reason))
+    return Response(orjson.dumps({"items": out}), media_type="application/json")
 
 
 def _policy_out(p: Any) -> PolicyOut:

@@ -1,0 +1,36 @@
+"""Within one polled batch, an older live delivery is written as superseded by a newer one."""
+
+from propagator.store import superseded_in_batch
+
+
+def d(processor: str, subject: str, seq: int, **kw: object) -> dict[str, object]:
+    return {
+        "processor": processor,
+        "subject_id": subject,
+        "sequence": seq,
+        "event_type": kw.pop("event_type", "consent.changed"),
+        **kw,
+    }
+
+
+def test_older_live_delivery_of_the_same_processor_and_subject_is_superseded() -> None:
+    batch = [d("email", "s1", 1), d("email", "s1", 3), d("email", "s1", 2)]
+    assert superseded_in_batch(batch) == {0, 2}
+
+
+def test_other_processors_and_subjects_are_independent() -> None:
+    batch = [d("email", "s1", 1), d("payment", "s1", 1), d("email", "s2", 1), d("email", "s1", 2)]
+    assert superseded_in_batch(batch) == {0}
+
+
+def test_replays_and_erasures_are_never_superseded() -> None:
+    batch = [
+        d("email", "s1", 1, replay=True),
+        d("email", "s1", 2, event_type="subject.erasure_requested"),
+        d("email", "s1", 3),
+    ]
+    assert superseded_in_batch(batch) == set()
+
+
+def test_the_same_sequence_twice_supersedes_neither() -> None:
+    assert superseded_in_batch([d("email", "s1", 4), d("email", "s1", 4)]) == set()

@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
+
+
+def _orjson_text(obj: object, **_: object) -> str:
+    return orjson.dumps(obj, default=repr).decode()  # one line per request: keep it cheap
 
 
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
@@ -15,7 +20,9 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(serializer=_orjson_text)
+        if json
+        else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[*processors, structlog.processors.format_exc_info, renderer],

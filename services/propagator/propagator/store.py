@@ -63,7 +63,7 @@ WITH claimed AS (
               SELECT 1 FROM deliveries n
               WHERE n.processor = d.processor AND n.subject_id = d.subject_id
                 AND n.status = 'pending' AND n.sequence > d.sequence AND n.lease_until > now())
-        ORDER BY d.next_attempt_at, d.sequence
+        ORDER BY d.next_attempt_at  -- the due index's order: no sort of every pending row
         LIMIT $2 FOR UPDATE SKIP LOCKED)
     RETURNING id, event_id, event_type, subject_id, sequence, processor, attempts, max_attempts,
         payload::text AS payload, occurred_at, replay

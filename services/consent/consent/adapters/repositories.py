@@ -52,9 +52,15 @@ class SubjectRepository:
         """One query; with ``for_update`` the subject row is locked (created first if new)."""
         found = await load_snapshots(self.session, [subject_id], for_update=for_update)
         if subject_id not in found and for_update:
-            await self.session.execute(
-                insert(Subject).values(subject_id=subject_id).on_conflict_do_nothing()
+            created = await self.session.execute(
+                insert(Subject)
+                .values(subject_id=subject_id)
+                .on_conflict_do_nothing()
+                .returning(col(Subject.subject_id))
             )
+            if created.scalar_one_or_none() is not None:
+                # ours and locked by this transaction; nothing can refer to it yet
+                return SubjectSnapshot(subject_id=subject_id)
             found = await load_snapshots(self.session, [subject_id], for_update=True)
         return found.get(subject_id) or SubjectSnapshot(subject_id=subject_id)
 

@@ -146,13 +146,16 @@ class OutboxRelay:
         producer = make_producer(self.settings)
         await producer.start()
         backoff, failures = 0.2, 0
-        last_cleanup = 0.0
+        last_cleanup = last_backlog = 0.0
         loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
                 self._wake.clear()
                 try:
-                    while not stop.is_set() and await self.publish_batch(conn, producer):
+                    # a short batch means the outbox is drained: a commit since the wake-up was
+                    # cleared has set it again, so no second query to find it empty
+                    full = self.settings.relay_batch_size
+                    while not stop.is_set() and await self.publish_batch(conn, producer) >= full:
                         pass
                     backoff, failures = 0.2, 0
                 except (asyncpg.PostgresError, OSError):
@@ -175,7 +178,9 @@ class OutboxRelay:
                         with contextlib.suppress(Exception):
                             await producer.start()
                     continue
-                await metrics.observe_backlog(conn)
+                if loop.time() - last_backlog >= 1:  # a gauge: once a second is enough
+                    last_backlog = loop.time()
+                    await metrics.observe_backlog(conn)
                 if loop.time() - last_cleanup > 60:
                     last_cleanup = loop.time()
                     await conn.execute(CLEANUP, self.settings.outbox_retention_hours)

@@ -64,9 +64,12 @@ class SubjectRepository:
             found = await load_snapshots(self.session, [subject_id], for_update=True)
         return found.get(subject_id) or SubjectSnapshot(subject_id=subject_id)
 
-    async def snapshots(self, subject_ids: Sequence[str]) -> dict[str, SubjectSnapshot]:
-        """Many subjects in one query (batch decisions, replays)."""
-        return await load_snapshots(self.session, subject_ids)
+    async def snapshots(
+        self, subject_ids: Sequence[str], purposes: Sequence[str] | None = None
+    ) -> dict[str, SubjectSnapshot]:
+        """Many subjects in one query (batch decisions, replays); with ``purposes``, only
+        their records (a read-only partial snapshot, enough to decide on them)."""
+        return await load_snapshots(self.session, subject_ids, purposes=purposes)
 
     async def try_lock(self, subject_id: str) -> bool:
         """Lock the subject row unless another transaction holds it (schedulers)."""

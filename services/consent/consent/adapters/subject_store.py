@@ -26,7 +26,9 @@ SELECT s.subject_id, s.sequence, s.jurisdiction, s.birth_date, s.gpc_opted_out_a
             'sequence', c.sequence, 'policy_version', c.policy_version,
             'actor_type', c.actor_type, 'actor_id', c.actor_id, 'updated_at', c.updated_at,
             'expires_at', c.expires_at, 'ended_reason', c.ended_reason)), '[]')
-        FROM consent_state c WHERE c.subject_id = s.subject_id) AS states,
+        FROM consent_state c WHERE c.subject_id = s.subject_id
+          AND (CAST(:purposes AS text[]) IS NULL OR c.purpose = ANY(CAST(:purposes AS text[])))
+       ) AS states,
        (SELECT coalesce(array_agg(g.guardian_id), '{}') FROM guardian_links g
         WHERE g.subject_id = s.subject_id AND g.revoked_at IS NULL) AS guardians
 FROM subjects s WHERE s.subject_id = ANY(CAST(:ids AS text[]))
@@ -107,17 +109,25 @@ ORDER BY subject_id FOR UPDATE
 
 
 async def load_snapshots(
-    session: AsyncSession, ids: Sequence[str], *, for_update: bool = False
+    session: AsyncSession,
+    ids: Sequence[str],
+    *,
+    for_update: bool = False,
+    purposes: Sequence[str] | None = None,
 ) -> dict[str, SubjectSnapshot]:
     """With ``for_update`` the rows are locked first, in their own statement: under READ
     COMMITTED a statement that waited for a lock still reads other tables as of its start,
-    so the snapshot must be read by a later statement to see the previous writer's work."""
+    so the snapshot must be read by a later statement to see the previous writer's work.
+
+    ``purposes`` restricts the records read to those purposes (decision reads): such a
+    partial snapshot answers decisions on them and is never written from."""
     locked: set[str] | None = None
     if for_update:
         locked = set((await session.execute(LOCK_SQL, {"ids": list(ids)})).scalars())
         if not locked:
             return {}
-    rows = await session.execute(SNAPSHOT_SQL, {"ids": list(ids)})
+    params = {"ids": list(ids), "purposes": list(purposes) if purposes is not None else None}
+    rows = await session.execute(SNAPSHOT_SQL, params)
     # a row committed after the lock statement ran is not locked: leave it out, so the
     # caller creates-or-locks it again rather than write without the lock
     return {

@@ -46,11 +46,16 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-class Strict(BaseModel):
-    """Request bodies: unknown fields and NUL characters (PostgreSQL text cannot hold them)
-    are refused with 422."""
+class StrictPart(BaseModel):
+    """An object nested in a request body: unknown fields are refused with 422. Its parent
+    (a ``Strict`` body) has already looked for NUL characters in it."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class Strict(StrictPart):
+    """Request bodies: unknown fields and NUL characters (PostgreSQL text cannot hold them)
+    are refused with 422. The whole body is searched once, here."""
 
     @model_validator(mode="before")
     @classmethod
@@ -80,7 +85,7 @@ class SubjectIn(Strict):
         return v
 
 
-class WriteContextIn(Strict):
+class WriteContextIn(StrictPart):
     channel: Channel | None = None
     notice_id: Annotated[str, StringConstraints(max_length=200)] | None = None
     locale: Annotated[str, StringConstraints(max_length=35)] | None = None
@@ -144,7 +149,7 @@ def as_out(data: dict[str, Any]) -> PreferencesOut:
     return PreferencesOut.model_validate(data)
 
 
-class DecisionQuery(Strict):
+class DecisionQuery(StrictPart):
     subject_id: SubjectId
     purpose: Annotated[str, StringConstraints(max_length=64)]
 

@@ -82,10 +82,9 @@ async def get_preferences(uow: UnitOfWork, subject_id: str, now: datetime) -> Pr
     return view(snapshot, await load_policies(uow), now)
 
 
-async def get_decision(
-    uow: UnitOfWork, subject_id: str, purpose: str, now: datetime
-) -> Decision:
-    snapshot = await uow.subjects.snapshot(subject_id)
+async def get_decision(uow: UnitOfWork, subject_id: str, purpose: str, now: datetime) -> Decision:
+    found = await uow.subjects.snapshots([subject_id], purposes=[purpose])
+    snapshot = found.get(subject_id) or SubjectSnapshot(subject_id=subject_id)
     return decision_on(snapshot, purpose, await load_policies(uow), now)
 
 

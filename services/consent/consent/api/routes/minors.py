@@ -13,7 +13,7 @@ from consent.api.deps import Caller, UoW, require_scope, require_subject_access
 from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
-from consent.api.schemas import Strict, SubjectId, Timestamp
+from consent.api.schemas import Strict, StrictPart, SubjectId, Timestamp
 from consent.api.writes import write_context
 from consent.service import erasure as erasure_svc
 from consent.service import guardians as guardian_svc
@@ -30,7 +30,7 @@ Method = Literal[
 ]
 
 
-class Verification(Strict):
+class Verification(StrictPart):
     method: Method
     reference: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     verified_at: Timestamp

@@ -87,7 +87,7 @@ async def batch_decisions(body: BatchIn, uow: UoW, principal: Caller) -> Respons
         for sid in ids:
             await require_subject_access(principal, "decisions:read", sid, uow)
     now = utcnow()
-    snapshots = await uow.subjects.snapshots(ids)
+    snapshots = await uow.subjects.snapshots(ids, purposes=sorted({q.purpose for q in body.items}))
     policies = await load_policies(uow)
     contexts: dict[str, tuple[SubjectSnapshot, DecisionContext]] = {}
     out = []

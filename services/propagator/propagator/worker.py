@@ -19,6 +19,7 @@ from propagator.processors.base import Outcome
 from propagator.store import DeliveryStore
 
 log = structlog.get_logger()
+CLAIM_ROUNDS = 4  # a claim takes up to this many rounds of ``concurrency`` deliveries
 
 
 def backoff_delay(attempt: int, initial: float, cap: float) -> float:
@@ -38,12 +39,16 @@ class ProcessorWorker:
         self.probe_every_s = adapter.config.recovery_probe_s
 
     async def run_once(self) -> int:
-        """Claim a batch, send it concurrently, record every outcome in one transaction."""
+        """Claim a batch, send it with at most ``concurrency`` requests in flight, record
+        every outcome in one transaction. A batch holds several rounds of requests: during a
+        replay the claim and the record are paid once per ``CLAIM_ROUNDS`` rounds."""
+        c = self.config
         rows = await self.store.claim(
-            self.config.name, self.config.concurrency, self.config.timeout_s + 30
+            c.name, c.concurrency * CLAIM_ROUNDS, c.timeout_s * CLAIM_ROUNDS + 30
         )
         if rows:
-            outcomes = await asyncio.gather(*(self._send(r) for r in rows))
+            slots = asyncio.Semaphore(c.concurrency)
+            outcomes = await asyncio.gather(*(self._send(r, slots) for r in rows))
             # all delivered is one statement (atomic alone); anything else needs a transaction
             simple = all(o.ok for o in outcomes) and not self.exhausted
             async with (
@@ -53,10 +58,13 @@ class ProcessorWorker:
                 await self._record(conn, list(zip(rows, outcomes, strict=True)))
         return len(rows)
 
-    async def _send(self, row: asyncpg.Record) -> Outcome:
+    async def _send(self, row: asyncpg.Record, slots: asyncio.Semaphore) -> Outcome:
         body: dict[str, Any] = orjson.loads(row["payload"])
         try:
-            return await self.adapter.send(self.client, row["event_id"], row["event_type"], body)
+            async with slots:
+                return await self.adapter.send(
+                    self.client, row["event_id"], row["event_type"], body
+                )
         except Exception as exc:  # a bug or bad config must not kill this processor's loop
             return Outcome(False, True, None, f"send failed: {type(exc).__name__}", 0.0)
 

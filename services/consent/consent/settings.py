@@ -27,7 +27,7 @@ class Settings(BaseSettings):
 
     processors_file: Path | None = None
     event_source: str = "urn:consent:consent-api"
-    db_pool_size: int = 10
+    db_pool_size: int = 20
     evidence_retention_days: int = 365 * 3
     outbox_retention_hours: int = 24 * 7
     scheduler_interval_s: float = 30.0

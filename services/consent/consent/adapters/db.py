@@ -42,7 +42,10 @@ def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # no overflow: under sustained load SQLAlchemy closes overflow connections as they
+        # come back and opens new ones, each a new backend plus asyncpg's type introspection
+        # (measured: 145 new connections per 5,000 decisions at 32 in flight, -25% rate)
+        max_overflow=0,
         pool_pre_ping=False,
         hide_parameters=True,  # bound values (a birth date) never reach an error or a log
         json_serializer=_json_text,

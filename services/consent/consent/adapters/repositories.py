@@ -6,11 +6,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from consent.adapters.db import driver
 from consent.adapters.subject_store import load_snapshots
 from consent.adapters.tables import (
     ConsentState,
@@ -18,7 +20,6 @@ from consent.adapters.tables import (
     GuardianLink,
     LedgerEntry,
     LedgerEvidence,
-    OutboxMessage,
     PolicyVersion,
     Subject,
 )
@@ -185,6 +186,16 @@ class StateRepository:
         return list((await self.session.execute(stmt)).scalars())
 
 
+OUTBOX_INSERT = """
+INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, sequence, occurred_at)
+SELECT u.id, u.aggregatetype, u.aggregateid, u.type, u.payload::jsonb, u.sequence, u.occurred_at
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+            $7::timestamptz[]) WITH ORDINALITY
+    AS u(id, aggregatetype, aggregateid, type, payload, sequence, occurred_at, n)
+ORDER BY u.n
+"""
+
+
 class OutboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -195,23 +206,19 @@ class OutboxRepository:
         return int(row.n), float(row.age)
 
     async def add(self, events: Sequence[DomainEvent]) -> None:
+        """Outbox rows in the order given (their ``position`` follows it): one statement."""
         if not events:
             return
-        await self.session.execute(
-            insert(OutboxMessage).values(
-                [
-                    {
-                        "id": e.id,
-                        "aggregatetype": e.aggregatetype,
-                        "aggregateid": e.subject_id,
-                        "type": e.type,
-                        "payload": e.data,
-                        "sequence": e.sequence,
-                        "occurred_at": e.occurred_at,
-                    }
-                    for e in events
-                ]
-            )
+        conn = await driver(self.session)
+        await conn.execute(
+            OUTBOX_INSERT,
+            [e.id for e in events],
+            [e.aggregatetype for e in events],
+            [e.subject_id for e in events],
+            [e.type for e in events],
+            [orjson.dumps(e.data).decode() for e in events],
+            [e.sequence for e in events],
+            [e.occurred_at for e in events],
         )
 
 

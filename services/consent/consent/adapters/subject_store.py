@@ -1,4 +1,4 @@
-"""The hot path of reads and writes, one statement each.
+"""The hot path of reads and writes, one statement each, sent straight to asyncpg.
 
 A subject's snapshot (profile, recorded statuses, active guardians) is one query, optionally
 locking the subject row; a change (ledger row, evidence, projection, subject head) is one
@@ -16,9 +16,10 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from consent.adapters.db import driver
 from consent.domain.model import Actor, PurposeRecord, SubjectSnapshot
 
-SNAPSHOT_SQL = text("""
+SNAPSHOT_SQL = """
 SELECT s.subject_id, s.sequence, s.jurisdiction, s.birth_date, s.gpc_opted_out_at,
        s.erased_at, s.last_hash,
        (SELECT coalesce(json_agg(json_build_object(
@@ -27,29 +28,27 @@ SELECT s.subject_id, s.sequence, s.jurisdiction, s.birth_date, s.gpc_opted_out_a
             'actor_type', c.actor_type, 'actor_id', c.actor_id, 'updated_at', c.updated_at,
             'expires_at', c.expires_at, 'ended_reason', c.ended_reason)), '[]')
         FROM consent_state c WHERE c.subject_id = s.subject_id
-          AND (CAST(:purposes AS text[]) IS NULL OR c.purpose = ANY(CAST(:purposes AS text[])))
+          AND ($2::text[] IS NULL OR c.purpose = ANY($2::text[]))
        ) AS states,
        (SELECT coalesce(array_agg(g.guardian_id), '{}') FROM guardian_links g
         WHERE g.subject_id = s.subject_id AND g.revoked_at IS NULL) AS guardians
-FROM subjects s WHERE s.subject_id = ANY(CAST(:ids AS text[]))
-""")
+FROM subjects s WHERE s.subject_id = ANY($1::text[])
+"""
 
-APPEND_SQL = text("""
+APPEND_SQL = """
 WITH ledger AS (
     INSERT INTO consent_ledger (subject_id, sequence, type, changes, detail, policy_version,
         jurisdiction, channel, actor_type, actor_id, occurred_at, evidence_hash, prev_hash, hash)
-    VALUES (:subject_id, :sequence, :type, CAST(:changes AS jsonb), CAST(:detail AS jsonb),
-        :policy_version, :jurisdiction, :channel, :actor_type, :actor_id, :occurred_at,
-        :evidence_hash, :prev_hash, :hash)
+    VALUES ($1, $2, $3, $4::text::jsonb, $5::text::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ), evidence AS (
     INSERT INTO consent_evidence (subject_id, sequence, evidence)
-    VALUES (:subject_id, :sequence, CAST(:evidence AS jsonb))
+    VALUES ($1, $2, $15::text::jsonb)
 ), state AS (
     INSERT INTO consent_state (subject_id, purpose, status, source, sequence, policy_version,
         actor_type, actor_id, updated_at, expires_at, ended_reason)
-    SELECT :subject_id, r.purpose, r.status, r.source, r.sequence, r.policy_version,
+    SELECT $1, r.purpose, r.status, r.source, r.sequence, r.policy_version,
         r.actor_type, r.actor_id, r.updated_at, r.expires_at, r.ended_reason
-    FROM jsonb_to_recordset(CAST(:states AS jsonb)) AS r(purpose text, status text,
+    FROM jsonb_to_recordset($16::text::jsonb) AS r(purpose text, status text,
         source text, sequence bigint, policy_version text, actor_type text, actor_id text,
         updated_at timestamptz, expires_at timestamptz, ended_reason text)
     ON CONFLICT (subject_id, purpose) DO UPDATE SET status = EXCLUDED.status,
@@ -58,15 +57,13 @@ WITH ledger AS (
         actor_id = EXCLUDED.actor_id, updated_at = EXCLUDED.updated_at,
         expires_at = EXCLUDED.expires_at, ended_reason = EXCLUDED.ended_reason
 )
-UPDATE subjects SET sequence = :sequence, last_hash = :hash, updated_at = now(),
-    jurisdiction = CASE WHEN :set_jurisdiction THEN CAST(:new_jurisdiction AS varchar)
-                   ELSE jurisdiction END,
-    birth_date = CASE WHEN :set_birth_date THEN CAST(:new_birth_date AS date) ELSE birth_date END,
-    gpc_opted_out_at = CASE WHEN :set_gpc THEN CAST(:new_gpc AS timestamptz)
-                       ELSE gpc_opted_out_at END,
-    erased_at = CASE WHEN :set_erased THEN CAST(:new_erased AS timestamptz) ELSE erased_at END
-WHERE subject_id = :subject_id
-""")
+UPDATE subjects SET sequence = $2, last_hash = $14, updated_at = now(),
+    jurisdiction = CASE WHEN $17::bool THEN $18::varchar ELSE jurisdiction END,
+    birth_date = CASE WHEN $19::bool THEN $20::date ELSE birth_date END,
+    gpc_opted_out_at = CASE WHEN $21::bool THEN $22::timestamptz ELSE gpc_opted_out_at END,
+    erased_at = CASE WHEN $23::bool THEN $24::timestamptz ELSE erased_at END
+WHERE subject_id = $1
+"""
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -88,17 +85,18 @@ def _record(d: dict[str, Any]) -> PurposeRecord:
 
 
 def _snapshot(row: Any) -> SubjectSnapshot:
-    states = row.states if isinstance(row.states, list) else orjson.loads(row.states)
+    states = row["states"]
+    states = states if isinstance(states, list) else orjson.loads(states)
     return SubjectSnapshot(
-        subject_id=row.subject_id,
-        sequence=row.sequence,
-        jurisdiction=row.jurisdiction,
-        birth_date=row.birth_date,
-        gpc_opted_out_at=row.gpc_opted_out_at,
-        erased_at=row.erased_at,
-        last_hash=row.last_hash,
+        subject_id=row["subject_id"],
+        sequence=row["sequence"],
+        jurisdiction=row["jurisdiction"],
+        birth_date=row["birth_date"],
+        gpc_opted_out_at=row["gpc_opted_out_at"],
+        erased_at=row["erased_at"],
+        last_hash=row["last_hash"],
         records={d["purpose"]: _record(d) for d in states},
-        guardian_ids=frozenset(row.guardians or ()),
+        guardian_ids=frozenset(row["guardians"] or ()),
     )
 
 
@@ -126,12 +124,14 @@ async def load_snapshots(
         locked = set((await session.execute(LOCK_SQL, {"ids": list(ids)})).scalars())
         if not locked:
             return {}
-    params = {"ids": list(ids), "purposes": list(purposes) if purposes is not None else None}
-    rows = await session.execute(SNAPSHOT_SQL, params)
+    conn = await driver(session)
+    rows = await conn.fetch(SNAPSHOT_SQL, list(ids), list(purposes) if purposes else None)
     # a row committed after the lock statement ran is not locked: leave it out, so the
     # caller creates-or-locks it again rather than write without the lock
     return {
-        row.subject_id: _snapshot(row) for row in rows if locked is None or row.subject_id in locked
+        row["subject_id"]: _snapshot(row)
+        for row in rows
+        if locked is None or row["subject_id"] in locked
     }
 
 
@@ -163,19 +163,31 @@ async def append_change(
         for r in records
     ]
     birth: date | None = profile.get("birth_date")
-    params = {
-        **entry,
-        "changes": json.dumps(entry["changes"]),
-        "detail": json.dumps(entry["detail"]),
-        "evidence": json.dumps(evidence, default=str),
-        "states": json.dumps(states),
-        "set_jurisdiction": "jurisdiction" in profile,
-        "new_jurisdiction": profile.get("jurisdiction"),
-        "set_birth_date": "birth_date" in profile,
-        "new_birth_date": birth,
-        "set_gpc": "gpc_opted_out_at" in profile,
-        "new_gpc": profile.get("gpc_opted_out_at"),
-        "set_erased": "erased_at" in profile,
-        "new_erased": profile.get("erased_at"),
-    }
-    await session.execute(APPEND_SQL, params)
+    conn = await driver(session)
+    await conn.execute(
+        APPEND_SQL,
+        entry["subject_id"],
+        entry["sequence"],
+        entry["type"],
+        json.dumps(entry["changes"]),
+        json.dumps(entry["detail"]),
+        entry["policy_version"],
+        entry["jurisdiction"],
+        entry["channel"],
+        entry["actor_type"],
+        entry["actor_id"],
+        entry["occurred_at"],
+        entry["evidence_hash"],
+        entry["prev_hash"],
+        entry["hash"],
+        json.dumps(evidence, default=str),
+        json.dumps(states),
+        "jurisdiction" in profile,
+        profile.get("jurisdiction"),
+        "birth_date" in profile,
+        birth,
+        "gpc_opted_out_at" in profile,
+        profile.get("gpc_opted_out_at"),
+        "erased_at" in profile,
+        profile.get("erased_at"),
+    )

@@ -121,6 +121,17 @@ async def get_preferences(
     return _respond(view, gpc and view.gpc_honored)
 
 
+def _request_hash(subject_id: str, body: PreferencesPatch, sec_gpc: str | None) -> str:
+    """What an Idempotency-Key is bound to: a key reused for another request is refused."""
+    return hashlib.sha256(
+        b"PATCH "
+        + subject_id.encode()
+        + b" "
+        + orjson.dumps(body.model_dump(mode="json"))
+        + (b" gpc" if _is_gpc(sec_gpc) else b"")
+    ).hexdigest()
+
+
 @router.patch("/{subject_id}/preferences", response_model=PreferencesOut, responses=PROBLEMS)
 async def patch_preferences(
     subject_id: SubjectPath,
@@ -134,13 +145,7 @@ async def patch_preferences(
 ) -> Response:
     guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
     idem = IdempotencyRepository(uow.session)
-    request_hash = hashlib.sha256(
-        b"PATCH "
-        + subject_id.encode()
-        + b" "
-        + orjson.dumps(body.model_dump(mode="json"))
-        + (b" gpc" if _is_gpc(sec_gpc) else b"")
-    ).hexdigest()
+    request_hash = _request_hash(subject_id, body, sec_gpc) if idempotency_key else ""
     if idempotency_key:
         await idem.lock(principal.id, idempotency_key)
         stored = await idem.get(principal.id, idempotency_key)

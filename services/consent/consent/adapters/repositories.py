@@ -53,13 +53,8 @@ class SubjectRepository:
         """One query; with ``for_update`` the subject row is locked (created first if new)."""
         found = await load_snapshots(self.session, [subject_id], for_update=for_update)
         if subject_id not in found and for_update:
-            created = await self.session.execute(
-                insert(Subject)
-                .values(subject_id=subject_id)
-                .on_conflict_do_nothing()
-                .returning(col(Subject.subject_id))
-            )
-            if created.scalar_one_or_none() is not None:
+            created = await (await driver(self.session)).fetchval(CREATE_SUBJECT, subject_id)
+            if created is not None:
                 # ours and locked by this transaction; nothing can refer to it yet
                 return SubjectSnapshot(subject_id=subject_id)
             found = await load_snapshots(self.session, [subject_id], for_update=True)
@@ -186,6 +181,10 @@ class StateRepository:
         return list((await self.session.execute(stmt)).scalars())
 
 
+CREATE_SUBJECT = """
+INSERT INTO subjects (subject_id, sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING
+RETURNING subject_id
+"""
 OUTBOX_INSERT = """
 INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, sequence, occurred_at)
 SELECT u.id, u.aggregatetype, u.aggregateid, u.type, u.payload::jsonb, u.sequence, u.occurred_at

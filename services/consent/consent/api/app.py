@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.api import problems
+from consent.api.admission import AdmissionLimit
 from consent.api.middleware import BodyLimit, RequestContext
 from consent.api.routes import admin, meta, minors, preferences, records, rights
 from consent.service.scheduler import run_scheduler
@@ -53,6 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description="Records per-purpose consent, proves it, and publishes every change.",
         lifespan=lifespan,
+        responses={
+            429: {
+                "description": "At capacity: retry after the delay in Retry-After",
+                "content": {"application/problem+json": {}},
+            }
+        },
     )
     app.state.settings = settings
     app.state.background = set()
@@ -80,5 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["ETag", "Sec-GPC-Honored", "X-Request-Id"],
         )
     app.add_middleware(BodyLimit)
+    app.add_middleware(AdmissionLimit, limit=settings.max_in_flight)  # before reading a body
     app.add_middleware(RequestContext)
     return app

@@ -27,6 +27,7 @@ TITLES = {
     415: "Unsupported media type",
     422: "Invalid request",
     428: "Precondition required",
+    429: "Too many requests",
     500: "Internal error",
 }
 

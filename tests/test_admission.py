@@ -1,0 +1,107 @@
+"""Load shedding: past the in-flight limit a request is answered 429 at once, with a problem
+document and Retry-After; probes are never shed; the slot is freed when a request ends."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from consent.api.admission import AdmissionLimit
+from consent.api.app import create_app
+from consent.settings import Settings
+
+
+class HeldApp:
+    """An ASGI app whose responses wait until released (requests stay in flight)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.entered += 1
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def call(app: Any, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
+    scope = {"type": "http", "method": "GET", "path": path, "headers": []}
+    out: dict[str, Any] = {"body": b""}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            out["status"], out["headers"] = message["status"], dict(message["headers"])
+        else:
+            out["body"] += message.get("body", b"")
+
+    await app(scope, receive, send)
+    return out["status"], out["headers"], out["body"]
+
+
+async def test_requests_past_the_limit_are_shed_with_429_until_a_slot_frees() -> None:
+    inner = HeldApp()
+    app = AdmissionLimit(inner, limit=2)
+    held = [asyncio.create_task(call(app, "/v1/x")) for _ in range(2)]
+    while inner.entered < 2:
+        await asyncio.sleep(0.001)
+
+    status, headers, body = await call(app, "/v1/x")
+    assert status == 429
+    assert headers[b"retry-after"] == b"1"
+    assert headers[b"content-type"] == b"application/problem+json"
+    doc = orjson.loads(body)
+    assert doc["status"] == 429 and doc["code"] == "overloaded"
+    assert inner.entered == 2  # the shed request never reached the app
+
+    probe = asyncio.create_task(call(app, "/readyz"))  # probes are not counted or shed
+    while inner.entered < 3:
+        await asyncio.sleep(0.001)
+
+    inner.release.set()
+    assert [(await t)[0] for t in [*held, probe]] == [204, 204, 204]
+    assert app.in_flight == 0
+    assert (await call(app, "/v1/x"))[0] == 204
+
+
+async def test_no_limit_when_set_to_zero() -> None:
+    inner = HeldApp()
+    app = AdmissionLimit(inner, limit=0)
+    tasks = [asyncio.create_task(call(app, "/v1/x")) for _ in range(5)]
+    while inner.entered < 5:
+        await asyncio.sleep(0.001)
+    inner.release.set()
+    assert [(await t)[0] for t in tasks] == [204] * 5
+
+
+async def test_the_api_sheds_at_its_configured_limit(settings: Settings) -> None:
+    """Through the real app: with a limit of 1, a request arriving while one is in flight
+    gets 429 (the in-flight one is a decision read held by its slow body upload)."""
+    app = create_app(settings.model_copy(update={"max_in_flight": 1}))
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> Any:
+        started.set()
+        await finish.wait()
+        yield b'{"items": []}'
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            first = asyncio.create_task(
+                client.post("/v1/decisions:batch", content=slow_body(), headers={"X-API-Key": "x"})
+            )
+            await started.wait()
+            shed = await client.get("/v1/purposes")
+            finish.set()
+            assert shed.status_code == 429
+            assert shed.headers["retry-after"] == "1"
+            assert (await first).status_code in (401, 422)  # it was admitted, then judged
+            assert (await client.get("/v1/purposes")).status_code == 200

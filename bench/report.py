@@ -21,7 +21,10 @@ def per_s(v: float) -> str:
 
 def failures(r: dict[str, Any]) -> str:
     bad = {k: v for k, v in (r.get("status") or {}).items() if not k.startswith("2")}
-    return ", " + ", ".join(f"{v} {k}" for k, v in bad.items()) if bad else ""
+    text = ", " + ", ".join(f"{v} {k}" for k, v in bad.items()) if bad else ""
+    if bad and r.get("answered") and r.get("ok"):  # e.g. shed with 429: how the rest fared
+        text += f"; the {r['ok']:,} answered 2xx: {lat(r['answered'])}"
+    return text
 
 
 def yes(ok: bool) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
@@ -17,7 +18,14 @@ T = TypeVar("T")
 
 def run_service(main: Coroutine[Any, Any, T]) -> T:
     """Run a long-lived service on uvloop: its event loop and transports cost about half the
-    CPU of asyncio's per request (docs/performance.md)."""
+    CPU of asyncio's per request (docs/performance.md).
+
+    The cyclic garbage collector is tuned for a server: what exists at start (modules,
+    classes, the app) is frozen out of its scans, and the youngest generation is collected
+    every 20,000 allocations instead of 700 (perf: 8-10% of the API's CPU was collection)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
 

@@ -273,3 +273,24 @@ async def test_profile_change_that_moves_decisions_reaches_processors(
         await eventually(lambda: len(payment.requests) >= 2, timeout=30)
     last = payment.requests[-1].body
     assert last["type"] == "subject.updated" and last["decisions"]["sale"] is False
+
+
+async def test_workers_wake_on_notify_from_the_consent_service(settings: Settings, db) -> None:
+    """Replays and redrives are committed by the consent service; ``NOTIFY deliveries``
+    wakes the propagator's workers at once instead of at their next poll."""
+    from propagator.service import Propagator, _FanOut
+
+    woken = asyncio.Event()
+    stop = asyncio.Event()
+    prop = Propagator(settings, [])
+    task = asyncio.create_task(prop._listen(stop, _FanOut([woken])))
+    try:
+        await asyncio.wait_for(woken.wait(), 10)  # set once listening (catch-up)
+        woken.clear()
+        await asyncio.sleep(0.2)
+        assert not woken.is_set()
+        await db.execute("SELECT pg_notify('deliveries', '')")
+        await asyncio.wait_for(woken.wait(), 5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

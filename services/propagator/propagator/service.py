@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aiohttp
 import asyncpg
@@ -45,6 +46,7 @@ class Propagator:
             log.info("propagator_started", processors=[a.config.name for a in self.adapters])
             self.intake.ready, self.intake.consumed = self.ready, self.consumed
             tasks = [asyncio.create_task(self.intake.run(stop), name="intake")]
+            tasks.append(asyncio.create_task(self._listen(stop, wake), name="listener"))
             tasks += [
                 asyncio.create_task(w.run(stop), name=f"worker-{w.config.name}")
                 for w in self.workers
@@ -64,6 +66,29 @@ class Propagator:
                         t.cancel()
                 await asyncio.wait(tasks, timeout=8)
                 await pool.close()
+
+
+    async def _listen(self, stop: asyncio.Event, wake: _FanOut) -> None:
+        """Wake the workers on ``NOTIFY deliveries`` (replays and redrives committed by the
+        consent service). Polling stays the fallback: a lost connection only costs latency."""
+        assert self.settings.database_url
+        while not stop.is_set():
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(plain_url(self.settings.database_url))
+                await conn.add_listener("deliveries", lambda *_: wake.set())
+                wake.set()  # anything committed while not listening
+                while not stop.is_set() and not conn.is_closed():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 5)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("delivery_listener_error", error=type(exc).__name__)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2)
 
 
 class _FanOut:

@@ -23,6 +23,7 @@ WHERE l.recorded_at >= :since AND l.recorded_at < :until AND l.subject_id > :aft
         WHERE c->>'purpose' = ANY(CAST(:purposes AS text[]))))
 ORDER BY l.subject_id LIMIT :limit
 """
+NOTIFY_DELIVERIES = text("SELECT pg_notify('deliveries', '')")
 ADD_DELIVERIES = text("""
 INSERT INTO deliveries (id, event_id, event_type, subject_id, sequence, processor, status,
     attempts, max_attempts, payload, occurred_at, next_attempt_at, replay, created_at, updated_at)
@@ -114,7 +115,15 @@ class OperationsRepository:
             RETURNING id"""),
             {"ids": [str(i) for i in ids] if ids is not None else None, "processor": processor},
         )
-        return [str(r[0]) for r in rows]
+        redriven = [str(r[0]) for r in rows]
+        if redriven:
+            await self.notify_deliveries()
+        return redriven
+
+    async def notify_deliveries(self) -> None:
+        """Wake the propagator's workers when this transaction commits (they would otherwise
+        find the new pending deliveries at their next poll, up to 0.2 s later)."""
+        await self.session.execute(NOTIFY_DELIVERIES)
 
     async def add_deliveries(self, rows: list[dict[str, Any]]) -> int:
         """Replayed deliveries, one statement of arrays whatever their number (a multi-row
@@ -136,7 +145,10 @@ class OperationsRepository:
                 "replay": [bool(r.get("replay")) for r in rows],
             },
         )
-        return int(res.rowcount or 0)  # type: ignore[attr-defined]
+        added = int(res.rowcount or 0)  # type: ignore[attr-defined]
+        if added:
+            await self.notify_deliveries()
+        return added
 
     # --- audit ----------------------------------------------------------------------
     async def audit(

@@ -105,3 +105,23 @@ async def test_the_api_sheds_at_its_configured_limit(settings: Settings) -> None
             assert shed.headers["retry-after"] == "1"
             assert (await first).status_code in (401, 422)  # it was admitted, then judged
             assert (await client.get("/v1/purposes")).status_code == 200
+
+
+async def test_no_free_database_connection_is_answered_429_not_500(settings: Settings) -> None:
+    """Every pooled connection busy past the pool timeout: overloaded, said with 429."""
+    app = create_app(settings.model_copy(update={"db_pool_size": 1, "db_pool_timeout_s": 0.3}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://api") as client,
+            app.state.engine.connect() as held,  # the only connection
+        ):
+            await held.exec_driver_sql("SELECT 1")
+            r = await client.get(
+                "/v1/subjects/s-1/decisions",
+                params={"purpose": "marketing_email"},
+                headers={"X-API-Key": settings.dev_admin_key.get_secret_value()},
+            )
+            assert r.status_code == 429, r.text
+            assert r.headers["retry-after"] == "1"
+            assert r.json()["code"] == "overloaded"

@@ -34,3 +34,12 @@ def test_replays_and_erasures_are_never_superseded() -> None:
 
 def test_the_same_sequence_twice_supersedes_neither() -> None:
     assert superseded_in_batch([d("email", "s1", 4), d("email", "s1", 4)]) == set()
+
+
+def test_an_erasure_supersedes_older_live_deliveries_in_its_batch() -> None:
+    batch = [
+        d("email", "s1", 5),
+        d("email", "s1", 6, event_type="subject.erasure_requested"),
+        d("payment", "s1", 5),
+    ]
+    assert superseded_in_batch(batch) == {0}

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     processors_file: Path | None = None
     event_source: str = "urn:consent:consent-api"
     db_pool_size: int = 20
+    db_pool_timeout_s: float = 5.0  # waiting longer for a connection is answered 429
     max_in_flight: int = 64  # per API process; beyond it 429 + Retry-After (0: no limit)
     evidence_retention_days: int = 365 * 3
     outbox_retention_hours: int = 24 * 7

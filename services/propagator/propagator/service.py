@@ -81,7 +81,7 @@ class Propagator:
                 while not stop.is_set() and not conn.is_closed():
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), 5)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # a wake-up aid only: never take the propagator down
                 log.warning("delivery_listener_error", error=type(exc).__name__)
             finally:
                 if conn is not None:

@@ -45,35 +45,38 @@ WITH inbox AS (
 SELECT count(*) FILTER (WHERE status = 'pending') FROM added
 """
 
-# Claiming is one statement (atomic alone: no BEGIN/COMMIT round trips). ``stale`` flags a
-# delivery whose processor already has this or a newer sequence (a replay or a redrive).
+# Claiming is one statement (atomic alone: no BEGIN/COMMIT round trips). A picked delivery
+# whose processor already has this or a newer sequence (a replay or a redrive of something
+# applied since) is marked superseded by the same statement instead of leased.
 CLAIM = """
-WITH claimed AS (
-    UPDATE deliveries SET lease_until = now() + make_interval(secs => $3),
-        attempts = attempts + 1, updated_at = now()
-    WHERE id IN (
-        SELECT d.id FROM deliveries d
-        WHERE d.processor = $1 AND d.status = 'pending' AND d.next_attempt_at <= now()
-          AND (d.lease_until IS NULL OR d.lease_until < now())
-          AND NOT EXISTS (
-              SELECT 1 FROM deliveries o
-              WHERE o.processor = d.processor AND o.subject_id = d.subject_id
-                AND o.status = 'pending' AND o.sequence < d.sequence)
-          AND NOT EXISTS (  -- a newer one in flight: a redriven old delivery waits for it
-              SELECT 1 FROM deliveries n
-              WHERE n.processor = d.processor AND n.subject_id = d.subject_id
-                AND n.status = 'pending' AND n.sequence > d.sequence AND n.lease_until > now())
-        ORDER BY d.next_attempt_at  -- the due index's order: no sort of every pending row
-        LIMIT $2 FOR UPDATE SKIP LOCKED)
-    RETURNING id, event_id, event_type, subject_id, sequence, processor, attempts, max_attempts,
-        payload::text AS payload, occurred_at, replay
+WITH picked AS (
+    SELECT d.id, (d.event_type <> 'subject.erasure_requested' AND EXISTS (
+            SELECT 1 FROM processor_receipts r
+            WHERE r.processor = d.processor AND r.subject_id = d.subject_id
+              AND ((NOT d.replay AND r.last_delivered_sequence >= d.sequence)
+                   OR (d.replay AND r.last_delivered_sequence > d.sequence)))) AS stale
+    FROM deliveries d
+    WHERE d.processor = $1 AND d.status = 'pending' AND d.next_attempt_at <= now()
+      AND (d.lease_until IS NULL OR d.lease_until < now())
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries o
+          WHERE o.processor = d.processor AND o.subject_id = d.subject_id
+            AND o.status = 'pending' AND o.sequence < d.sequence)
+      AND NOT EXISTS (  -- a newer one in flight: a redriven old delivery waits for it
+          SELECT 1 FROM deliveries n
+          WHERE n.processor = d.processor AND n.subject_id = d.subject_id
+            AND n.status = 'pending' AND n.sequence > d.sequence AND n.lease_until > now())
+    ORDER BY d.next_attempt_at  -- the due index's order: no sort of every pending row
+    LIMIT $2 FOR UPDATE SKIP LOCKED
 )
-SELECT c.*, (c.event_type <> 'subject.erasure_requested' AND EXISTS (
-        SELECT 1 FROM processor_receipts r
-        WHERE r.processor = c.processor AND r.subject_id = c.subject_id
-          AND ((NOT c.replay AND r.last_delivered_sequence >= c.sequence)
-               OR (c.replay AND r.last_delivered_sequence > c.sequence)))) AS stale
-FROM claimed c
+UPDATE deliveries u SET attempts = u.attempts + 1, updated_at = now(),
+    lease_until = CASE WHEN p.stale THEN NULL ELSE now() + make_interval(secs => $3) END,
+    status = CASE WHEN p.stale THEN 'superseded' ELSE u.status END,
+    last_error = CASE WHEN p.stale THEN 'a newer event was already applied'
+                      ELSE u.last_error END
+FROM picked p WHERE u.id = p.id
+RETURNING u.id, u.event_id, u.event_type, u.subject_id, u.sequence, u.processor, u.attempts,
+    u.max_attempts, u.payload::text AS payload, u.occurred_at, u.replay, p.stale
 """
 
 # 2xx answers: the deliveries and their receipts in one statement (atomic alone). The receipt
@@ -98,10 +101,11 @@ WHERE processor_receipts.last_delivered_sequence <= EXCLUDED.last_delivered_sequ
 
 
 def superseded_in_batch(deliveries: Sequence[dict[str, Any]]) -> set[int]:
-    """Indexes of live deliveries a newer one in the same batch makes pointless."""
+    """Indexes of live deliveries a newer one in the same batch makes pointless. An erasure
+    supersedes older ones like any newer event, but is never superseded itself."""
     newest: dict[tuple[str, str], int] = {}
     for d in deliveries:
-        if not d.get("replay") and d["event_type"] != "subject.erasure_requested":
+        if not d.get("replay"):
             key = (d["processor"], d["subject_id"])
             newest[key] = max(newest.get(key, d["sequence"]), d["sequence"])
     return {
@@ -150,15 +154,7 @@ class DeliveryStore:
     async def claim(self, processor: str, limit: int, lease_s: float) -> list[asyncpg.Record]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(CLAIM, processor, limit, lease_s)
-            stale = [r["id"] for r in rows if r["stale"]]
-            if stale:
-                await conn.execute(
-                    "UPDATE deliveries SET status='superseded', lease_until=NULL, "
-                    "updated_at=now(), last_error='a newer event was already applied' "
-                    "WHERE id = ANY($1::uuid[])",
-                    stale,
-                )
-            return [r for r in rows if not r["stale"]]
+        return [r for r in rows if not r["stale"]]
 
     async def mark_delivered(
         self, conn: asyncpg.Connection, done: Sequence[tuple[asyncpg.Record, int | None, float]]

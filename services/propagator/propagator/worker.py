@@ -55,7 +55,9 @@ class ProcessorWorker:
                 self.store.pool.acquire() as conn,
                 contextlib.nullcontext() if simple else conn.transaction(),
             ):
-                await self._record(conn, list(zip(rows, outcomes, strict=True)))
+                recovered = await self._record(conn, list(zip(rows, outcomes, strict=True)))
+            if recovered:  # only once its redrive is committed: else it is tried again
+                self.exhausted = False
         return len(rows)
 
     async def _send(self, row: asyncpg.Record, slots: asyncio.Semaphore) -> Outcome:
@@ -70,14 +72,17 @@ class ProcessorWorker:
 
     async def _record(
         self, conn: asyncpg.Connection, results: list[tuple[asyncpg.Record, Outcome]]
-    ) -> None:
+    ) -> bool:
+        """Record a batch's outcomes. True when the processor, exhausted until now, answered
+        and its exhausted deliveries were redriven (and nothing in the batch gave up again)."""
         name = self.config.name
+        recovered = False
         delivered = [(r, o.status_code, o.latency_ms) for r, o in results if o.ok]
         if delivered:
             await self.store.mark_delivered(conn, delivered)
             if self.exhausted:  # it answers again: catch up on what died while it was down
                 redriven = await self.store.redrive_exhausted(conn, name)
-                self.exhausted = False
+                recovered = True
                 if redriven:
                     log.info("deliveries_auto_redriven", processor=name, count=redriven)
             metrics.DELIVERIES.labels(name, "delivered").inc(len(delivered))
@@ -86,12 +91,15 @@ class ProcessorWorker:
                 lag = (now - row["occurred_at"]).total_seconds()
                 metrics.E2E_LATENCY.labels(name).observe(max(lag, 0.0))
         for row, outcome in results:
-            if not outcome.ok:
-                await self._record_failure(conn, row, outcome)
+            if not outcome.ok and await self._record_failure(conn, row, outcome):
+                recovered = False  # gave up on one: still exhausted
+        return recovered
 
     async def _record_failure(
         self, conn: asyncpg.Connection, row: asyncpg.Record, outcome: Outcome
-    ) -> None:
+    ) -> bool:
+        """Retry, supersede or give up on one failed delivery. True when it gave up on a
+        retryable failure (the processor's retry budget ran out: it is exhausted)."""
         name = self.config.name
         error = outcome.error or "failed"
         if outcome.retryable and row["attempts"] < row["max_attempts"]:
@@ -105,7 +113,7 @@ class ProcessorWorker:
                     outcome.latency_ms,
                 )
                 metrics.DELIVERIES.labels(name, "superseded").inc()
-                return
+                return False
             delay = backoff_delay(
                 row["attempts"], self.config.backoff_initial_s, self.config.backoff_max_s
             )
@@ -120,7 +128,7 @@ class ProcessorWorker:
                 retry_in_s=round(delay, 2),
                 error=error[:80],
             )
-            return
+            return False
         reason = (
             error if not outcome.retryable else f"gave up after {row['attempts']} attempts: {error}"
         )
@@ -131,6 +139,7 @@ class ProcessorWorker:
         metrics.DELIVERIES.labels(name, "dead").inc()
         metrics.DEAD_LETTERS.labels(name).inc()
         log.warning("delivery_dead", processor=name, event_id=row["event_id"], error=reason[:120])
+        return outcome.retryable
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

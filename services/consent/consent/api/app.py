@@ -24,7 +24,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.database_url, "CONSENT_DATABASE_URL must be resolved before start"
-        engine = make_engine(settings.database_url, settings.db_pool_size)
+        engine = make_engine(
+            settings.database_url, settings.db_pool_size, settings.db_pool_timeout_s
+        )
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
         app.state.read_sessions = make_sessionmaker(
@@ -70,6 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(minors.router)
     app.include_router(rights.router)
     app.include_router(admin.router)
+    # innermost first: the body limit, then load shedding (before a body is read), then
+    # CORS (so a 429 or a 413 carries its headers and preflights are never shed)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(AdmissionLimit, limit=settings.max_in_flight)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -84,9 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-API-Key",
                 "Sec-GPC",
             ],
-            expose_headers=["ETag", "Sec-GPC-Honored", "X-Request-Id"],
+            expose_headers=["ETag", "Sec-GPC-Honored", "X-Request-Id", "Retry-After"],
         )
-    app.add_middleware(BodyLimit)
-    app.add_middleware(AdmissionLimit, limit=settings.max_in_flight)  # before reading a body
     app.add_middleware(RequestContext)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -109,6 +110,18 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem_response(
             exc.status_code, str(exc.detail), headers=dict(exc.headers or {}) or None
+        )
+
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    async def _pool_exhausted(_: Request, exc: sqlalchemy.exc.TimeoutError) -> JSONResponse:
+        """Every database connection stayed busy past the pool timeout: overloaded, not
+        broken. Nothing was written (no connection, no transaction)."""
+        return problem_response(
+            429,
+            "The service is at capacity (no database connection free); retry after the "
+            "delay in Retry-After.",
+            code="overloaded",
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)

@@ -46,12 +46,19 @@ async def call(app: Any, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
     return out["status"], out["headers"], out["body"]
 
 
+async def in_flight(app: Any, inner: HeldApp, path: str, n: int) -> list[asyncio.Task[Any]]:
+    """Start ``n`` requests and return once the inner app holds all of them."""
+    before = inner.entered
+    tasks = [asyncio.create_task(call(app, path)) for _ in range(n)]
+    while inner.entered < before + n:
+        await asyncio.sleep(0.001)
+    return tasks
+
+
 async def test_requests_past_the_limit_are_shed_with_429_until_a_slot_frees() -> None:
     inner = HeldApp()
     app = AdmissionLimit(inner, limit=2)
-    held = [asyncio.create_task(call(app, "/v1/x")) for _ in range(2)]
-    while inner.entered < 2:
-        await asyncio.sleep(0.001)
+    held = await in_flight(app, inner, "/v1/x", 2)
 
     status, headers, body = await call(app, "/v1/x")
     assert status == 429
@@ -61,12 +68,10 @@ async def test_requests_past_the_limit_are_shed_with_429_until_a_slot_frees() ->
     assert doc["status"] == 429 and doc["code"] == "overloaded"
     assert inner.entered == 2  # the shed request never reached the app
 
-    probe = asyncio.create_task(call(app, "/readyz"))  # probes are not counted or shed
-    while inner.entered < 3:
-        await asyncio.sleep(0.001)
+    probe = await in_flight(app, inner, "/readyz", 1)  # probes are not counted or shed
 
     inner.release.set()
-    assert [(await t)[0] for t in [*held, probe]] == [204, 204, 204]
+    assert [(await t)[0] for t in [*held, *probe]] == [204, 204, 204]
     assert app.in_flight == 0
     assert (await call(app, "/v1/x"))[0] == 204
 
@@ -74,9 +79,7 @@ async def test_requests_past_the_limit_are_shed_with_429_until_a_slot_frees() ->
 async def test_no_limit_when_set_to_zero() -> None:
     inner = HeldApp()
     app = AdmissionLimit(inner, limit=0)
-    tasks = [asyncio.create_task(call(app, "/v1/x")) for _ in range(5)]
-    while inner.entered < 5:
-        await asyncio.sleep(0.001)
+    tasks = await in_flight(app, inner, "/v1/x", 5)
     inner.release.set()
     assert [(await t)[0] for t in tasks] == [204] * 5
 

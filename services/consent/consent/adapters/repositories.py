@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from consent.adapters.tables import (
     Subject,
 )
 from consent.domain.events import DomainEvent
-from consent.domain.model import Policy, PurposeRecord, SubjectSnapshot
+from consent.domain.model import Policy, SubjectSnapshot
 from consent.relay.metrics import BACKLOG_SQL
 
 
@@ -118,33 +118,6 @@ class LedgerRepository:
 class StateRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def upsert(self, subject_id: str, records: Iterable[PurposeRecord]) -> None:
-        rows = [
-            {
-                "subject_id": subject_id,
-                "purpose": r.purpose,
-                "status": r.status,
-                "source": r.source,
-                "sequence": r.sequence,
-                "policy_version": r.policy_version,
-                "actor_type": r.actor.type,
-                "actor_id": r.actor.id,
-                "updated_at": r.updated_at,
-                "expires_at": r.expires_at,
-                "ended_reason": r.ended_reason,
-            }
-            for r in records
-        ]
-        if not rows:
-            return
-        stmt = insert(ConsentState).values(rows)
-        await self.session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["subject_id", "purpose"],
-                set_={c: stmt.excluded[c] for c in rows[0] if c not in ("subject_id", "purpose")},
-            )
-        )
 
     async def subjects_with_expired_grants(
         self, now: datetime, limit: int, after: str = ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from consent.catalog import load_age_rules, load_catalog
@@ -41,9 +41,23 @@ def decisions_for(
     return decide_all(ctx, load_catalog(), snapshot.records, now)
 
 
-def decision_on(
-    snapshot: SubjectSnapshot, purpose: str, policies: Iterable[Policy], now: datetime
-) -> Decision:
-    """One purpose's decision: what a decision read needs, without deciding every purpose."""
-    ctx = decision_context(snapshot, policies, now)
-    return decide(ctx, load_catalog()[purpose], snapshot.records.get(purpose), now)
+def decide_pairs(
+    snapshots: Mapping[str, SubjectSnapshot],
+    pairs: Sequence[tuple[str, str]],
+    policies: Iterable[Policy],
+    now: datetime,
+) -> list[Decision]:
+    """Decisions for (subject, purpose) pairs, in order: only the purposes asked for are
+    decided, and each subject's context is built once. A subject not in ``snapshots`` has
+    recorded nothing."""
+    catalog = load_catalog()
+    policies = tuple(policies)
+    contexts: dict[str, tuple[SubjectSnapshot, DecisionContext]] = {}
+    out = []
+    for subject_id, purpose in pairs:
+        if subject_id not in contexts:
+            snap = snapshots.get(subject_id) or SubjectSnapshot(subject_id=subject_id)
+            contexts[subject_id] = (snap, decision_context(snap, policies, now))
+        snap, ctx = contexts[subject_id]
+        out.append(decide(ctx, catalog[purpose], snap.records.get(purpose), now))
+    return out

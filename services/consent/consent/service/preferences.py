@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from consent.domain.model import (
     SubjectSnapshot,
 )
 from consent.service.context import WriteContext
-from consent.service.decisions import age_rules, age_status_of, decision_on, decisions_for
+from consent.service.decisions import age_rules, age_status_of, decide_pairs, decisions_for
 from consent.service.recorder import load_policies, record, records_after
 from consent.service.unit_of_work import UnitOfWork
 from consent.timefmt import rfc3339
@@ -82,10 +82,14 @@ async def get_preferences(uow: UnitOfWork, subject_id: str, now: datetime) -> Pr
     return view(snapshot, await load_policies(uow), now)
 
 
-async def get_decision(uow: UnitOfWork, subject_id: str, purpose: str, now: datetime) -> Decision:
-    found = await uow.subjects.snapshots([subject_id], purposes=[purpose])
-    snapshot = found.get(subject_id) or SubjectSnapshot(subject_id=subject_id)
-    return decision_on(snapshot, purpose, await load_policies(uow), now)
+async def get_decisions(
+    uow: UnitOfWork, pairs: Sequence[tuple[str, str]], now: datetime
+) -> list[Decision]:
+    """Decision reads (single and batch): one query for the subjects, reading only the
+    records of the purposes asked for."""
+    ids = sorted({s for s, _ in pairs})
+    snapshots = await uow.subjects.snapshots(ids, purposes=sorted({p for _, p in pairs}))
+    return decide_pairs(snapshots, pairs, await load_policies(uow), now)
 
 
 async def _resolve_policy_version(uow: UnitOfWork, ctx: WriteContext) -> None:

@@ -242,6 +242,6 @@ async def get_decision(
                 {"loc": ["query", "purpose"], "msg": "unknown purpose", "type": "unknown_value"}
             ],
         )
-    d = await svc.get_decision(uow, subject_id, purpose, utcnow())
+    [d] = await svc.get_decisions(uow, [(subject_id, purpose)], utcnow())
     body = decision_doc(subject_id, purpose, d.allowed, d.reason)
     return Response(orjson.dumps(body), media_type="application/json")  # hot: no re-validation

@@ -21,13 +21,10 @@ from consent.api.schemas import (
     decision_doc,
 )
 from consent.catalog import load_catalog
-from consent.domain.decisions import DecisionContext, decide
-from consent.domain.model import SubjectSnapshot
 from consent.service import history as history_svc
 from consent.service import policies as policy_svc
+from consent.service import preferences as preferences_svc
 from consent.service.context import utcnow
-from consent.service.decisions import decision_context
-from consent.service.recorder import load_policies
 from consent.timefmt import rfc3339
 
 router = APIRouter()
@@ -86,18 +83,11 @@ async def batch_decisions(body: BatchIn, uow: UoW, principal: Caller) -> Respons
     if principal.kind == "user":
         for sid in ids:
             await require_subject_access(principal, "decisions:read", sid, uow)
-    now = utcnow()
-    snapshots = await uow.subjects.snapshots(ids, purposes=sorted({q.purpose for q in body.items}))
-    policies = await load_policies(uow)
-    contexts: dict[str, tuple[SubjectSnapshot, DecisionContext]] = {}
-    out = []
-    for q in body.items:  # only the pairs asked for: a subject's other purposes are not decided
-        if q.subject_id not in contexts:
-            snap = snapshots.get(q.subject_id) or SubjectSnapshot(subject_id=q.subject_id)
-            contexts[q.subject_id] = (snap, decision_context(snap, policies, now))
-        snap, ctx = contexts[q.subject_id]
-        d = decide(ctx, catalog[q.purpose], snap.records.get(q.purpose), now)
-        out.append(decision_doc(q.subject_id, q.purpose, d.allowed, d.reason))
+    pairs = [(q.subject_id, q.purpose) for q in body.items]
+    decisions = await preferences_svc.get_decisions(uow, pairs, utcnow())
+    out = [
+        decision_doc(s, p, d.allowed, d.reason) for (s, p), d in zip(pairs, decisions, strict=True)
+    ]
     return Response(orjson.dumps({"items": out}), media_type="application/json")
 
 

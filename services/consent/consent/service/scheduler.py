@@ -1,4 +1,5 @@
-"""The consent service's periodic jobs (expiry; later: coming of age, evidence retention)."""
+"""The consent service's periodic jobs: every change that time makes to a decision (expiry,
+a material policy version taking effect, a birthday) is recorded here when it happens."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from consent.service.age_transitions import record_age_transitions
 from consent.service.context import utcnow
 from consent.service.expiry import expire_due
-from consent.service.guardians import lapse_came_of_age
+from consent.service.reconsent import announce_reconsent
 from consent.service.retention import purge_evidence
 
 log = structlog.get_logger()
@@ -39,7 +41,8 @@ async def resume_abandoned_replays(
 
 JOBS: dict[str, Job] = {
     "expiry": expire_due,
-    "coming_of_age": lapse_came_of_age,
+    "reconsent": announce_reconsent,
+    "age_transitions": record_age_transitions,
     "replays": resume_abandoned_replays,
     "evidence_retention": purge_evidence,
 }

@@ -49,7 +49,7 @@ FROM generate_series(1, $1) AS i;
 
 async def one_run(settings: Settings, url: str, n: int, limit: int, label: str) -> None:
     conn = await asyncpg.connect(plain_url(url))
-    await conn.execute("TRUNCATE subjects, consent_state, consent_ledger, outbox CASCADE")
+    await conn.execute("TRUNCATE subjects, consent_state, consent_ledger, consent_evidence, outbox CASCADE")
     await conn.execute("DELETE FROM policy_versions")
     await conn.execute(SEED, n)
     await conn.execute(SEED_STATE, n)

@@ -17,6 +17,7 @@ from consent.api.routes import (
     admin,
     meta,
     minors,
+    preference_center,
     preferences,
     records,
     rights,
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rights.router)
     app.include_router(admin.router)
     app.include_router(signals.router)
+    app.include_router(preference_center.router)
     # innermost first: the body limit, then load shedding (before a body is read), then
     # CORS (so a 429 or a 413 carries its headers and preflights are never shed)
     app.add_middleware(BodyLimit)

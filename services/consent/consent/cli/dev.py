@@ -157,6 +157,8 @@ def run_dev(settings: Settings, host: str, port: int) -> None:
             updates["dev_admin_key"] = SecretStr(saved["admin_key"])
         if settings.jwt_secret is None and not settings.jwt_jwks_url:
             updates["jwt_secret"] = SecretStr(saved["jwt_secret"])
+        if settings.jwt_secret is not None or "jwt_secret" in updates:
+            updates["preference_center_dev"] = True  # the dev sign-in helper page
         settings = settings.model_copy(update=updates) if updates else settings
         for key in ("dev_admin_key", "jwt_secret"):  # so child CLI calls see the same values
             value = getattr(settings, key)
@@ -267,6 +269,10 @@ def _print_banner(
     table.add_column("part")
     table.add_column("where")
     table.add_row("consent API", f"http://{host}:{port}  (docs: /docs, metrics: /metrics)")
+    if settings.preference_center_dev:
+        table.add_row(
+            "preference center", f"http://{host}:{port}/preference-center/dev.html  (dev sign-in)"
+        )
     table.add_row("PostgreSQL", str(settings.database_url))
     table.add_row(
         "Kafka broker",

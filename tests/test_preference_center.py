@@ -284,6 +284,8 @@ async def test_guardian_manages_a_child_and_the_child_cannot_grant(browser, api_
     prefs = api(api_url, "GET", "/v1/subjects/kid/preferences", headers=ADMIN).json()
     assert prefs["purposes"]["cookies_functional"]["allowed"] is True
     assert prefs["purposes"]["cookies_functional"]["source"] == "guardian"
+    reason = page.locator("#p-cookies_functional-reason")
+    assert "parent or guardian turned this on" in await reason.inner_text()
     await shot(page, "guardian-managing-child")
     await assert_accessible(page)
     await page.context.close()

@@ -211,6 +211,7 @@
     reason.className = "reason";
     reason.id = id + "-reason";
     let reasonText = t("reasons." + current.reason);
+    if (current.reason === "explicit_grant" && current.source === "guardian") reasonText = t("reasons.guardian_grant");
 
     const input = document.createElement("input");
     input.type = "checkbox";

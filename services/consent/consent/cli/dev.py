@@ -269,10 +269,6 @@ def _print_banner(
     table.add_column("part")
     table.add_column("where")
     table.add_row("consent API", f"http://{host}:{port}  (docs: /docs, metrics: /metrics)")
-    if settings.preference_center_dev:
-        table.add_row(
-            "preference center", f"http://{host}:{port}/preference-center/dev.html  (dev sign-in)"
-        )
     table.add_row("PostgreSQL", str(settings.database_url))
     table.add_row(
         "Kafka broker",
@@ -290,3 +286,8 @@ def _print_banner(
     console.print(
         "Mint a user token: [bold]uv run consentctl token SUBJECT_ID[/bold]   Stop: Ctrl-C"
     )
+    if settings.preference_center_dev:
+        console.print(
+            f"Preference center (dev sign-in): http://{host}:{port}/preference-center/dev.html",
+            soft_wrap=True,
+        )

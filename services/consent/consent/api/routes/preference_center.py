@@ -57,7 +57,6 @@ def security_headers(settings: Settings) -> dict[str, str]:
         "Content-Security-Policy": csp,
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
-        "Cross-Origin-Opener-Policy": "same-origin-allow-popups",
         "Cache-Control": "no-cache",
     }
 

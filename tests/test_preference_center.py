@@ -408,6 +408,34 @@ async def check_embedded(page: Any) -> None:
     await shot(page, "embedded-in-host")
 
 
+OPENER_PAGE = """<!doctype html><html lang="en"><head><title>Host</title></head><body>
+<main><button id="open">Privacy choices</button></main>
+<script>
+  window.addEventListener("message", (e) => {
+    if (e.origin !== "{api}" || !e.data || e.data.type !== "consent-pc:ready") return;
+    e.source.postMessage({type: "consent-pc:token", token: "{token}"}, "{api}");
+  });
+  document.getElementById("open").addEventListener("click",
+    () => window.open("{api}/preference-center/", "privacy"));
+</script></body></html>"""
+
+
+async def test_opened_from_another_site_with_window_open(browser, api_url, host_port, artifacts):
+    api(api_url, "PUT", "/v1/subjects/oli", json={"jurisdiction": "FR"}, headers=ADMIN)
+    context = await browser.new_context()
+    page = await context.new_page()
+    body = OPENER_PAGE.replace("{api}", api_url).replace("{token}", token("oli"))
+    with host_site(host_port, body):
+        await page.goto(f"http://localhost:{host_port}/")
+        async with context.expect_page() as popup_info:
+            await page.locator("#open").click()
+        popup = await popup_info.value
+        await popup.wait_for_selector("body[data-ready='true']", timeout=15000)
+        assert popup.url == f"{api_url}/preference-center/"
+        assert not await popup.locator("#p-analytics").is_checked()  # opt-in in the EU
+    await context.close()
+
+
 async def test_headers_config_and_dev_helper(settings: Settings):
     app = create_app(
         settings.model_copy(update={"preference_center_frame_ancestors": ["https://shop.example"]})

@@ -225,3 +225,28 @@ async def test_the_propagator_delivers_to_library_processors(client, topics: Set
     assert [d.sequence for d in got["payment"]] == [1, 2, 3]
     assert got["payment"][2].is_erasure and got["payment"][2].request_id
     assert email.stats.retry == 1 and email.stats.applied >= 2
+
+
+async def test_demo_processor_is_built_on_the_library() -> None:
+    from propagator.demo import demo_processor_app
+
+    secret = webhook_secret()
+    app = demo_processor_app("email", secret)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
+
+        async def post(b: dict[str, Any], msg_id: str) -> int:
+            raw, h = signed(secret, b | {"event_id": msg_id}, msg_id)
+            return (await http.post("/consent", content=raw, headers=h)).status_code
+
+        assert await post(body(1), "a") == 204
+        assert await post(body(1), "a") == 200
+        assert (await http.post("/_control", json={"fail": 503})).status_code == 200
+        assert await post(body(2), "b") == 503
+        await http.post("/_control", json={"fail": 400})
+        assert await post(body(2), "b") == 400
+        await http.post("/_control", json={"fail": None})
+        assert await post(body(2), "b") == 204
+        got = (await http.get("/_received")).json()
+    assert got["count"] == 2 and got["duplicates"] == 1
+    assert [e["sequence"] for e in got["events"]] == [1, 2]

@@ -34,7 +34,7 @@ from consent_client.processor import (
     asgi_app,
     verify,
 )
-from consent_client.stores import MemoryStore, ParkedRecord, SqliteStore
+from consent_client.stores import IdempotencyStore, MemoryStore, ParkedRecord, SqliteStore
 from consent_client.subscriber import Delivery, Reject, Subscriber
 from consent_client.view import (
     Answer,
@@ -55,6 +55,7 @@ __all__ = [
     "DecisionEvent",
     "Delivery",
     "Event",
+    "IdempotencyStore",
     "MalformedEvent",
     "MemoryStore",
     "MemoryViewStore",

@@ -43,6 +43,9 @@ class Decision:
     sequence: int | None = None
     error: str | None = None
 
+    def __bool__(self) -> bool:  # ``if client.decide(s, p):`` means what it says
+        return self.allowed
+
 
 @dataclass(frozen=True, slots=True)
 class Query:

@@ -194,7 +194,8 @@ class Parser:
             return None
         unknown: list[str] = []
         try:
-            rec = decode(StateRecord, _json(value, "state record"), unknown)
+            data = _json(value, "state record")
+            rec = _state_fast(data) or decode(StateRecord, data, unknown)
             if key is not None:
                 k = key.decode() if isinstance(key, bytes) else key
                 if k != rec.subject_id:
@@ -218,6 +219,33 @@ class Parser:
         if d.type not in EVENT_TYPES:
             self.stats.unknown_types[d.type] += 1
         return d, self._unknown("webhook", unknown)
+
+
+def _state_fast(d: Any) -> StateRecord | None:
+    """The common case of a state record, checked without the generic decoder (a view
+    catching up reads millions); anything unusual goes the long way for a precise error."""
+    if type(d) is not dict or len(d) != 5:
+        return None
+    sid, seq, decisions = d.get("subject_id"), d.get("sequence"), d.get("decisions")
+    jur, updated = d.get("jurisdiction"), d.get("updated_at")
+    if (
+        type(sid) is not str
+        or type(seq) is not int
+        or type(decisions) is not dict
+        or not (jur is None or type(jur) is str)
+        or type(updated) is not str
+    ):
+        return None
+    for v in decisions.values():
+        if type(v) is not bool:
+            return None
+    try:
+        at = datetime.fromisoformat(updated)
+    except ValueError:
+        return None
+    return StateRecord(
+        subject_id=sid, sequence=seq, decisions=decisions, jurisdiction=jur, updated_at=at
+    )
 
 
 _default = Parser()

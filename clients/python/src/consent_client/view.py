@@ -56,6 +56,9 @@ class Answer:
     sequence: int
     """The subject's sequence the answer comes from (0: nothing known)."""
 
+    def __bool__(self) -> bool:  # ``if view.allowed(s, p):`` means what it says
+        return self.allowed
+
 
 @dataclass(frozen=True, slots=True)
 class SubjectDecisions:

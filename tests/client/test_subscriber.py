@@ -3,6 +3,8 @@ handler failures retried, rejected and undecodable records parked, offsets commi
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -107,3 +109,45 @@ async def test_subscriber_applies_each_change_once_in_order(client, topics: Sett
         assert tps and {tp: await probe.committed(tp) or 0 for tp in tps} == ends
     finally:
         await probe.stop()
+
+
+async def test_dead_letters_and_policies_are_deduplicated_by_id_only() -> None:
+    """Two processors' dead letters of one event share subject and sequence: both count."""
+    from types import SimpleNamespace
+
+    def record(ce_id: str, ce_type: str, value: dict, offset: int) -> SimpleNamespace:  # type: ignore[type-arg]
+        headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", ce_id.encode()),
+            ("ce_source", b"/t"),
+            ("ce_type", ce_type.encode()),
+            ("ce_subject", b"u-1"),
+            ("ce_subjectseq", f"{3:020d}".encode()),
+        ]
+        return SimpleNamespace(
+            topic="dl",
+            partition=0,
+            offset=offset,
+            key=b"u-1",
+            headers=headers,
+            value=json.dumps(value).encode(),
+        )
+
+    dead = {
+        "delivery_id": "00000000-0000-0000-0000-000000000001",
+        "event_id": "e",
+        "event_type": "consent.changed",
+        "subject_id": "u-1",
+        "sequence": 3,
+        "processor": "email",
+        "attempts": 8,
+        "last_error": "HTTP 500",
+    }
+    seen: list[str] = []
+    sub = Subscriber("unused:9092", "g", topic="dl")
+    for i, (ce_id, proc) in enumerate([("d1", "email"), ("d2", "payment"), ("d1", "email")]):
+        await sub._one(
+            lambda d: seen.append(d.envelope.id),
+            record(ce_id, "delivery.dead", dead | {"processor": proc}, i),
+        )
+    assert seen == ["d1", "d2"] and sub.stats.duplicates == 1 and sub.stats.stale == 0

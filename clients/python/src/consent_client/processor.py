@@ -201,13 +201,18 @@ class Processor:
         return delivery
 
     def _finish(
-        self, delivery: WebhookDelivery, webhook_id: str, exc: BaseException | None
+        self,
+        delivery: WebhookDelivery,
+        webhook_id: str,
+        exc: BaseException | None,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
     ) -> Outcome:
         if exc is None:
             self.store.applied(webhook_id, delivery.subject_id, delivery.sequence)
             return self._done(Outcome(204, "applied", "", delivery))
         if isinstance(exc, Rejected):
-            self._park(str(exc), b"", {"webhook-id": webhook_id}, webhook_id)
+            self._park(str(exc), body, headers or {"webhook-id": webhook_id}, webhook_id)
             return self._done(Outcome(exc.status, "rejected", str(exc), delivery))
         if isinstance(exc, RetryLater):
             return self._done(Outcome(exc.status, "retry", str(exc), delivery))
@@ -232,7 +237,7 @@ class Processor:
                     if inspect.isawaitable(result):
                         await result
                 except Exception as exc:
-                    return self._finish(checked, webhook_id, exc)
+                    return self._finish(checked, webhook_id, exc, body, headers)
                 return self._finish(checked, webhook_id, None)
         finally:
             lock, users = self._locks[subject]
@@ -254,7 +259,7 @@ class Processor:
             if inspect.isawaitable(result):
                 raise TypeError("handle_sync needs a synchronous handler")
         except Exception as exc:
-            return self._finish(checked, webhook_id, exc)
+            return self._finish(checked, webhook_id, exc, body, headers)
         return self._finish(checked, webhook_id, None)
 
 

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from consent_client.events import Event, MalformedEvent
+from consent_client.events import Event, MalformedEvent, SubjectEvent
 from consent_client.parsing import Envelope, Parser, header_dict
 from consent_client.stores import IdempotencyStore, MemoryStore, ParkedRecord
 
@@ -119,7 +119,10 @@ class Subscriber:
         if self.store.seen(env.id):
             self.stats.duplicates += 1
             return
-        subject, seq = parsed.subject_id, parsed.sequence
+        subject: str | None = None
+        seq: int | None = None
+        if isinstance(parsed.event, SubjectEvent):  # dead letters, policies: by id only
+            subject, seq = parsed.event.subject_id, parsed.event.sequence
         if subject is not None and seq is not None and seq <= self.store.last_sequence(subject):
             self.stats.stale += 1
             return

@@ -38,7 +38,7 @@ async def test_subscriber_keeps_latest_decisions_and_drops_duplicates(client, to
         r = await client.post("/v1/subjects/c/erasure", headers=admin())
         assert r.status_code == 202
         store, subscriber = await example.consume(
-            topics.kafka_bootstrap, "guide-group", topics.events_topic, max_idle_s=2
+            topics.kafka_bootstrap, "guide-group", topics.events_topic, max_idle_s=1
         )
     assert store.decisions["a"]["analytics"] is False
     assert store.decisions["b"]["sale"] is False
@@ -52,7 +52,7 @@ async def test_subscriber_keeps_latest_decisions_and_drops_duplicates(client, to
         topics.events_topic,
         store=store,
         seen=subscriber.store,
-        max_idle_s=2,
+        max_idle_s=1,
     )
     assert again.decisions == before
     assert second.stats.handled == 0 and second.stats.duplicates + second.stats.stale == 5

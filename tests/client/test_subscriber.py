@@ -76,7 +76,7 @@ async def test_subscriber_applies_each_change_once_in_order(client, topics: Sett
         store=store,
         retry_backoff_s=0.05,
     )
-    await sub.run(handle, max_idle_s=2)
+    await sub.run(handle, max_idle_s=1)
 
     assert [s for s in seen if s[0] == "s1"] == [
         ("s1", 1, "consent.changed"),

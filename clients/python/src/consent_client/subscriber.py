@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -141,7 +142,8 @@ class Subscriber:
         self.stats.handled += 1
 
     async def run(self, handler: Handler, *, max_idle_s: float | None = None) -> None:
-        """Consume until :meth:`stop`, or until ``max_idle_s`` pass without a record."""
+        """Consume until :meth:`stop`, or until ``max_idle_s`` pass without a record once
+        partitions are assigned (tests, batch jobs)."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.structs import OffsetAndMetadata
 
@@ -159,9 +161,11 @@ class Subscriber:
         backoff = self.retry_backoff_s
         try:
             while not self._stop.is_set() and (max_idle_s is None or idle < max_idle_s):
+                t0 = time.monotonic()
                 batch = await consumer.getmany(timeout_ms=200)
                 if not batch:
-                    idle += 0.2
+                    if consumer.assignment():  # joining the group is not being idle
+                        idle += time.monotonic() - t0
                     continue
                 idle = 0.0
                 commits: dict[TopicPartition, OffsetAndMetadata] = {}

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from consent.adapters.kafka import client_kwargs
 from consent.cli.republish import republish
 from consent.settings import Settings
-from consent_client import ConsentView
+from consent_client import ConsentView, consent_token
 from tests.conftest import admin, eventually
 from tests.support import running_stack
 
@@ -26,7 +26,9 @@ async def write(client, sid: str, purposes: dict[str, str]) -> int:  # type: ign
         f"/v1/subjects/{sid}/preferences", headers=admin(), json={"purposes": purposes}
     )
     assert r.status_code == 200, r.text
-    return int(r.json()["sequence"])
+    token = consent_token(r.headers)  # Consent-Token, or the ETag until that ships
+    assert token == r.json()["sequence"]
+    return token
 
 
 async def erase(client, sid: str) -> None:  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from consent_client.decisions import (
     DecisionClient,
     DecisionError,
     Query,
+    consent_token,
 )
 from consent_client.events import (
     EVENT_TYPES,
@@ -78,6 +79,7 @@ __all__ = [
     "Subscriber",
     "WebhookDelivery",
     "asgi_app",
+    "consent_token",
     "parse_record",
     "parse_webhook",
     "verify",

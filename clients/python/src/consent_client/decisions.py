@@ -74,6 +74,17 @@ def retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def consent_token(headers: Mapping[str, str]) -> int | None:
+    """The freshness token of a write's response: ``Consent-Token`` (API.md "Freshness"),
+    else the ``ETag`` (the same subject sequence, quoted) of a server that predates it."""
+    h = {k.lower(): v for k, v in headers.items()}
+    for name in ("consent-token", "etag"):
+        value = h.get(name, "").strip().removeprefix("W/").strip('"')
+        if value.isdigit():
+            return int(value)
+    return None
+
+
 def _queries(items: Iterable[Query | tuple[str, str]]) -> list[Query]:
     return [q if isinstance(q, Query) else Query(q[0], q[1]) for q in items]
 

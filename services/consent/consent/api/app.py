@@ -72,10 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(minors.router)
     app.include_router(rights.router)
     app.include_router(admin.router)
-    # innermost first: the body limit, then load shedding (before a body is read), then
-    # CORS (so a 429 or a 413 carries its headers and preflights are never shed)
-    app.add_middleware(BodyLimit)
+    # innermost first: load shedding, then the body read under its deadline (so a request is
+    # admitted only once its body is here), then CORS (so a 429, 408 or 413 carries its
+    # headers and preflights are never shed)
     app.add_middleware(AdmissionLimit, limit=settings.max_in_flight)
+    app.add_middleware(BodyLimit, timeout_s=settings.body_timeout_s)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,8 +15,25 @@ import httpx
 import psutil
 import pytest
 import yaml
+from aiokafka import AIOKafkaConsumer
 
 from consent.embedded import free_port
+from tests import contracts
+
+REQUIRED_CE = {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject"}
+
+
+async def _public_records(bootstrap: str) -> list[tuple[dict[str, bytes], bytes]]:
+    """Every record on the public events topic, as a subscriber would read it."""
+    consumer = AIOKafkaConsumer(
+        "consent.events.v1", bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=3000)
+        return [(dict(r.headers), r.value) for recs in batch.values() for r in recs]
+    finally:
+        await consumer.stop()
 
 
 def _start(tmp: Path, port: int) -> subprocess.Popen[bytes]:
@@ -91,6 +109,13 @@ def test_dev_starts_serves_readyz_and_stops_cleanly(tmp_path: Path):
         else:
             raise AssertionError("the PATCH did not reach the demo email processor within 2 s")
         print(f"PATCH to demo email processor: {time.monotonic() - t0:.3f}s")
+        stack = json.loads((tmp_path / "dev" / "stack.json").read_text())
+        records = asyncio.run(_public_records(stack["kafka_bootstrap"]))
+        assert records, "the PATCH's event should be on consent.events.v1"
+        for headers, value in records:  # the warm-up went to a topic of its own
+            assert set(headers) >= REQUIRED_CE, headers
+            assert headers["ce_specversion"] == b"1.0" and headers["ce_source"]
+            assert not contracts.violations(headers["ce_type"].decode(), json.loads(value))
 
         second = _start(tmp_path, free_port())
         out, _ = second.communicate(timeout=60)

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     def deadletter_topic(self) -> str:
         return self.topic("consent.deadletter.v1")
 
+    @property
+    def warmup_topic(self) -> str:
+        """Private to `consentctl dev`: its warm-up record never reaches subscribers."""
+        return self.topic("consent.warmup.v1")
+
 
 @lru_cache
 def get_settings() -> Settings:

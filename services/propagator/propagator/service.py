@@ -21,8 +21,10 @@ log = structlog.get_logger()
 
 
 class Propagator:
-    def __init__(self, settings: Settings, processors: list[ProcessorConfig]) -> None:
-        self.settings = settings
+    def __init__(
+        self, settings: Settings, processors: list[ProcessorConfig], *, warmup: bool = False
+    ) -> None:
+        self.settings, self.warmup = settings, warmup
         for p in processors:
             p.secret()  # fail at start, not at the first delivery, when a secret is missing
         self.adapters = [adapter_for(p) for p in processors]
@@ -42,7 +44,7 @@ class Propagator:
         async with aiohttp.ClientSession(connector=connector) as client:
             self.workers = [ProcessorWorker(a, store, client) for a in self.adapters]
             wake = _FanOut([w.wake for w in self.workers])
-            self.intake = Intake(self.settings, store, self.adapters, wake)
+            self.intake = Intake(self.settings, store, self.adapters, wake, warmup=self.warmup)
             log.info("propagator_started", processors=[a.config.name for a in self.adapters])
             self.intake.ready, self.intake.consumed = self.ready, self.consumed
             tasks = [asyncio.create_task(self.intake.run(stop), name="intake")]

@@ -178,7 +178,7 @@ async def _run(
 ) -> None:
     assert settings.database_url and settings.kafka_bootstrap
     await migrate(settings.database_url)
-    await ensure_topics(settings)
+    await ensure_topics(settings, warmup=True)
     if settings.processors_file:
         processors = load_processors(settings.processors_file)
         demo: list[tuple[ProcessorConfig, int]] = []
@@ -203,7 +203,7 @@ async def _run(
             )
         )
     relay = OutboxRelay(settings, name="dev-relay")
-    propagator = Propagator(settings, processors)
+    propagator = Propagator(settings, processors, warmup=True)
     tasks.append(asyncio.create_task(supervise("relay", relay.run, stop)))
     tasks.append(asyncio.create_task(supervise("propagator", propagator.run, stop)))
     await _warm_up(settings, propagator)
@@ -231,7 +231,9 @@ async def _run(
 
 async def _warm_up(settings: Settings, propagator: Propagator) -> None:
     """A fresh consumer group is slow to hand over its first record on the embedded broker;
-    pay that once here, so the user's first change reaches the processors in milliseconds."""
+    pay that once here, so the user's first change reaches the processors in milliseconds.
+    The record goes to a private topic in the propagator's subscription, never to the
+    public events topic: subscribers only ever see documented CloudEvents there."""
     from consent.adapters.kafka import make_producer
     from propagator.intake import WARMUP_TYPE
 
@@ -242,7 +244,7 @@ async def _warm_up(settings: Settings, propagator: Propagator) -> None:
         try:
             while not propagator.consumed.is_set():
                 await producer.send_and_wait(
-                    settings.events_topic,
+                    settings.warmup_topic,
                     key=b"consentctl-dev",
                     value=b"{}",
                     headers=[("ce_type", WARMUP_TYPE.encode())],

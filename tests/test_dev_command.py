@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -134,3 +135,61 @@ def test_dev_starts_serves_readyz_and_stops_cleanly(tmp_path: Path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _ours(tmp: Path, proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The stack's processes: its children (the broker) and the PostgreSQL on its data dir
+    (pg_ctl daemonizes it, so it is no child)."""
+    try:
+        found = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        found = []
+    for p in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if str(tmp / "dev") in " ".join(p.info["cmdline"] or []) and p.pid != proc.pid:
+                found.append(p)
+    return found
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("sig", "when"),
+    [(signal.SIGTERM, "postgres_starting"), (signal.SIGINT, "broker_running")],
+)
+def test_first_signal_during_start_up_stops_everything(
+    tmp_path: Path, sig: signal.Signals, when: str
+) -> None:
+    """One signal, before the banner, stops the stack within 10 s and leaves no process."""
+    proc = _start(tmp_path, free_port())
+    seen: dict[int, psutil.Process] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            ours = _ours(tmp_path, proc)
+            seen.update({p.pid: p for p in ours})
+            pg = any("postgres" in p.name() for p in ours)
+            broker = any("postgres" not in p.name() for p in ours if p.ppid() == proc.pid)
+            if (when == "postgres_starting" and pg) or (when == "broker_running" and broker):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"never reached {when}")
+        t0 = time.monotonic()
+        proc.send_signal(sig)  # to the process only, as a script or an orchestrator does
+        proc.wait(timeout=15)
+        took = time.monotonic() - t0
+        print(f"{sig.name} while {when}: stopped in {took:.1f}s")
+        assert took < 10
+        time.sleep(0.5)
+        seen.update({p.pid: p for p in _ours(tmp_path, proc)})
+        alive = [p for p in seen.values() if p.is_running() and p.status() != "zombie"]
+        assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert "dev admin key" not in output, "the banner came after the signal"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for p in seen.values():
+            with contextlib.suppress(psutil.Error):
+                p.kill()

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(default=10.0, gt=0)  # whole body by then, or 408 + close
     evidence_retention_days: int = 365 * 3
     outbox_retention_hours: int = 24 * 7
+    idempotency_retention_hours: int = Field(default=24, ge=1, le=24 * 366)
+    inbox_retention_days: int = Field(default=14, ge=1, le=3660)
+    delivery_retention_days: int = Field(default=30, ge=1, le=3660)
     scheduler_interval_s: float = 30.0
     scheduler_enabled: bool = True
     relay_batch_size: int = 500

@@ -20,6 +20,16 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# Server-side TCP settings for the long-lived sessions that hold a leadership lock (relay,
+# scheduler lease) or consume work (propagator): PostgreSQL drops the session of a peer that
+# vanished without closing (node lost, network cut) after about 15 s of silence, or 10 s of
+# unacknowledged data, instead of the kernel's two hours; the lock is then free for a standby.
+KEEPALIVE_SETTINGS = {
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
 
 
 def sqlalchemy_url(url: str) -> str:

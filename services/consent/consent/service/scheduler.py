@@ -1,4 +1,7 @@
-"""The consent service's periodic jobs (expiry; later: coming of age, evidence retention)."""
+"""The consent service's periodic jobs (expiry, coming of age, replays, retention).
+
+Every API replica runs a scheduler, but a round runs only in the replica holding the
+scheduler lease (service/lease.py), so N replicas do each round's work once."""
 
 from __future__ import annotations
 
@@ -13,7 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consent.service.context import utcnow
 from consent.service.expiry import expire_due
 from consent.service.guardians import lapse_came_of_age
-from consent.service.retention import purge_evidence
+from consent.service.lease import SCHEDULER_LEASE_KEY, AdvisoryLease
+from consent.service.retention import (
+    purge_deliveries,
+    purge_evidence,
+    purge_idempotency,
+    purge_inbox,
+)
 
 log = structlog.get_logger()
 Job = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[int]]
@@ -42,6 +51,9 @@ JOBS: dict[str, Job] = {
     "coming_of_age": lapse_came_of_age,
     "replays": resume_abandoned_replays,
     "evidence_retention": purge_evidence,
+    "idempotency_retention": purge_idempotency,
+    "inbox_retention": purge_inbox,
+    "delivery_retention": purge_deliveries,
 }
 
 
@@ -51,15 +63,26 @@ async def run_jobs_once(
     return {name: await job(sessions, now) for name, job in JOBS.items()}
 
 
+def _lease(sessions: async_sessionmaker[AsyncSession]) -> AdvisoryLease:
+    engine = sessions.kw["bind"]
+    url = engine.url.render_as_string(hide_password=False)
+    return AdvisoryLease(url, SCHEDULER_LEASE_KEY, "scheduler")
+
+
 async def run_scheduler(
     sessions: async_sessionmaker[AsyncSession], interval_s: float, stop: asyncio.Event
 ) -> None:
-    while not stop.is_set():
-        try:
-            counts = await run_jobs_once(sessions, utcnow())
-            if any(counts.values()):
-                log.info("scheduler_ran", **counts)
-        except Exception as exc:  # a failed round is retried at the next tick
-            log.warning("scheduler_failed", error=type(exc).__name__, detail=str(exc)[:200])
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+    lease = _lease(sessions)
+    try:
+        while not stop.is_set():
+            try:
+                if await lease.held():
+                    counts = await run_jobs_once(sessions, utcnow())
+                    if any(counts.values()):
+                        log.info("scheduler_ran", **counts)
+            except Exception as exc:  # a failed round is retried at the next tick
+                log.warning("scheduler_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+    finally:
+        await lease.release()

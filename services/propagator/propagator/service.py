@@ -9,7 +9,7 @@ import aiohttp
 import asyncpg
 import structlog
 
-from consent.adapters.db import plain_url
+from consent.adapters.db import KEEPALIVE_SETTINGS, connect_durable, plain_url, tune_keepalive
 from consent.settings import Settings
 from propagator.config import ProcessorConfig
 from propagator.intake import Intake
@@ -36,7 +36,11 @@ class Propagator:
     async def run(self, stop: asyncio.Event) -> None:
         assert self.settings.database_url
         pool = await asyncpg.create_pool(
-            plain_url(self.settings.database_url), min_size=1, max_size=10
+            plain_url(self.settings.database_url),
+            min_size=1,
+            max_size=10,
+            server_settings={"application_name": "consent-propagator", **KEEPALIVE_SETTINGS},
+            init=_tune,
         )
         assert pool is not None
         store = DeliveryStore(pool)
@@ -76,7 +80,9 @@ class Propagator:
         while not stop.is_set():
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(plain_url(self.settings.database_url))
+                conn = await connect_durable(
+                    self.settings.database_url, "consent-propagator:listener"
+                )
                 await conn.add_listener("deliveries", lambda *_: wake.set())
                 wake.set()  # anything committed while not listening
                 while not stop.is_set() and not conn.is_closed():
@@ -90,6 +96,10 @@ class Propagator:
                         await asyncio.wait_for(conn.close(), 2)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), 2)
+
+
+async def _tune(conn: asyncpg.Connection) -> None:
+    tune_keepalive(conn)
 
 
 class _FanOut:

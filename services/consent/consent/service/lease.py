@@ -13,7 +13,7 @@ import contextlib
 import asyncpg
 import structlog
 
-from consent.adapters.db import KEEPALIVE_SETTINGS, plain_url
+from consent.adapters.db import connect_durable, plain_url
 
 log = structlog.get_logger()
 SCHEDULER_LEASE_KEY = 0x636F6E73656E7401  # "consent" + 1; the relay's lock is "consent"
@@ -35,14 +35,7 @@ class AdvisoryLease:
                 await self.release()
         try:
             conn = await asyncio.wait_for(
-                asyncpg.connect(
-                    self.url,
-                    server_settings={
-                        "application_name": f"consent-lease:{self.name}",
-                        **KEEPALIVE_SETTINGS,
-                    },
-                ),
-                5,
+                connect_durable(self.url, f"consent-lease:{self.name}"), 5
             )
         except Exception:
             return False

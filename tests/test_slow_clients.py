@@ -5,15 +5,18 @@ client is answered 408 and disconnected when the body deadline passes."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
 
 from consent.api.app import create_app
+from consent.api.client_limit import ClientLimit, client_ip, parse_networks
 from consent.cli.servers import http_server, serve_until
 from consent.embedded import free_port
 from consent.settings import Settings
 from tests.conftest import admin
+from tests.test_admission import HeldApp
 
 HALF_SENT = (
     b"POST /v1/decisions:batch HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
@@ -55,3 +58,48 @@ async def test_seventy_trickling_clients_do_not_take_the_api_down(settings: Sett
     finally:
         stop.set()
         await serving
+
+
+async def _call(app: Any, client: str, forwarded: str | None = None) -> int:
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    scope = {"type": "http", "method": "GET", "path": "/v1/x", "headers": headers,
+             "client": (client, 40000)}  # fmt: skip
+    status: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    await app(scope, receive, send)
+    return status[0]
+
+
+async def test_per_client_cap_counts_the_client_behind_a_trusted_proxy() -> None:
+    inner = HeldApp()
+    app = ClientLimit(inner, limit=2, trusted=parse_networks("10.0.0.0/8"))
+    held = [asyncio.create_task(_call(app, "10.0.0.5", "203.0.113.7")) for _ in range(2)]
+    while inner.entered < 2:
+        await asyncio.sleep(0.001)
+    assert await _call(app, "10.0.0.5", "203.0.113.7") == 429  # same client, via the proxy
+    # another client through the same proxy, and a spoofed hop left of the real client
+    others = [
+        asyncio.create_task(_call(app, "10.0.0.5", "198.51.100.1")),
+        asyncio.create_task(_call(app, "10.0.0.5", "203.0.113.7, 198.51.100.2")),
+    ]
+    while inner.entered < 4:
+        await asyncio.sleep(0.001)
+    inner.release.set()
+    assert [await t for t in [*held, *others]] == [204] * 4
+    assert app.active == {}
+
+
+def test_client_address_rule() -> None:
+    trusted = parse_networks(["10.0.0.0/8", "fd00::/8"])
+    scope = {"client": ("10.1.1.1", 1), "headers": [(b"x-forwarded-for", b"1.1.1.1, 10.2.2.2")]}
+    assert client_ip(scope, trusted) == "1.1.1.1"
+    scope = {"client": ("192.0.2.1", 1), "headers": [(b"x-forwarded-for", b"1.1.1.1")]}
+    assert client_ip(scope, trusted) == "192.0.2.1"  # untrusted peer: its header is ignored
+    assert client_ip({"client": ("10.1.1.1", 1), "headers": []}, trusted) == "10.1.1.1"

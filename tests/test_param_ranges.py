@@ -21,6 +21,9 @@ TIME_FORMATS = {"date", "date-time"}
 # A request each operation accepts; the walk replaces one parameter at a time.
 BASE: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/v1/admin/audit"): {"query": {}},
+    ("get", "/v1/admin/parked"): {"query": {}},
+    ("delete", "/v1/admin/parked/{parked_id}"): {"path": {"parked_id": "1"}},
+    ("post", "/v1/admin/parked/{parked_id}/retry"): {"path": {"parked_id": "1"}},
     ("get", "/v1/admin/deliveries"): {"query": {}},
     ("get", "/v1/subjects/{subject_id}/history"): {"query": {}},
     ("post", "/v1/admin/replays"): {
@@ -128,14 +131,19 @@ async def test_every_integer_and_time_parameter_refuses_out_of_range_values(
                 "minimum" in bounded or "exclusiveMinimum" in bounded
             ), f"{method} {path} {field}: declare both bounds"
         base = BASE[(method, path)]
-        url = path.replace("{subject_id}", "u-range")
         for value in OUT_OF_RANGE[kind]:
+            names = {"subject_id": "u-range", **base.get("path", {})}
+            if where == "path":
+                names[field[0]] = str(value)
+            url = path.format(**names)
             if where == "body":
                 r = await client.request(
                     method, url, json=_set(base["body"], field, value), headers=admin()
                 )
             else:
-                params = {**base.get("query", {}), field[0]: str(value)}
+                params = {**base.get("query", {})}
+                if where == "query":
+                    params[field[0]] = str(value)
                 r = await client.request(method, url, params=params, headers=admin())
             assert r.status_code == 422, (method, path, field, value, r.status_code, r.text)
             assert r.headers["content-type"] == "application/problem+json"

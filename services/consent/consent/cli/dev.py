@@ -204,7 +204,7 @@ async def _warm_up(settings: Settings, propagator: Propagator) -> None:
     The record goes to a private topic in the propagator's subscription, never to the
     public events topic: subscribers only ever see documented CloudEvents there."""
     from consent.adapters.kafka import make_producer
-    from propagator.intake import WARMUP_TYPE
+    from propagator.decode import WARMUP_TYPE
 
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(propagator.ready.wait(), 30)

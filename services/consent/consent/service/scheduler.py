@@ -1,22 +1,24 @@
-"""The consent service's periodic jobs (expiry, coming of age, replays, retention).
+"""The consent service's periodic jobs: every change that time makes to a decision (expiry,
+a material policy version taking effect, a birthday) is recorded here when it happens,
+and the retention jobs run.
 
-Every API replica runs a scheduler, but a round runs only in the replica holding the
+Every API replica runs a scheduler, but a timed round runs only in the replica holding the
 scheduler lease (service/lease.py), so N replicas do each round's work once."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from consent.service.age_transitions import record_age_transitions
 from consent.service.context import utcnow
 from consent.service.expiry import expire_due
-from consent.service.guardians import lapse_came_of_age
 from consent.service.lease import SCHEDULER_LEASE_KEY, AdvisoryLease
+from consent.service.reconsent import announce_reconsent
 from consent.service.retention import (
     purge_deliveries,
     purge_evidence,
@@ -48,7 +50,8 @@ async def resume_abandoned_replays(
 
 JOBS: dict[str, Job] = {
     "expiry": expire_due,
-    "coming_of_age": lapse_came_of_age,
+    "reconsent": announce_reconsent,
+    "age_transitions": record_age_transitions,
     "replays": resume_abandoned_replays,
     "evidence_retention": purge_evidence,
     "idempotency_retention": purge_idempotency,
@@ -70,19 +73,30 @@ def _lease(sessions: async_sessionmaker[AsyncSession]) -> AdvisoryLease:
 
 
 async def run_scheduler(
-    sessions: async_sessionmaker[AsyncSession], interval_s: float, stop: asyncio.Event
+    sessions: async_sessionmaker[AsyncSession],
+    interval_s: float,
+    stop: asyncio.Event,
+    wake: asyncio.Event | None = None,
 ) -> None:
+    """A round every ``interval_s`` in the lease holder, or at once in this replica when
+    ``wake`` is set (a policy version published with an effective time already past applies
+    now, not at the next tick; the jobs are safe to run concurrently)."""
+    wake = wake or asyncio.Event()
     lease = _lease(sessions)
     try:
         while not stop.is_set():
+            woken = wake.is_set()
+            wake.clear()
             try:
-                if await lease.held():
+                if await lease.held() or woken:
                     counts = await run_jobs_once(sessions, utcnow())
                     if any(counts.values()):
                         log.info("scheduler_ran", **counts)
             except Exception as exc:  # a failed round is retried at the next tick
                 log.warning("scheduler_failed", error=type(exc).__name__, detail=str(exc)[:200])
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
+            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
+            await asyncio.wait(waiters, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
     finally:
         await lease.release()

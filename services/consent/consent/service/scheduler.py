@@ -88,7 +88,7 @@ async def run_scheduler(
             woken = wake.is_set()
             wake.clear()
             try:
-                if await lease.held() or woken:
+                if woken or await lease.held():
                     counts = await run_jobs_once(sessions, utcnow())
                     if any(counts.values()):
                         log.info("scheduler_ran", **counts)

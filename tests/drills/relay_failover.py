@@ -195,6 +195,7 @@ async def main(rounds: int) -> None:
             "CONSENT_DATABASE_URL": url,
             "CONSENT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
             "CONSENT_RELAY_POLL_INTERVAL_S": "1.0",
+            "CONSENT_IP_HASH_SALT": os.urandom(16).hex(),  # no development default
             "DRILL_WORK": str(work),
         }
         for n in range(rounds):

@@ -17,6 +17,8 @@ import asyncpg
 import pytest
 
 from consent.adapters.repositories import SubjectRepository
+from consent.cli.ledger import verify_all
+from consent.cli.maintenance import rebuild
 from consent.domain.model import Actor
 from consent.service import preferences, reconsent
 from consent.service.age_transitions import record_age_transitions
@@ -101,7 +103,7 @@ async def count(db: asyncpg.Connection, sid: str, type_: str) -> tuple[int, int]
 
 
 async def test_material_version_announces_reconsent_once_per_affected_subject(
-    client, db, engines, monkeypatch
+    client, db, engines, monkeypatch, settings
 ):
     monkeypatch.setattr(reconsent, "PAGE", 3)  # several pages for ten subjects
     early = [f"rc-{i}" for i in range(10)]
@@ -161,6 +163,11 @@ async def test_material_version_announces_reconsent_once_per_affected_subject(
     assert await count(db, "rc-0", "consent.reconsent_required") == (2, 2)
     second = await last_event(db, "rc-0")
     assert second["changed_decisions"] == []  # already told marketing_email is denied
+
+    # the announcements restate statuses: the ledger still rebuilds the same projection
+    assert await rebuild(settings.database_url, apply=False) == []
+    _, problems = await verify_all(settings.database_url, show_progress=False)
+    assert problems == []
 
 
 async def test_reconsent_waits_for_the_relay_and_resumes(

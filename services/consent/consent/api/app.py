@@ -14,7 +14,17 @@ from consent.api import problems
 from consent.api.admission import AdmissionLimit
 from consent.api.client_limit import ClientLimit, parse_networks
 from consent.api.middleware import BodyLimit, RequestContext
-from consent.api.routes import admin, meta, minors, parked, preferences, records, rights
+from consent.api.routes import (
+    admin,
+    meta,
+    minors,
+    parked,
+    preference_center,
+    preferences,
+    records,
+    rights,
+    signals,
+)
 from consent.service.scheduler import run_scheduler
 from consent.settings import Settings, get_settings
 
@@ -80,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rights.router)
     app.include_router(admin.router)
     app.include_router(parked.router)
+    app.include_router(signals.router)
+    app.include_router(preference_center.router)
     # innermost first: load shedding, then the body read under its deadline (so a request is
     # admitted only once its body is here), then CORS (so a 429, 408 or 413 carries its
     # headers and preflights are never shed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,19 @@ class Settings(BaseSettings):
     child_age_floor_other: int = Field(default=13, ge=0, le=21)
     log_level: str = "INFO"
     log_json: bool = True
+
+    # Set only in code (``consentctl dev``, the tests), never from the environment: the dev
+    # admin key is accepted only when it is on.
+    _dev_stack: bool = PrivateAttr(default=False)
+
+    @property
+    def dev_stack(self) -> bool:
+        return self._dev_stack
+
+    def as_dev_stack(self) -> Settings:
+        copy = self.model_copy()
+        copy._dev_stack = True
+        return copy
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

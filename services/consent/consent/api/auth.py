@@ -16,8 +16,16 @@ from sqlmodel import col
 from consent.adapters.tables import ApiKey
 from consent.settings import Settings
 
-SCOPES = ("preferences:read", "preferences:write", "decisions:read", "admin")
-USER_SCOPES = frozenset({"preferences:read", "preferences:write", "decisions:read"})
+SCOPES = (
+    "preferences:read",
+    "preferences:write",
+    "decisions:read",
+    "rights:erase",  # irreversible, pushed to every processor
+    "minors:write",  # guardian links and a minor's age-relevant facts: grants trust
+    "admin",
+)
+# A user token acts for its own subject only (or a linked minor): it may erase itself.
+USER_SCOPES = frozenset({"preferences:read", "preferences:write", "decisions:read", "rights:erase"})
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,13 @@ def new_key() -> tuple[str, str]:
 
 
 async def principal_from_key(raw: str, session: AsyncSession, settings: Settings) -> Principal:
-    dev = settings.dev_admin_key.get_secret_value() if settings.dev_admin_key else None
+    """The dev admin key counts only in a dev stack (``consentctl dev``, the tests): a
+    setting read from the environment never turns it on in ``consentctl serve``."""
+    dev = (
+        settings.dev_admin_key.get_secret_value()
+        if settings.dev_admin_key and settings.dev_stack
+        else None
+    )
     if dev and hmac.compare_digest(raw.encode(), dev.encode()):
         return Principal("key", "dev-admin", frozenset({"admin"}))
     row = (

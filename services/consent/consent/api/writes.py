@@ -52,4 +52,9 @@ def write_context(
     evidence = evidence_from(request, ip_salt(request), None, None, gpc)
     if note is not None:
         evidence["note"] = note
-    return WriteContext(channel=channel, actor=actor_for(principal, guardian), evidence=evidence)
+    return WriteContext(
+        channel=channel,
+        actor=actor_for(principal, guardian),
+        evidence=evidence,
+        acting_guardian=guardian,
+    )

@@ -157,7 +157,7 @@ def run_dev(settings: Settings, host: str, port: int) -> None:
             updates["dev_admin_key"] = SecretStr(saved["admin_key"])
         if settings.jwt_secret is None and not settings.jwt_jwks_url:
             updates["jwt_secret"] = SecretStr(saved["jwt_secret"])
-        settings = settings.model_copy(update=updates) if updates else settings
+        settings = (settings.model_copy(update=updates) if updates else settings).as_dev_stack()
         for key in ("dev_admin_key", "jwt_secret"):  # so child CLI calls see the same values
             value = getattr(settings, key)
             if value is not None:

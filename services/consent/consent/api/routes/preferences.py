@@ -83,7 +83,9 @@ async def put_subject(
     principal: Caller,
     _gpc: GpcSignal,
 ) -> Response:
-    guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
+    minors = principal.kind == "key" and principal.has("minors:write")
+    scope = "minors:write" if minors else "preferences:write"  # either scope writes profiles
+    guardian = await require_subject_access(principal, scope, subject_id, uow)
     choice = choose_channel(principal.kind, None, acting_guardian=guardian is not None)
     ctx = write_context(request, principal, choice.channel, guardian=guardian)
     view = await svc.put_subject(
@@ -93,7 +95,7 @@ async def put_subject(
         birth_date=body.birth_date,
         birth_date_given="birth_date" in body.model_fields_set,
         ctx=ctx,
-        may_write_minors=principal.kind == "key" and principal.has("minors:write"),
+        may_write_minors=minors,
     )
     await uow.commit()
     return _respond(view, False)

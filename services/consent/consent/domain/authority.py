@@ -99,8 +99,10 @@ def visible_evidence(
         return None
     if reader.kind == "operator":
         return dict(evidence)
-    own = reader.kind in ("subject", "guardian") and actor_id == reader.id and (
-        actor_type == reader.kind
+    own = (
+        reader.kind in ("subject", "guardian")
+        and actor_id == reader.id
+        and (actor_type == reader.kind)
     )
     if own:
         return dict(evidence)

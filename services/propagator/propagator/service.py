@@ -67,6 +67,7 @@ class Propagator:
                 await asyncio.wait(tasks, timeout=8)
                 await pool.close()
 
+
     async def _listen(self, stop: asyncio.Event, wake: _FanOut) -> None:
         """Wake the workers on ``NOTIFY deliveries`` (replays and redrives committed by the
         consent service). Polling stays the fallback: a lost connection only costs latency."""

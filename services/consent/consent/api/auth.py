@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from consent.adapters.tables import ApiKey
+from consent.api.jwks import JwksCache, UnknownKey
 from consent.settings import Settings
 
 SCOPES = (
@@ -70,17 +71,20 @@ async def principal_from_key(raw: str, session: AsyncSession, settings: Settings
     return Principal("key", row.id, frozenset(row.scopes))
 
 
-_jwks_clients: dict[str, jwt.PyJWKClient] = {}
-
-
-def principal_from_jwt(token: str, settings: Settings) -> Principal:
+async def principal_from_jwt(token: str, settings: Settings, jwks: JwksCache | None) -> Principal:
+    """RS256 with the provider's keys (``iss`` and ``aud`` required), or HS256 with the
+    shared secret (``iss``/``aud`` checked when configured)."""
+    require = ["exp", "sub"]
     try:
-        if settings.jwt_jwks_url:
-            client = _jwks_clients.setdefault(
-                settings.jwt_jwks_url, jwt.PyJWKClient(settings.jwt_jwks_url)
-            )
-            key: Any = client.get_signing_key_from_jwt(token).key
+        if settings.jwt_jwks_url and jwks is not None:
+            header = jwt.get_unverified_header(token)
+            kid = header.get("kid")
+            try:
+                key: Any = await jwks.key_for(kid if isinstance(kid, str) else None)
+            except UnknownKey as exc:
+                raise AuthError("invalid token: unknown signing key") from exc
             algorithms = ["RS256"]
+            require += ["iss", "aud"]
         elif settings.jwt_secret:
             key, algorithms = settings.jwt_secret.get_secret_value(), ["HS256"]
         else:
@@ -89,7 +93,7 @@ def principal_from_jwt(token: str, settings: Settings) -> Principal:
             token,
             key,
             algorithms=algorithms,
-            options={"require": ["exp", "sub"], "verify_aud": bool(settings.jwt_audience)},
+            options={"require": require, "verify_aud": bool(settings.jwt_audience)},
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
         )

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.api.auth import AuthError, Principal, principal_from_jwt, principal_from_key
+from consent.api.jwks import JwksUnavailable
 from consent.api.problems import Problem
 from consent.service.context import utcnow
 from consent.service.decisions import age_status_of
@@ -49,13 +50,21 @@ async def get_principal(request: Request, uow: UoW) -> Principal:
         if x_api_key:
             principal = await principal_from_key(x_api_key, uow.session, settings)
         elif authorization and authorization.lower().startswith("bearer "):
-            principal = principal_from_jwt(authorization[7:].strip(), settings)
+            jwks = getattr(request.app.state, "jwks", None)
+            principal = await principal_from_jwt(authorization[7:].strip(), settings, jwks)
         else:
             raise Problem(
                 401, "Credentials required: a bearer token or an X-API-Key.", headers=challenge
             )
     except AuthError as exc:
         raise Problem(401, str(exc), headers=challenge) from exc
+    except JwksUnavailable as exc:  # the provider is down and no usable key is cached
+        raise Problem(
+            503,
+            "Bearer tokens cannot be verified now: the identity provider is unavailable.",
+            code="identity_provider_unavailable",
+            headers={"Retry-After": "5"},
+        ) from exc
     request.state.principal = principal
     return principal
 

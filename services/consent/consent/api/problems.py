@@ -31,6 +31,7 @@ TITLES = {
     428: "Precondition required",
     429: "Too many requests",
     500: "Internal error",
+    503: "Service unavailable",
 }
 
 

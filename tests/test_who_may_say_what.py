@@ -233,3 +233,91 @@ async def test_idempotency_keys_do_not_collide_between_a_key_and_a_subject(clien
     assert r.json()["purposes"]["analytics"]["status"] == "denied"
     owners = await db.fetch("SELECT principal FROM idempotency_keys ORDER BY principal")
     assert [o["principal"] for o in owners] == [f"key:{key_id}", f"user:{key_id}"]
+
+
+async def test_evidence_is_shown_to_whom_it_belongs(client, db):
+    body = {"jurisdiction": "DE", "birth_date": born_years_ago(10)}
+    await client.put("/v1/subjects/kid-5", json=body, headers=admin())
+    link = {"guardian_id": "mum-5", "verification": verification()}
+    await client.post("/v1/subjects/kid-5/guardians", json=link, headers=admin())
+    grant = {"purposes": {"analytics": "granted"}, "context": {"channel": "web"}}
+    headers = {**user("mum-5"), "User-Agent": "Mum's phone"}
+    assert (
+        await client.patch(PREFS.format("kid-5"), json=grant, headers=headers)
+    ).status_code == 200
+    deny = {"purposes": {"personalization": "denied"}}
+    headers = {**user("kid-5"), "User-Agent": "Kid's tablet"}
+    assert (
+        await client.patch(PREFS.format("kid-5"), json=deny, headers=headers)
+    ).status_code == 200
+
+    async def evidence(headers: dict[str, str]) -> dict[str, dict[str, Any]]:
+        r = await client.get("/v1/subjects/kid-5/history", headers=headers)
+        assert r.status_code == 200, r.text
+        return {e["type"] + ":" + e["actor"]["type"]: e["evidence"] for e in r.json()["items"]}
+
+    full = await evidence(admin())
+    assert full["subject.guardian_linked:operator"]["verification"]["reference"] == "case-4711"
+    assert full["consent.changed:guardian"]["user_agent"] == "Mum's phone"
+    assert full["consent.changed:guardian"]["ip_hash"]
+
+    child = await evidence(user("kid-5"))
+    assert child["consent.changed:subject"]["user_agent"] == "Kid's tablet"  # their own act
+    mums = child["consent.changed:guardian"]
+    assert "user_agent" not in mums and "ip_hash" not in mums
+    assert set(mums["withheld"]) == {"user_agent", "ip_hash"}
+    assert mums["device_channel"] == "web"
+    linked = child["subject.guardian_linked:operator"]["verification"]
+    assert "reference" not in linked and linked["method"] == "signed_form"
+
+    mum = await evidence(user("mum-5"))
+    assert mum["consent.changed:guardian"]["user_agent"] == "Mum's phone"
+    assert "user_agent" not in mum["consent.changed:subject"]  # the child's device
+
+    service = await evidence(await key(db, "preferences:read"))
+    assert all("ip_hash" not in (ev or {}) for ev in service.values())
+
+    r = await client.get("/v1/subjects/kid-5/export", headers=user("kid-5"))
+    text = r.text
+    assert "Mum's phone" not in text and "case-4711" not in text and "Kid's tablet" in text
+    # the chain still verifies: hashes are untouched by the filtering
+    r = await client.get("/v1/subjects/kid-5/history", headers=user("kid-5"))
+    assert [e["evidence_hash"] for e in r.json()["items"]] == [
+        row["evidence_hash"]
+        for row in await db.fetch(
+            "SELECT evidence_hash FROM consent_ledger WHERE subject_id = 'kid-5' "
+            "ORDER BY sequence DESC"
+        )
+    ]
+
+
+async def test_hashed_ip_follows_trusted_proxies(settings, db):
+    import hashlib
+
+    import httpx
+
+    from consent.api.app import create_app
+
+    salt = settings.ip_hash_salt.get_secret_value()
+
+    def hashed(ip: str) -> str:
+        return hashlib.sha256(f"{salt}:{ip}".encode()).hexdigest()
+
+    async def recorded(trusted: list[str], subject: str) -> str:
+        app = create_app(settings.model_copy(update={"trusted_proxies": trusted}))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, client=("10.0.0.7", 5000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+                r = await c.patch(
+                    PREFS.format(subject),
+                    json={"purposes": {"analytics": "granted"}},
+                    headers={**user(subject), "X-Forwarded-For": "6.6.6.6, 198.51.100.4"},
+                )
+                assert r.status_code == 200, r.text
+        ev = await db.fetchval(
+            "SELECT evidence::text FROM consent_evidence WHERE subject_id = $1", subject
+        )
+        return str(json.loads(ev)["ip_hash"])
+
+    assert await recorded([], "ip-1") == hashed("10.0.0.7")  # the header is not believed
+    assert await recorded(["10.0.0.0/8"], "ip-2") == hashed("198.51.100.4")

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consent.api.auth import AuthError, Principal, principal_from_jwt, principal_from_key
 from consent.api.jwks import JwksUnavailable
 from consent.api.problems import Problem
+from consent.domain.authority import Reader
 from consent.service.context import utcnow
 from consent.service.decisions import age_status_of
 from consent.service.unit_of_work import UnitOfWork
@@ -95,3 +96,10 @@ async def require_subject_access(
         if age_status_of(snapshot, utcnow()) in MINOR:
             return principal.id  # a guardian acts for a linked minor, and only a minor
     raise Problem(403, "This token may not act for that subject.")
+
+
+def reader_of(principal: Principal, guardian: str | None) -> Reader:
+    """Who reads history or an export, for the evidence visibility rule."""
+    if principal.kind == "key":
+        return Reader("operator" if principal.has("admin") else "service", principal.id)
+    return Reader("guardian" if guardian else "subject", principal.id)

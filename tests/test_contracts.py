@@ -19,6 +19,8 @@ def test_every_api_event_type_has_a_schema_and_a_valid_example():
         "consent.changed",
         "consent.expired",
         "consent.lapsed",
+        "consent.reconsent_required",
+        "subject.age_status_changed",
         "subject.guardian_linked",
         "subject.guardian_revoked",
         "subject.erasure_requested",

@@ -20,9 +20,9 @@ from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.repositories import SubjectRepository
 from consent.domain.model import Actor, DomainError
 from consent.service import preferences
+from consent.service.age_transitions import record_age_transitions as lapse_came_of_age
 from consent.service.context import WriteContext
 from consent.service.decisions import age_status_of, decisions_for
-from consent.service.guardians import lapse_came_of_age
 from consent.service.recorder import load_policies
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings

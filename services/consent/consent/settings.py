@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     outbox_retention_hours: int = 24 * 7
     scheduler_interval_s: float = 30.0
     scheduler_enabled: bool = True
+    # bulk time-driven jobs (re-consent announcements) pause while the outbox holds this many
+    # unpublished rows, so a person's own change never queues behind a million of them
+    scheduler_max_outbox_backlog: int = 1000
+    # how long one scheduler round may spend on a bulk job before the other jobs' turn
+    scheduler_job_budget_s: float = 20.0
     relay_batch_size: int = 500
     relay_poll_interval_s: float = 1.0
     child_age_floor_eu_eea: int = Field(default=16, ge=0, le=21)

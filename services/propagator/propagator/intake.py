@@ -13,13 +13,22 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
-import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from consent.adapters.kafka import client_kwargs
 from consent.settings import Settings
+from propagator import metrics
+from propagator.decode import Park, Skip, Usable, decode
+from propagator.parking import (
+    ParkedRecord,
+    due_retries,
+    headers_from_json,
+    park,
+    resolve,
+    still_parked,
+)
 from propagator.processors import ProcessorAdapter
 from propagator.store import DeliveryStore
 
@@ -31,11 +40,8 @@ class Waker(Protocol):
 
 
 GROUP_ID = "consent-propagator"
-WARMUP_TYPE = "dev.warmup"  # sent by `consentctl dev` before it reports ready
-
-
-def _headers(record: ConsumerRecord[Any, Any]) -> dict[str, str]:
-    return {k: v.decode() for k, v in (record.headers or ())}
+# errors about the data itself: retrying the same batch would fail forever
+REJECTED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 def plan(
@@ -77,33 +83,102 @@ class Intake:
         self.consumed = asyncio.Event()  # set once any record went through (warm-up)
 
     async def handle(self, records: list[ConsumerRecord[Any, Any]]) -> int:
+        """Record the batch's deliveries and park what cannot be used, in one transaction;
+        the caller commits the offsets only after it. Returns the pending deliveries added."""
         seen: list[tuple[str, str, int, int]] = []
         candidates: dict[str, list[dict[str, Any]]] = {}
+        parked: list[ParkedRecord] = []
         for rec in records:
-            h = _headers(rec)
-            event_id, event_type = h.get("ce_id"), h.get("ce_type")
-            if event_type == WARMUP_TYPE:
+            decoded = decode(rec.headers, rec.value)
+            if isinstance(decoded, Skip):
+                metrics.INTAKE_SKIPPED.labels(decoded.reason).inc()
                 continue
-            if not event_id or not event_type or rec.value is None:
-                log.warning("intake_skipped_record", partition=rec.partition, offset=rec.offset)
+            if isinstance(decoded, Park):
+                parked.append(_parked(rec, decoded.reason))
                 continue
-            if event_id in candidates:  # published twice within one batch
+            if decoded.event_id in candidates:  # published twice within one batch
                 continue
-            try:
-                data = orjson.loads(rec.value)
-                occurred = datetime.fromisoformat(h["ce_time"].replace("Z", "+00:00"))
-                candidates[event_id] = plan(self.adapters, event_id, event_type, data, occurred)
-            except (ValueError, KeyError, TypeError):
-                log.warning("intake_bad_record", partition=rec.partition, offset=rec.offset)
-                continue
-            seen.append((event_id, rec.topic, rec.partition, rec.offset))
+            candidates[decoded.event_id] = plan(
+                self.adapters,
+                decoded.event_id,
+                decoded.event_type,
+                decoded.data,
+                decoded.occurred_at,
+            )
+            seen.append((decoded.event_id, rec.topic, rec.partition, rec.offset))
         planned = [d for eid, *_ in seen for d in candidates[eid]]
-        async with self.store.pool.acquire() as conn:  # one statement: atomic on its own
+        async with self.store.pool.acquire() as conn, conn.transaction():
             added = await self.store.record_intake(conn, seen, planned)
+            await park(conn, parked)
+        for p in parked:
+            metrics.INTAKE_PARKED.labels(p.reason.split(":")[0]).inc()
+            log.warning(
+                "intake_parked_record",
+                topic=p.topic,
+                partition=p.partition,
+                offset=p.offset,
+                reason=p.reason,
+            )
         if added:
             self.wake.set()
         self.recorded += added
         return added
+
+    async def handle_one_by_one(self, records: list[ConsumerRecord[Any, Any]]) -> None:
+        """After the database refused a batch: each record alone, so only the one it refuses
+        is parked (with the refusal's SQLSTATE, never its text, which may quote the value)."""
+        for rec in records:
+            try:
+                await self.handle([rec])
+            except REJECTED as exc:
+                async with self.store.pool.acquire() as conn:
+                    await park(conn, [_parked(rec, f"rejected by the database: {exc.sqlstate}")])
+                metrics.INTAKE_PARKED.labels("rejected by the database").inc()
+                log.warning(
+                    "intake_parked_record",
+                    topic=rec.topic,
+                    partition=rec.partition,
+                    offset=rec.offset,
+                    reason="rejected by the database",
+                    sqlstate=exc.sqlstate,
+                )
+
+    async def retry_parked(self, limit: int = 100) -> tuple[int, int]:
+        """Feed records an operator asked to retry through intake again: a record that is
+        now usable is recorded (the inbox drops it if it was seen) and leaves the table; one
+        that is still unusable stays parked with its new reason. Returns (resolved, still)."""
+        resolved = still = 0
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            for row in await due_retries(conn, limit):
+                decoded = decode(headers_from_json(row["headers"]), row["value"])
+                if isinstance(decoded, Park):
+                    await still_parked(conn, row["id"], decoded.reason)
+                    still += 1
+                    continue
+                if isinstance(decoded, Usable):
+                    deliveries = plan(
+                        self.adapters,
+                        decoded.event_id,
+                        decoded.event_type,
+                        decoded.data,
+                        decoded.occurred_at,
+                    )
+                    position = (decoded.event_id, row["topic"], row["partition"], row["offset"])
+                    self.recorded += await self.store.record_intake(conn, [position], deliveries)
+                await resolve(conn, row["id"])
+                resolved += 1
+        if resolved:
+            self.wake.set()
+        return resolved, still
+
+    async def run_parked_retries(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                await self.retry_parked()
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("parked_retry_db_error", error=type(exc).__name__)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -129,6 +204,9 @@ class Intake:
                     try:
                         await self.handle(records)
                         break
+                    except REJECTED:  # a record the database refuses (e.g. a NUL in text)
+                        await self.handle_one_by_one(records)
+                        break
                     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                         log.warning("intake_db_error", error=type(exc).__name__)
                         await asyncio.sleep(1)
@@ -145,3 +223,15 @@ class Intake:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), 5)
+
+
+def _parked(rec: ConsumerRecord[Any, Any], reason: str) -> ParkedRecord:
+    return ParkedRecord(
+        topic=rec.topic,
+        partition=rec.partition,
+        offset=rec.offset,
+        key=rec.key,
+        value=rec.value,
+        headers=list(rec.headers or ()),
+        reason=reason,
+    )

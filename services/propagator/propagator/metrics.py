@@ -14,3 +14,13 @@ E2E_LATENCY = Histogram(
     ["processor"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+INTAKE_PARKED = Counter(
+    "consent_intake_parked_total",
+    "Records intake could not use, parked with their offset committed",
+    ["reason"],
+)
+INTAKE_SKIPPED = Counter(
+    "consent_intake_skipped_total",
+    "Records intake skipped: unknown event types, warm-up traffic, types for no processor",
+    ["reason"],
+)

@@ -47,6 +47,9 @@ class Propagator:
             self.intake.ready, self.intake.consumed = self.ready, self.consumed
             tasks = [asyncio.create_task(self.intake.run(stop), name="intake")]
             tasks.append(asyncio.create_task(self._listen(stop, wake), name="listener"))
+            tasks.append(
+                asyncio.create_task(self.intake.run_parked_retries(stop), name="parked-retries")
+            )
             tasks += [
                 asyncio.create_task(w.run(stop), name=f"worker-{w.config.name}")
                 for w in self.workers

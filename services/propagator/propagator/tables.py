@@ -70,3 +70,22 @@ class ProcessorReceipt(SQLModel, table=True):
     last_delivered_sequence: int = Field(sa_type=BigInteger)
     last_event_id: str
     delivered_at: datetime = _ts(nullable=False)
+
+
+class ParkedRecord(SQLModel, table=True):
+    """A Kafka record intake could not use: kept whole (for a retry), its offset committed,
+    so one bad record never stops the others."""
+
+    __tablename__ = "parked_records"
+    __table_args__ = (UniqueConstraint("topic", "partition", "offset", name="uq_parked_position"),)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger)
+    topic: str
+    partition: int
+    offset: int = Field(sa_type=BigInteger)
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: list[Any] = Field(default_factory=list, sa_column=Column(JSONB, nullable=False))
+    reason: str
+    parked_at: datetime = _ts(nullable=False, server_default=text("now()"))
+    retry_requested_at: datetime | None = _ts(nullable=True)
+    attempts: int = 0

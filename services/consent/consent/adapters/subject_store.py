@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -17,11 +18,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from consent.adapters.db import driver
-from consent.domain.model import Actor, PurposeRecord, SubjectSnapshot
+from consent.domain.model import Actor, AgeStatus, PurposeRecord, SubjectSnapshot
 
 SNAPSHOT_SQL = """
 SELECT s.subject_id, s.sequence, s.jurisdiction, s.birth_date, s.gpc_opted_out_at,
-       s.erased_at, s.last_hash,
+       s.erased_at, s.last_hash, s.decisions::text AS decisions, s.age_status,
        (SELECT coalesce(json_agg(json_build_object(
             'purpose', c.purpose, 'status', c.status, 'source', c.source,
             'sequence', c.sequence, 'policy_version', c.policy_version,
@@ -61,7 +62,8 @@ UPDATE subjects SET sequence = $2, last_hash = $14, updated_at = now(),
     jurisdiction = CASE WHEN $17::bool THEN $18::varchar ELSE jurisdiction END,
     birth_date = CASE WHEN $19::bool THEN $20::date ELSE birth_date END,
     gpc_opted_out_at = CASE WHEN $21::bool THEN $22::timestamptz ELSE gpc_opted_out_at END,
-    erased_at = CASE WHEN $23::bool THEN $24::timestamptz ELSE erased_at END
+    erased_at = CASE WHEN $23::bool THEN $24::timestamptz ELSE erased_at END,
+    decisions = $25::text::jsonb, age_status = $26, age_check_at = $27
 WHERE subject_id = $1
 """
 
@@ -97,6 +99,8 @@ def _snapshot(row: Any) -> SubjectSnapshot:
         last_hash=row["last_hash"],
         records={d["purpose"]: _record(d) for d in states},
         guardian_ids=frozenset(row["guardians"] or ()),
+        published_decisions=orjson.loads(row["decisions"]) if row["decisions"] else None,
+        recorded_age_status=row["age_status"],
     )
 
 
@@ -135,6 +139,17 @@ async def load_snapshots(
     }
 
 
+@dataclass(frozen=True)
+class TellState:
+    """What a change's event tells about the subject, kept on its row for the next change:
+    the decisions (for ``changed_decisions``), the age status and when it may next change
+    (for the scheduler, which records a birthday that changes it)."""
+
+    decisions: dict[str, bool]
+    age_status: AgeStatus | None
+    age_check_at: datetime | None
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -145,6 +160,7 @@ async def append_change(
     evidence: dict[str, Any],
     records: Iterable[PurposeRecord],
     profile: dict[str, Any],
+    told: TellState,
 ) -> None:
     """Ledger row + evidence + projection rows + subject head, in one statement."""
     states = [
@@ -190,4 +206,7 @@ async def append_change(
         profile.get("gpc_opted_out_at"),
         "erased_at" in profile,
         profile.get("erased_at"),
+        orjson.dumps(told.decisions).decode(),
+        told.age_status,
+        told.age_check_at,
     )

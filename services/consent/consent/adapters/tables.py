@@ -29,6 +29,10 @@ class Subject(SQLModel, table=True):
     gpc_opted_out_at: datetime | None = _ts(nullable=True)
     erased_at: datetime | None = _ts(nullable=True)
     last_hash: str | None = None
+    # the decisions the last event carried: the next event's ``changed_decisions`` diff
+    decisions: dict[str, bool] | None = Field(default=None, sa_column=Column(JSONB))
+    age_status: str | None = None  # recorded with the last event
+    age_check_at: datetime | None = _ts(nullable=True)  # when it may next change
     created_at: datetime = _ts(nullable=False, server_default=text("now()"))
     updated_at: datetime = _ts(nullable=False, server_default=text("now()"))
 
@@ -104,6 +108,8 @@ class OutboxMessage(SQLModel, table=True):
     occurred_at: datetime = _ts(nullable=False)
     created_at: datetime = _ts(nullable=False, server_default=text("now()"))
     published_at: datetime | None = _ts(nullable=True)
+    parked_at: datetime | None = _ts(nullable=True)  # the relay cannot publish it
+    last_error: str | None = None
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -135,6 +141,7 @@ class PolicyVersion(SQLModel, table=True):
     affected_purposes: list[str] = Field(sa_column=Column(ARRAY(String), nullable=False))
     description: str | None = None
     published_at: datetime = _ts(nullable=False, server_default=text("now()"))
+    reconsent_done_at: datetime | None = _ts(nullable=True)  # every affected subject told
 
 
 class GuardianLink(SQLModel, table=True):

@@ -14,7 +14,7 @@ from consent.api import problems
 from consent.api.admission import AdmissionLimit
 from consent.api.jwks import JwksCache
 from consent.api.middleware import BodyLimit, RequestContext
-from consent.api.routes import admin, meta, minors, preferences, records, rights
+from consent.api.routes import admin, meta, minors, parked, preferences, records, rights
 from consent.service.scheduler import run_scheduler
 from consent.settings import Settings, get_settings
 
@@ -34,10 +34,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.execution_options(isolation_level="AUTOCOMMIT")
         )
         stop = asyncio.Event()
+        app.state.scheduler_wake = asyncio.Event()
         jobs = (
             [
                 asyncio.create_task(
-                    run_scheduler(app.state.sessions, settings.scheduler_interval_s, stop)
+                    run_scheduler(
+                        app.state.sessions,
+                        settings.scheduler_interval_s,
+                        stop,
+                        app.state.scheduler_wake,
+                    )
                 )
             ]
             if settings.scheduler_enabled
@@ -83,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(minors.router)
     app.include_router(rights.router)
     app.include_router(admin.router)
+    app.include_router(parked.router)
     # innermost first: the body limit, then load shedding (before a body is read), then
     # CORS (so a 429 or a 413 carries its headers and preflights are never shed)
     app.add_middleware(BodyLimit)

@@ -233,7 +233,7 @@ async def _warm_up(settings: Settings, propagator: Propagator) -> None:
     """A fresh consumer group is slow to hand over its first record on the embedded broker;
     pay that once here, so the user's first change reaches the processors in milliseconds."""
     from consent.adapters.kafka import make_producer
-    from propagator.intake import WARMUP_TYPE
+    from propagator.decode import WARMUP_TYPE
 
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(propagator.ready.wait(), 30)

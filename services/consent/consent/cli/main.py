@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from consent.cli import maintenance, ops
+from consent.cli.parked import parked_app
 from consent.logs import configure_logging
 from consent.settings import Settings, get_settings
 
@@ -26,6 +27,7 @@ app.command("replay")(ops.replay)
 app.command("audit")(ops.audit)
 app.add_typer(maintenance.topic_app, name="topic")
 app.add_typer(maintenance.state_app, name="state")
+app.add_typer(parked_app, name="parked")
 
 
 InsecureDevDefaults = Annotated[
@@ -147,6 +149,30 @@ def ledger_verify() -> None:
     settings, _server = resolve_database(_settings())
     assert settings.database_url
     raise typer.Exit(run_verify(settings.database_url))
+
+
+@outbox_app.command("parked")
+def outbox_parked(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> None:
+    """Rows the relay could not publish; each holds back only its own subject."""
+    from consent.cli.parked import outbox_parked as run
+
+    run(limit)
+
+
+@outbox_app.command("retry")
+def outbox_retry(row_id: str) -> None:
+    """Give a parked outbox row back to the relay (after fixing the cause)."""
+    from consent.cli.parked import outbox_retry as run
+
+    run(row_id)
+
+
+@outbox_app.command("skip")
+def outbox_skip(row_id: str) -> None:
+    """Never publish a parked row: its subject's later rows (full decisions) go on."""
+    from consent.cli.parked import outbox_skip as run
+
+    run(row_id)
 
 
 @outbox_app.command("status")

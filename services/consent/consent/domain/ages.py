@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from consent.domain.jurisdictions import EU_EEA, country
 from consent.domain.model import AgeStatus
@@ -60,3 +60,34 @@ def age_status(
     if age < rules.opt_in_under(jurisdiction):
         return "teen_opt_in"
     return "adult"
+
+
+def birthday_of_age(birth_date: date, years: int) -> date:
+    """The first day on which someone born on ``birth_date`` is ``years`` old (a 29 February
+    birthday falls on 1 March in other years, as ``age_on`` counts it)."""
+    year = birth_date.year + years
+    try:
+        return birth_date.replace(year=year)
+    except ValueError:
+        return date(year, 3, 1)
+
+
+def next_status_change(
+    birth_date: date | None,
+    jurisdiction: str | None,
+    now: datetime,
+    rules: AgeRules = DEFAULT_RULES,
+) -> datetime | None:
+    """When ``age_status`` next changes without a write (midnight UTC of the birthday that
+    crosses a threshold), or None once the subject is an adult or has no birth date. The
+    scheduler records the change then, so a birthday is an event, not only a lazy read."""
+    if birth_date is None:
+        return None
+    age = age_on(birth_date, now.date())
+    thresholds = sorted(
+        t for t in (rules.child_under(jurisdiction), rules.opt_in_under(jurisdiction)) if t > age
+    )
+    if not thresholds:
+        return None
+    day = birthday_of_age(birth_date, thresholds[0])
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)

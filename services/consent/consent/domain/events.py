@@ -44,6 +44,16 @@ def decisions_map(decisions: Mapping[str, Decision]) -> dict[str, bool]:
     return {k: d.allowed for k, d in sorted(decisions.items())}
 
 
+def changed_decisions(
+    before: Mapping[str, bool] | None, after: Mapping[str, bool]
+) -> list[str]:
+    """The purposes whose ``allowed`` differs from the previous event's; every purpose when
+    the previous answers are not known (a subject written before they were kept)."""
+    if before is None:
+        return sorted(after)
+    return sorted(p for p, allowed in after.items() if before.get(p) != allowed)
+
+
 def consent_event(
     type_: str,
     *,
@@ -58,13 +68,18 @@ def consent_event(
     occurred_at: datetime,
     replay: bool = False,
     extra: Mapping[str, Any] | None = None,
+    previous: Mapping[str, bool] | None = None,
 ) -> DomainEvent:
-    """``consent.changed`` / ``consent.expired`` / ``consent.lapsed`` and subject events."""
+    """``consent.changed`` / ``consent.expired`` / ``consent.lapsed`` and subject events.
+
+    ``previous`` is what the subject's previous event said (see ``changed_decisions``)."""
+    now_allowed = decisions_map(decisions)
     data: dict[str, Any] = {
         "subject_id": subject_id,
         "sequence": sequence,
         "changes": [c.as_dict() for c in changes],
-        "decisions": decisions_map(decisions),
+        "decisions": now_allowed,
+        "changed_decisions": changed_decisions(previous, now_allowed),
         "jurisdiction": jurisdiction,
         "policy_version": policy_version,
         "channel": channel,

@@ -80,6 +80,10 @@ class SubjectSnapshot:
     records: dict[str, PurposeRecord] = field(default_factory=dict)
     guardian_ids: frozenset[str] = frozenset()
     last_hash: str | None = None
+    # what the subject's last event said: the decisions it carried (None when written before
+    # they were kept) and the age status then (None: not yet tracked)
+    published_decisions: dict[str, bool] | None = None
+    recorded_age_status: AgeStatus | None = None
 
     @property
     def exists(self) -> bool:

@@ -27,3 +27,13 @@ async def observe_backlog(conn: asyncpg.Connection) -> tuple[int, float]:
     assert row is not None
     set_backlog(int(row["n"]), float(row["age"]))
     return int(row["n"]), float(row["age"])
+PARKED = Counter(
+    "consent_outbox_parked_total",
+    "Outbox rows the broker or the encoder refused: parked, holding back only their subject",
+)
+PARKED_NOW = Gauge(
+    "consent_parked",
+    "Parked now, read from the database at scrape time: records intake could not use "
+    "(where=intake) and outbox rows the relay could not publish (where=outbox)",
+    ["where"],
+)

@@ -18,6 +18,14 @@ from typing import Any
 import asyncpg
 import orjson
 import structlog
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 
 from consent.adapters.db import plain_url
 from consent.adapters.kafka import cloudevent_headers, encode, make_producer
@@ -29,10 +37,28 @@ RELAY_LOCK_KEY = 0x636F6E73656E74  # "consent"
 STATE_TYPES_TOMBSTONE = {"subject.erasure_requested"}
 
 CLEANUP = "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1)"
+# A parked row (one the broker or the encoder refuses) holds back its own subject's later
+# rows, to keep that subject's order, and nobody else's.
 FETCH = """
 SELECT id, aggregatetype, aggregateid, type, payload::text AS payload, sequence, occurred_at
-FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT $1
+FROM outbox o WHERE published_at IS NULL AND parked_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.aggregateid = o.aggregateid
+                  AND p.parked_at IS NOT NULL AND p.published_at IS NULL)
+ORDER BY position LIMIT $1
 """
+PARK = "UPDATE outbox SET parked_at = now(), last_error = $2 WHERE id = $1"
+# errors about the row itself: publishing it again cannot succeed
+UNPUBLISHABLE: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    CorruptRecordException,
+    UnsupportedForMessageFormatError,
+    ValueError,
+    TypeError,
+    KeyError,
+)
 
 
 class OutboxRelay:
@@ -73,35 +99,63 @@ class OutboxRelay:
         return out
 
     async def publish_batch(self, conn: asyncpg.Connection, producer: Any) -> int:
+        """Publish the next rows in outbox order; return how many rows were read. A row the
+        broker or the encoder refuses is parked (kept, with its error) and holds back only
+        its own subject; an error of the broker itself fails the batch, to be retried."""
         rows = await conn.fetch(FETCH, self.settings.relay_batch_size)
         if not rows:
             return 0
-        futures = []
+        blocked: set[str] = set()  # subjects with a row parked in this batch
+        parked: list[tuple[Any, str]] = []
+        sent: list[tuple[asyncpg.Record, list[asyncio.Future[Any]]]] = []
         for row in rows:
-            headers = cloudevent_headers(
-                event_id=str(row["id"]),
-                source=self.settings.event_source,
-                type_=row["type"],
-                time=row["occurred_at"],
-                subject=row["aggregateid"],
-                sequence=row["sequence"],
-            )
-            for topic, value in self._route(row):
-                futures.append(
-                    await producer.send(
-                        topic, key=row["aggregateid"].encode(), value=value, headers=headers
-                    )
-                )
-        await asyncio.gather(*futures)
+            if row["aggregateid"] in blocked:
+                continue  # stays unpublished, behind its parked predecessor
+            try:
+                sent.append((row, await self._send(producer, row)))
+            except UNPUBLISHABLE as exc:
+                parked.append((row["id"], _describe(exc)))
+                blocked.add(row["aggregateid"])
+        await asyncio.gather(*(f for _, fs in sent for f in fs), return_exceptions=True)
+        published, transient = [], None
+        for row, futures in sent:
+            errors = [e for f in futures if (e := f.exception()) is not None]
+            if not errors:
+                published.append(row["id"])
+            elif all(isinstance(e, UNPUBLISHABLE) for e in errors):
+                parked.append((row["id"], _describe(errors[0])))
+            else:
+                transient = transient or errors[0]
         if os.environ.get("CONSENT_RELAY_CRASH_AFTER_PUBLISH") == "1":
             os._exit(86)  # test hook: die between publish and mark
-        await conn.execute(
-            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])",
-            [r["id"] for r in rows],
-        )
-        self.published += len(rows)
-        metrics.PUBLISHED.inc(len(rows))
+        if published:
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", published
+            )
+        for row_id, error in parked:
+            await conn.execute(PARK, row_id, error)
+            metrics.PARKED.inc()
+            log.error("relay_row_parked", outbox_id=str(row_id), error=error)
+        self.published += len(published)
+        metrics.PUBLISHED.inc(len(published))
+        if transient is not None:
+            raise transient
         return len(rows)
+
+    async def _send(self, producer: Any, row: asyncpg.Record) -> list[asyncio.Future[Any]]:
+        headers = cloudevent_headers(
+            event_id=str(row["id"]),
+            source=self.settings.event_source,
+            type_=row["type"],
+            time=row["occurred_at"],
+            subject=row["aggregateid"],
+            sequence=row["sequence"],
+        )
+        key = row["aggregateid"].encode()
+        return [
+            await producer.send(topic, key=key, value=value, headers=headers)
+            for topic, value in self._route(row)
+        ]
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.5
@@ -189,3 +243,8 @@ class OutboxRelay:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5)
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's kind, never its text: it may quote the payload."""
+    return type(exc).__name__

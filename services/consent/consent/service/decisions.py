@@ -21,6 +21,10 @@ def age_status_of(snapshot: SubjectSnapshot, now: datetime) -> AgeStatus:
     return ages.age_status(snapshot.birth_date, snapshot.jurisdiction, now, age_rules())
 
 
+def next_age_change(snapshot: SubjectSnapshot, now: datetime) -> datetime | None:
+    return ages.next_status_change(snapshot.birth_date, snapshot.jurisdiction, now, age_rules())
+
+
 def decision_context(
     snapshot: SubjectSnapshot, policies: Iterable[Policy], now: datetime
 ) -> DecisionContext:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from consent.adapters.tables import GuardianLink
-from consent.domain.model import Actor, Change, DomainError, SubjectSnapshot
+from consent.domain.model import Change, DomainError, SubjectSnapshot
 from consent.service.context import WriteContext
 from consent.service.decisions import age_status_of
-from consent.service.per_subject import each_subject
 from consent.service.recorder import record, records_after
 from consent.service.unit_of_work import UnitOfWork
 from consent.timefmt import rfc3339
-
-SCHEDULER = Actor("system", "coming-of-age-scheduler")
 
 
 async def link(
@@ -75,12 +71,13 @@ async def link(
     return row
 
 
-async def _lapse(
+async def lapse_grants(
     uow: UnitOfWork,
     snapshot: SubjectSnapshot,
     guardian_id: str | None,
     ctx: WriteContext,
     reason: str,
+    extra: Mapping[str, str] | None = None,
 ) -> SubjectSnapshot:
     """Grants given by ``guardian_id`` (any guardian when None) become unset, ``lapsed``."""
     lapsing = sorted(
@@ -108,7 +105,7 @@ async def _lapse(
         changes=changes,
         new_records=new,
         detail={"reason": reason, "guardian_id": guardian_id},
-        event_extra={"reason": reason},
+        event_extra={"reason": reason, **(extra or {})},
     )
     return after
 
@@ -128,29 +125,4 @@ async def revoke(uow: UnitOfWork, subject_id: str, guardian_id: str, ctx: WriteC
         detail={"guardian_id": guardian_id},
         event_extra={"guardian_id": guardian_id},
     )
-    await _lapse(uow, snapshot, guardian_id, ctx, "guardian_revoked")
-
-
-async def lapse_if_of_age(uow: UnitOfWork, subject_id: str, now: datetime) -> bool:
-    if not await uow.subjects.try_lock(subject_id):
-        return False
-    snapshot = await uow.subjects.snapshot(subject_id)
-    if snapshot.erased_at is not None or age_status_of(snapshot, now) == "child":
-        return False
-    ctx = WriteContext(channel="system", actor=SCHEDULER, now=now)
-    after = await _lapse(uow, snapshot, None, ctx, "came_of_age")
-    return after is not snapshot
-
-
-async def lapse_came_of_age(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
-    """Scheduler job: guardian grants of subjects no longer children lapse, exactly once."""
-    done, after = 0, ""
-    while True:
-        async with sessions() as session:
-            page = await UnitOfWork(session).state.subjects_with_guardian_grants(after, 1000)
-        if not page:
-            return done
-        done += await each_subject(
-            sessions, page, lambda uow, subject_id: lapse_if_of_age(uow, subject_id, now)
-        )
-        after = page[-1]
+    await lapse_grants(uow, snapshot, guardian_id, ctx, "guardian_revoked")

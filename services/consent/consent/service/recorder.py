@@ -9,15 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from consent.adapters.repositories import to_policy
-from consent.adapters.subject_store import append_change
-from consent.domain.events import DomainEvent, consent_event
+from consent.adapters.subject_store import TellState, append_change
+from consent.domain.events import DomainEvent, consent_event, decisions_map
 from consent.domain.hashing import GENESIS, entry_hash, evidence_hash
 from consent.domain.model import Change, Policy, PurposeRecord, SubjectSnapshot
 from consent.service.context import WriteContext
-from consent.service.decisions import decisions_for
+from consent.service.decisions import age_status_of, decisions_for, next_age_change
 from consent.service.unit_of_work import UnitOfWork
 
 POLICY_TTL_S = 1.0
@@ -117,16 +118,25 @@ async def record(
     }
     ev_hash = evidence_hash(ctx.evidence)
     digest = entry_hash(fields, prev_hash, ev_hash)
+    if policies is None:
+        policies = await load_policies(uow)
+    decisions = decisions_for(after, policies, ctx.now)
+    told = TellState(
+        decisions=decisions_map(decisions),
+        age_status=None if after.erased_at else age_status_of(after, ctx.now),
+        age_check_at=None if after.erased_at else next_age_change(after, ctx.now),
+    )
     await append_change(
         uow.session,
         {**fields, "evidence_hash": ev_hash, "prev_hash": prev_hash, "hash": digest},
         ctx.evidence,
         new_records or [],
         profile or {},
+        told,
     )
     after.last_hash = digest
-    if policies is None:
-        policies = await load_policies(uow)
+    after.published_decisions = told.decisions
+    after.recorded_age_status = told.age_status
     if event_data is not None:
         event = DomainEvent(
             event_type,
@@ -142,13 +152,24 @@ async def record(
         subject_id=snapshot.subject_id,
         sequence=sequence,
         changes=changes,
-        decisions=decisions_for(after, policies, ctx.now),
+        decisions=decisions,
         jurisdiction=after.jurisdiction,
         policy_version=ctx.policy_version,
         channel=ctx.channel,
         actor=ctx.actor,
         occurred_at=ctx.now,
         extra=event_extra,
+        previous=previously_told(snapshot, policies, ctx.now),
     )
     uow.emit(event)
     return after, event
+
+
+def previously_told(
+    snapshot: SubjectSnapshot, policies: list[Policy], now: datetime
+) -> dict[str, bool] | None:
+    """What the subject's previous event said; for a subject never written, what the
+    decision API answered for it (a never-written subject's defaults)."""
+    if snapshot.sequence == 0:
+        return decisions_map(decisions_for(SubjectSnapshot(snapshot.subject_id), policies, now))
+    return snapshot.published_decisions

@@ -1,18 +1,19 @@
-"""The consent service's periodic jobs (expiry; later: coming of age, evidence retention)."""
+"""The consent service's periodic jobs: every change that time makes to a decision (expiry,
+a material policy version taking effect, a birthday) is recorded here when it happens."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from consent.service.age_transitions import record_age_transitions
 from consent.service.context import utcnow
 from consent.service.expiry import expire_due
-from consent.service.guardians import lapse_came_of_age
+from consent.service.reconsent import announce_reconsent
 from consent.service.retention import purge_evidence
 
 log = structlog.get_logger()
@@ -39,7 +40,8 @@ async def resume_abandoned_replays(
 
 JOBS: dict[str, Job] = {
     "expiry": expire_due,
-    "coming_of_age": lapse_came_of_age,
+    "reconsent": announce_reconsent,
+    "age_transitions": record_age_transitions,
     "replays": resume_abandoned_replays,
     "evidence_retention": purge_evidence,
 }
@@ -52,14 +54,23 @@ async def run_jobs_once(
 
 
 async def run_scheduler(
-    sessions: async_sessionmaker[AsyncSession], interval_s: float, stop: asyncio.Event
+    sessions: async_sessionmaker[AsyncSession],
+    interval_s: float,
+    stop: asyncio.Event,
+    wake: asyncio.Event | None = None,
 ) -> None:
+    """A round every ``interval_s``, or at once when ``wake`` is set (a policy version
+    published with an effective time already past applies now, not at the next tick)."""
+    wake = wake or asyncio.Event()
     while not stop.is_set():
+        wake.clear()
         try:
             counts = await run_jobs_once(sessions, utcnow())
             if any(counts.values()):
                 log.info("scheduler_ran", **counts)
         except Exception as exc:  # a failed round is retried at the next tick
             log.warning("scheduler_failed", error=type(exc).__name__, detail=str(exc)[:200])
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
+        await asyncio.wait(waiters, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from consent.adapters.due import DueRepository
 from consent.adapters.repositories import (
     ErasureRepository,
     GuardianRepository,
@@ -26,6 +27,7 @@ class UnitOfWork:
         self.policies = PolicyRepository(session)
         self.guardians = GuardianRepository(session)
         self.erasures = ErasureRepository(session)
+        self.due = DueRepository(session)
         self.events: list[DomainEvent] = []
         self.committed = False
 

@@ -30,7 +30,26 @@ class Outcome:
 class ProcessorAdapter(Protocol):
     config: ProcessorConfig
 
-    def relevant(self, event_type: str, data: dict[str, Any]) -> bool: ...
+    def relevant(self, event_type: str, data: dict[str, Any]) -> bool:
+        """Routing by decisions (API.md): an event whose ``changed_decisions`` meets our
+        purposes, whatever our ``events`` list says; erasure always. The list selects what
+        else we want: those types when their status changes touch our purposes, or when they
+        concern the subject as a whole (profile, guardians)."""
+        if event_type == "subject.erasure_requested":
+            return True
+        if data.get("replay"):
+            return self.config.wants(event_type)
+        changed = data.get("changed_decisions")
+        if isinstance(changed, list) and any(p in self.config.purposes for p in changed):
+            return True
+        if not self.config.wants(event_type):
+            return False
+        changes = data.get("changes")
+        if not changes:  # profile/guardian events can move decisions
+            return True
+        return any(
+            isinstance(c, dict) and c.get("purpose") in self.config.purposes for c in changes
+        )
 
     def body(self, event_id: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]: ...
 

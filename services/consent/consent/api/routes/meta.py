@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from consent.adapters.parked import ParkedRepository
 from consent.adapters.repositories import OutboxRepository
 from consent.api.schemas import PurposeInfo, PurposeList
 from consent.catalog import catalog_version, load_catalog
@@ -86,7 +87,10 @@ async def metrics(request: Request) -> Response:
     try:
         async with request.app.state.read_sessions() as session:
             count, age = await asyncio.wait_for(OutboxRepository(session).backlog(), 2.0)
+            intake, outbox = await asyncio.wait_for(ParkedRepository(session).counts(), 2.0)
         relay_metrics.set_backlog(count, age)
+        relay_metrics.PARKED_NOW.labels("intake").set(intake)
+        relay_metrics.PARKED_NOW.labels("outbox").set(outbox)
     except Exception:  # metrics never fail the scrape
         pass
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

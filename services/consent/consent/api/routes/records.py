@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from consent.api.deps import Caller, UoW, reader_of, require_scope, require_subject_access
 from consent.api.gpc import GpcSignal
@@ -112,8 +112,11 @@ async def list_policies(uow: UoW, principal: Caller) -> PolicyList:
 @router.post(
     "/v1/policies", response_model=PolicyOut, status_code=201, responses=PROBLEMS, tags=["policies"]
 )
-async def publish_policy(body: PolicyIn, uow: UoW, principal: Caller) -> PolicyOut:
+async def publish_policy(
+    body: PolicyIn, uow: UoW, principal: Caller, request: Request
+) -> PolicyOut:
     require_scope(principal, "admin")
+    now = utcnow()
     row = await policy_svc.publish(
         uow,
         version=body.version,
@@ -121,8 +124,10 @@ async def publish_policy(body: PolicyIn, uow: UoW, principal: Caller) -> PolicyO
         material=body.material,
         affected_purposes=body.affected_purposes,
         description=body.description,
-        now=utcnow(),
+        now=now,
     )
     out = _policy_out(row)
     await uow.commit()
+    if row.material and row.effective_at <= now:  # already in effect: announce it now
+        request.app.state.scheduler_wake.set()
     return out

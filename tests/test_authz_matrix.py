@@ -91,6 +91,9 @@ CONSENT_API: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/admin/deliveries"): ADMIN,
     ("POST", "/v1/admin/deliveries/{delivery_id}/redrive"): ADMIN,
     ("GET", "/v1/admin/audit"): ADMIN,
+    ("GET", "/v1/admin/parked"): ADMIN,
+    ("POST", "/v1/admin/parked/{parked_id}/retry"): ADMIN,
+    ("DELETE", "/v1/admin/parked/{parked_id}"): ADMIN,
 }
 # The health endpoints of `consentctl serve relay|propagator --health-port`.
 WORKER_HEALTH = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
@@ -167,6 +170,7 @@ def url(path: str, rule: Rule, cred: str) -> str:
         .replace("{guardian_id}", GUARDIAN)
         .replace("{job_id}", str(uuid.uuid4()))
         .replace("{delivery_id}", str(uuid.uuid4()))
+        .replace("{parked_id}", "1")
         + rule.query
     )
 

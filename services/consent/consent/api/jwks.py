@@ -55,10 +55,10 @@ class JwksCache:
     async def key_for(self, kid: str | None) -> Any:
         age = self._age()
         if kid in self.keys and age < self.max_stale_s:
-            if age >= self.refresh_s:
-                self._refresh()  # in the background: this request uses the cached key
-                if self.last_failed:
+            if age >= self.refresh_s and (self._task is None or self._task.done()):
+                if self.last_failed:  # once per refresh attempt, not once per request
                     log.warning("jwks_stale", age_s=round(age, 1))
+                self._refresh()  # in the background: this request uses the cached key
             return self.keys[kid]
         recently = self.clock() - self.attempted_at < (
             1.0 if self.fetched_at is None or self.last_failed else self.min_refetch_s

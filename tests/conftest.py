@@ -18,8 +18,9 @@ import httpx
 import jwt
 import pytest
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consent.adapters.db import migrate, plain_url, with_database
+from consent.adapters.db import make_engine, make_sessionmaker, migrate, plain_url, with_database
 from consent.adapters.kafka import ensure_topics
 from consent.api.app import create_app
 from consent.settings import Settings
@@ -103,6 +104,15 @@ def settings(db_url: str, kafka_bootstrap: str, tmp_path: Path) -> Settings:
 async def topics(settings: Settings) -> Settings:
     await ensure_topics(settings, partitions=3)
     return settings
+
+
+@pytest.fixture
+async def engines(settings: Settings) -> AsyncIterator[list[async_sessionmaker[AsyncSession]]]:
+    """Two "replicas": separate engines and pools on the test database (schedulers racing)."""
+    made = [make_engine(settings.database_url or "", pool_size=4) for _ in range(2)]
+    yield [make_sessionmaker(e) for e in made]
+    for e in made:
+        await e.dispose()
 
 
 @pytest.fixture

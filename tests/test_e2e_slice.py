@@ -60,3 +60,53 @@ async def test_patch_reaches_processor_and_kafka(client, topics: Settings, proce
     assert data["decisions"]["marketing_email"] is True
     assert data["decisions"]["sale"] is True  # US-CA: opt-out regime, not opted out
     assert data["channel"] == "web"
+
+
+async def test_a_material_policy_change_reaches_the_processor_and_the_state_topic(
+    client, topics: Settings, processor_secrets
+):
+    """Issue 13's first scenario: a grant, then a material version taking effect a few
+    seconds later; the processor ends up holding what the decision API answers, within the
+    scheduler interval plus delivery time, and so does consent.state.v1."""
+    from datetime import UTC, datetime, timedelta
+
+    settings = topics
+    email = RecordingProcessor("email", processor_secrets["email"])
+    config = email.config("TEST_EMAIL_SECRET", ["marketing_email"])
+    async with serving(email), running_stack(settings, [config]):
+        await client.put("/v1/subjects/rc-e2e", json={"jurisdiction": "DE"}, headers=admin())
+        r = await client.patch(
+            "/v1/subjects/rc-e2e/preferences",
+            json={"purposes": {"marketing_email": "granted"}},
+            headers=admin(),
+        )
+        assert r.status_code == 200, r.text
+        await eventually(
+            lambda: [q for q in email.requests if q.body["decisions"] == {"marketing_email": True}],
+            timeout=30,
+        )
+        effective = datetime.now(UTC) + timedelta(seconds=2)
+        r = await client.post(
+            "/v1/policies",
+            headers=admin(),
+            json={"version": "2027-e2e", "effective_at": effective.isoformat(),
+                  "material": True, "affected_purposes": ["marketing_email"]},
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        hook = await eventually(
+            lambda: [q for q in email.requests
+                     if q.headers["x-consent-event-type"] == "consent.reconsent_required"],
+            timeout=30,
+        )  # fmt: skip
+        assert hook[0].body["decisions"] == {"marketing_email": False}
+        assert hook[0].signature_ok
+        r = await client.get(
+            "/v1/subjects/rc-e2e/decisions?purpose=marketing_email", headers=admin()
+        )
+        assert r.json() == {**r.json(), "allowed": False, "reason": "needs_reconsent"}
+    state = [
+        rec
+        for rec in await read_topic(settings, settings.state_topic, min_count=3)
+        if rec.key == b"rc-e2e"
+    ]
+    assert orjson.loads(state[-1].value)["decisions"]["marketing_email"] is False

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,7 +15,6 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.repositories import SubjectRepository
 from consent.domain.model import Actor, DomainError
 from consent.service import preferences
@@ -35,14 +33,6 @@ Sessions = async_sessionmaker[AsyncSession]
 def settings(settings: Settings) -> Settings:
     """The app's own scheduler runs on the real clock; keep it out of the frozen-clock runs."""
     return settings.model_copy(update={"scheduler_enabled": False})
-
-
-@pytest.fixture
-async def engines(settings: Settings) -> AsyncIterator[list[Sessions]]:
-    made = [make_engine(settings.database_url or "", pool_size=4) for _ in range(2)]
-    yield [make_sessionmaker(e) for e in made]
-    for e in made:
-        await e.dispose()
 
 
 def birthday_ahead(days: int = 10) -> datetime:

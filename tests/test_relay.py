@@ -139,3 +139,53 @@ async def test_ten_thousand_changes_across_500_subjects(topics: Settings, db):
         await eventually(lambda: _zero(db), timeout=120)
     records = await read_topic(topics, topics.events_topic, min_count=n, timeout=60)
     assert_complete_and_ordered(dedupe_in_order(records), {s: 20 for s in subjects})
+
+
+@pytest.mark.timeout(120)
+async def test_a_row_the_broker_refuses_holds_back_only_its_own_subject(topics: Settings, db):
+    """A payload over the producer's request size is parked with its error; that subject's
+    later rows wait behind it (order), everyone else's are published; skipping it lets its
+    subject go on."""
+    await write_changes(topics, ["big"], 1)
+    huge = '{"subject_id": "big", "blob": "' + "x" * 2_000_000 + '"}'
+    await db.execute(  # a row no broker takes (over the producer's 1 MB request size)
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, sequence, occurred_at)"
+        " VALUES (gen_random_uuid(), 'subject', 'big', 'consent.changed', $1::jsonb, NULL, now())",
+        huge,
+    )
+    await write_changes(topics, ["big"], 2)  # its next change (denied), queued behind it
+    await write_changes(topics, ["other-1", "other-2"], 3)
+    async with running_stack(topics):
+        await eventually(lambda: _others_published(db), timeout=30)
+        await eventually(
+            lambda: db.fetchval("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL"),
+            timeout=30,
+        )
+        parked = await db.fetch(
+            "SELECT aggregateid, last_error FROM outbox WHERE parked_at IS NOT NULL"
+        )
+        assert [(r["aggregateid"], r["last_error"]) for r in parked] == [
+            ("big", "MessageSizeTooLargeError")
+        ]
+        waiting = await db.fetchval(
+            "SELECT count(*) FROM outbox WHERE aggregateid = 'big' AND published_at IS NULL"
+        )
+        assert waiting == 2  # the parked row and the one behind it
+        row_id = await db.fetchval("SELECT id FROM outbox WHERE parked_at IS NOT NULL")
+        await db.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = $1", row_id
+        )  # what `consentctl outbox skip` does
+        await db.execute("NOTIFY outbox")
+        await eventually(lambda: _zero(db), timeout=30)
+    records = await read_topic(topics, topics.events_topic, min_count=8)
+    by_subject = dedupe_in_order(records)
+    assert by_subject["other-1"] == [1, 2, 3] and by_subject["other-2"] == [1, 2, 3]
+    assert by_subject["big"] == [1, 2]  # the service's writes; the huge row never went
+    await db.execute("DELETE FROM outbox WHERE id = $1", row_id)  # not an event of ours
+
+
+async def _others_published(db: asyncpg.Connection) -> bool:
+    n = await db.fetchval(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL AND aggregateid <> 'big'"
+    )
+    return n == 0

@@ -24,6 +24,9 @@ CHAINED_FIELDS = (
     "occurred_at",
 )
 ENDED_BY_TYPE = {"consent.expired": "expired", "consent.lapsed": "lapsed"}
+# entries that restate statuses without changing the records (re-consent announcements:
+# the grant keeps its time, which is what makes it need re-consent)
+RESTATES = frozenset({"consent.reconsent_required"})
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ def project(entries: Iterable[Mapping[str, Any]]) -> dict[str, PurposeRecord]:
     """Replay ledger entries (oldest first) into the current record per purpose."""
     records: dict[str, PurposeRecord] = {}
     for e in entries:
+        if e["type"] in RESTATES:
+            continue
         expiries = (e.get("detail") or {}).get("expires_at") or {}
         ended = ENDED_BY_TYPE.get(e["type"])
         for change in e.get("changes") or []:

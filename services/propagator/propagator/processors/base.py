@@ -30,6 +30,22 @@ class Outcome:
 class ProcessorAdapter(Protocol):
     config: ProcessorConfig
 
+    def relevant(self, event_type: str, data: dict[str, Any]) -> bool: ...
+
+    def body(self, event_id: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def send(
+        self, client: aiohttp.ClientSession, event_id: str, event_type: str, body: dict[str, Any]
+    ) -> Outcome: ...
+
+
+class WebhookAdapter:
+    """POST the minimised event, signed per Standard Webhooks. Subclasses shape the body."""
+
+    def __init__(self, config: ProcessorConfig) -> None:
+        self.config = config
+        self._signer: Webhook | None = None  # built on first send: shaping bodies needs no secret
+
     def relevant(self, event_type: str, data: dict[str, Any]) -> bool:
         """Routing by decisions (API.md): an event whose ``changed_decisions`` meets our
         purposes, whatever our ``events`` list says; erasure always. The list selects what
@@ -50,31 +66,6 @@ class ProcessorAdapter(Protocol):
         return any(
             isinstance(c, dict) and c.get("purpose") in self.config.purposes for c in changes
         )
-
-    def body(self, event_id: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]: ...
-
-    async def send(
-        self, client: aiohttp.ClientSession, event_id: str, event_type: str, body: dict[str, Any]
-    ) -> Outcome: ...
-
-
-class WebhookAdapter:
-    """POST the minimised event, signed per Standard Webhooks. Subclasses shape the body."""
-
-    def __init__(self, config: ProcessorConfig) -> None:
-        self.config = config
-        self._signer: Webhook | None = None  # built on first send: shaping bodies needs no secret
-
-    def relevant(self, event_type: str, data: dict[str, Any]) -> bool:
-        """Only configured event types; a change touching none of our purposes is skipped."""
-        if not self.config.wants(event_type):
-            return False
-        if event_type == "subject.erasure_requested":
-            return True
-        changes = data.get("changes")
-        if data.get("replay") or not changes:  # profile/guardian events can move decisions
-            return True
-        return any(c.get("purpose") in self.config.purposes for c in changes)
 
     def body(self, event_id: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {

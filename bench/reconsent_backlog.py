@@ -1,13 +1,14 @@
 """How long a person's own withdrawal waits in the relay while a material policy version
 is announced to many subjects, with and without the scheduler's outbox throttle.
 
-    uv run python -m bench.reconsent_backlog [--subjects 20000]
+    uv run python -m bench.reconsent_backlog [--subjects 20000] [--outage-s 20]
 
-Starts embedded PostgreSQL and the broker, seeds N subjects holding a grant the version
-affects, runs the relay as production does (``consentctl serve relay``) and the re-consent
-job in this process, while a "person" withdraws a consent every 0.25 s. Prints, per run,
-the rollout rate and the withdrawal's outbox wait (commit to published, from the
-database's clock): the figure the throttle exists for.
+Starts embedded PostgreSQL and the broker and seeds N subjects holding a grant the version
+affects. The re-consent job runs in this process while a "person" withdraws a consent every
+0.25 s; the relay (``consentctl serve relay``, as production runs it) is down for the first
+``--outage-s`` seconds (a broker or relay outage, when a backlog builds) and then starts.
+Prints, per run, the rollout rate, the peak backlog and the withdrawals' outbox wait
+(commit to published, on the database's clock): the figure the throttle exists for.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +47,24 @@ FROM generate_series(1, $1) AS i;
 """
 
 
-async def one_run(settings: Settings, url: str, n: int, limit: int, label: str) -> None:
+def start_relay(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "consent.cli.main", "serve", "relay"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def one_run(
+    env: dict[str, str],
+    settings: Settings,
+    url: str,
+    n: int,
+    limit: int,
+    label: str,
+    outage_s: float,
+) -> None:
     conn = await asyncpg.connect(plain_url(url))
     await conn.execute(
         "TRUNCATE subjects, consent_state, consent_ledger, consent_evidence, outbox CASCADE"
@@ -92,7 +109,20 @@ async def one_run(settings: Settings, url: str, n: int, limit: int, label: str) 
             print(f"\r  {label}: backlog {backlog:>7}", end="", file=sys.stderr, flush=True)
             await asyncio.sleep(0.5)
 
-    tasks = [asyncio.create_task(person()), asyncio.create_task(watch())]
+    relay: subprocess.Popen[bytes] | None = None
+    relay_back: datetime | None = None
+
+    async def relay_after_outage() -> None:
+        nonlocal relay, relay_back
+        await asyncio.sleep(outage_s)
+        relay_back = await conn.fetchval("SELECT clock_timestamp()")
+        relay = start_relay(env)
+
+    tasks = [
+        asyncio.create_task(person()),
+        asyncio.create_task(watch()),
+        asyncio.create_task(relay_after_outage()),
+    ]
     start = time.perf_counter()
     told = 0
     while True:
@@ -103,27 +133,34 @@ async def one_run(settings: Settings, url: str, n: int, limit: int, label: str) 
         ):
             break
     elapsed = time.perf_counter() - start
+    await tasks[2]  # the outage is over, the relay runs
     while await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"):  # noqa: ASYNC110
         await asyncio.sleep(0.2)
     done.set()
     await asyncio.gather(*tasks)
-    waits = [
-        float(r["w"])
-        for r in await conn.fetch(
-            "SELECT extract(epoch FROM published_at - created_at) AS w FROM outbox "
-            "WHERE aggregateid = ANY($1::text[])",
-            ids,
-        )
-    ]
-    waits.sort()
-    p = lambda q: waits[min(len(waits) - 1, int(q * len(waits)))]  # noqa: E731
+    assert relay is not None
+    relay.terminate()
+    await asyncio.to_thread(relay.wait, 10)
+    rows = await conn.fetch(
+        "SELECT extract(epoch FROM published_at - created_at) AS w, created_at > $2 AS after "
+        "FROM outbox WHERE aggregateid = ANY($1::text[])",
+        ids,
+        relay_back,
+    )
     print(file=sys.stderr)
     print(
-        f"{label:<12} subjects told {told:>7} in {elapsed:6.1f} s ({told / elapsed:6.0f}/s), "
-        f"peak backlog {peak:>7}; withdrawals {len(waits):>4}: wait in outbox "
-        f"p50 {p(0.5) * 1000:7.0f} ms, p95 {p(0.95) * 1000:7.0f} ms, max {waits[-1] * 1000:7.0f} ms"
-        f" (mean {statistics.mean(waits) * 1000:.0f} ms)"
+        f"{label:<12} subjects told {told:>7} in {elapsed:6.1f} s ({told / elapsed:5.0f}/s), "
+        f"peak backlog {peak:>7}"
     )
+    for name, after in (("during the outage", False), ("after it", True)):
+        waits = sorted(float(r["w"]) for r in rows if r["after"] is after)
+        if not waits:
+            continue
+        p = lambda q, w=waits: w[min(len(w) - 1, int(q * len(w)))]  # noqa: E731
+        print(
+            f"    withdrawals {name:<17} {len(waits):>4}: wait in outbox p50 "
+            f"{p(0.5) * 1000:7.0f} ms, p95 {p(0.95) * 1000:7.0f} ms, max {waits[-1] * 1000:7.0f} ms"
+        )
     await engine.dispose()
     await conn.close()
 
@@ -131,6 +168,7 @@ async def one_run(settings: Settings, url: str, n: int, limit: int, label: str) 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--subjects", type=int, default=20_000)
+    parser.add_argument("--outage-s", type=float, default=20.0)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-reconsent-"))
     url, server = start_postgres(work / "pg")
@@ -147,18 +185,10 @@ async def main() -> None:
         "CONSENT_RELAY_POLL_INTERVAL_S": "0.2",
         "CONSENT_LOG_LEVEL": "WARNING",
     }
-    relay = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "consent.cli.main", "serve", "relay"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        await one_run(settings, url, args.subjects, 1000, "throttled")
-        await one_run(settings, url, args.subjects, 10**9, "unthrottled")
+        for limit, label in ((1000, "throttled"), (10**9, "unthrottled")):
+            await one_run(env, settings, url, args.subjects, limit, label, args.outage_s)
     finally:
-        relay.terminate()
-        relay.wait(10)
         broker.stop()
         stop_postgres(server)
 

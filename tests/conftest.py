@@ -169,6 +169,11 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.05):  # t
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    browser = __import__("sys").modules.get("tests.test_preference_center")
+    if browser is not None and browser.WRITTEN:
+        terminalreporter.write_line(
+            f"preference center screenshots ({len(browser.WRITTEN)}): {browser.ARTIFACTS}"
+        )
     if contracts.SEEN:
         seen = ", ".join(f"{t} x{n}" for t, n in sorted(contracts.SEEN.items()))
         terminalreporter.write_line(f"event contracts validated: {seen}")

@@ -60,6 +60,7 @@ ENDPOINTS = [
     ),
     Endpoint("history", "GET", f"/v1/subjects/{SUBJECT}/history", None, "preferences:read"),
     Endpoint("export", "GET", f"/v1/subjects/{SUBJECT}/export", None, "preferences:read"),
+    Endpoint("signals", "GET", f"/v1/subjects/{SUBJECT}/signals", None, "preferences:read"),
     Endpoint(
         "batch_decisions",
         "POST",

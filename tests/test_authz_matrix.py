@@ -91,6 +91,8 @@ CONSENT_API: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/admin/deliveries"): ADMIN,
     ("POST", "/v1/admin/deliveries/{delivery_id}/redrive"): ADMIN,
     ("GET", "/v1/admin/audit"): ADMIN,
+    ("GET", "/preference-center/"): PUBLIC,
+    ("GET", "/v1/subjects/{subject_id}/signals"): Rule("preferences:read"),
     ("GET", "/v1/admin/parked"): ADMIN,
     ("POST", "/v1/admin/parked/{parked_id}/retry"): ADMIN,
     ("DELETE", "/v1/admin/parked/{parked_id}"): ADMIN,
@@ -244,3 +246,19 @@ async def test_demo_processor_accepts_only_signed_deliveries():
 def test_settings_fixture_is_a_dev_stack(settings: Settings):
     """The matrix includes the dev admin key because the tests run as `consentctl dev`."""
     assert settings.dev_stack and not Settings().dev_stack
+
+
+async def test_dev_token_minting_needs_a_dev_stack(settings: Settings):
+    """The preference center's dev sign-in helper mints tokens for anyone: a setting read
+    from the environment (as under `consentctl serve`) never turns it on."""
+    plain = Settings.model_validate(
+        {**settings.model_dump(), "preference_center_dev": True, "scheduler_enabled": False}
+    )
+    assert not plain.dev_stack
+    for s, want in ((plain, 404), (plain.as_dev_stack(), 200)):
+        app = create_app(s)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+                r = await c.post("/preference-center/dev/token", json={"subject_id": "alice"})
+                assert r.status_code == want, r.text

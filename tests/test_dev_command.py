@@ -92,6 +92,18 @@ def test_dev_starts_serves_readyz_and_stops_cleanly(tmp_path: Path):
             raise AssertionError("the PATCH did not reach the demo email processor within 2 s")
         print(f"PATCH to demo email processor: {time.monotonic() - t0:.3f}s")
 
+        # the preference center's dev sign-in helper (the link the banner prints) works
+        link = f"http://127.0.0.1:{port}/preference-center/dev.html"
+        assert httpx.get(link).status_code == 200
+        minted = httpx.post(
+            f"http://127.0.0.1:{port}/preference-center/dev/token", json={"subject_id": "u-dev"}
+        ).json()
+        r = httpx.get(
+            f"http://127.0.0.1:{port}/v1/subjects/u-dev/preferences",
+            headers={"Authorization": f"Bearer {minted['token']}"},
+        )
+        assert r.status_code == 200, r.text
+
         second = _start(tmp_path, free_port())
         out, _ = second.communicate(timeout=60)
         assert second.returncode != 0
@@ -106,6 +118,7 @@ def test_dev_starts_serves_readyz_and_stops_cleanly(tmp_path: Path):
         assert not alive, f"left behind: {[p.pid for p in alive]}"
         output = proc.stdout.read().decode() if proc.stdout else ""
         assert "consent API" in output and "dev admin key" in output
+        assert f"Preference center (dev sign-in): {link}" in output
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

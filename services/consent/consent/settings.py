@@ -11,6 +11,8 @@ from typing import Annotated, Any
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from consent.domain.signals import GppNotices
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONSENT_", extra="ignore")
@@ -51,6 +53,21 @@ class Settings(BaseSettings):
     relay_poll_interval_s: float = 1.0
     child_age_floor_eu_eea: int = Field(default=16, ge=0, le=21)
     child_age_floor_other: int = Field(default=13, ge=0, le=21)
+    # GPP notice and MSPA fields (IAB values: 0 not applicable, 1 yes, 2 no); see README
+    gpp_sharing_notice: int = Field(default=1, ge=0, le=2)
+    gpp_sale_opt_out_notice: int = Field(default=1, ge=0, le=2)
+    gpp_sharing_opt_out_notice: int = Field(default=1, ge=0, le=2)
+    gpp_targeted_advertising_opt_out_notice: int = Field(default=1, ge=0, le=2)
+    gpp_sensitive_data_processing_opt_out_notice: int = Field(default=0, ge=0, le=2)
+    gpp_sensitive_data_limit_use_notice: int = Field(default=0, ge=0, le=2)
+    gpp_mspa_covered_transaction: int = Field(default=2, ge=1, le=2)
+    gpp_mspa_opt_out_option_mode: int = Field(default=0, ge=0, le=2)
+    gpp_mspa_service_provider_mode: int = Field(default=0, ge=0, le=2)
+    # origins allowed to embed /preference-center/ (CSP frame-ancestors) and to hand it a
+    # token by postMessage; empty: only the API's own origin
+    preference_center_frame_ancestors: list[str] = Field(default_factory=list)
+    # the dev-only token helper at /preference-center/dev (consentctl dev turns it on)
+    preference_center_dev: bool = False
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -90,6 +107,11 @@ class Settings(BaseSettings):
         copy = self.model_copy()
         copy._dev_stack = True
         return copy
+
+    def gpp_notices(self) -> GppNotices:
+        return GppNotices(
+            **{f: getattr(self, f"gpp_{f}") for f in GppNotices.__dataclass_fields__}
+        )
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

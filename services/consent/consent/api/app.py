@@ -14,7 +14,17 @@ from consent.api import problems
 from consent.api.admission import AdmissionLimit
 from consent.api.jwks import JwksCache
 from consent.api.middleware import BodyLimit, RequestContext
-from consent.api.routes import admin, meta, minors, parked, preferences, records, rights
+from consent.api.routes import (
+    admin,
+    meta,
+    minors,
+    parked,
+    preference_center,
+    preferences,
+    records,
+    rights,
+    signals,
+)
 from consent.service.scheduler import run_scheduler
 from consent.settings import Settings, get_settings
 
@@ -90,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rights.router)
     app.include_router(admin.router)
     app.include_router(parked.router)
+    app.include_router(signals.router)
+    app.include_router(preference_center.router)
     # innermost first: the body limit, then load shedding (before a body is read), then
     # CORS (so a 429 or a 413 carries its headers and preflights are never shed)
     app.add_middleware(BodyLimit)

@@ -222,3 +222,20 @@ class HistoryPage(BaseModel):
     subject_id: str
     items: list[HistoryEntry]
     next_cursor: str | None
+
+
+GrantedDenied = Literal["granted", "denied"]
+
+
+class ConsentModeOut(BaseModel):
+    ad_storage: GrantedDenied
+    analytics_storage: GrantedDenied
+    ad_user_data: GrantedDenied
+    ad_personalization: GrantedDenied
+
+
+class SignalsOut(BaseModel):
+    gpp: str = Field(description="IAB GPP string: header, usnat (v2) and usca (v1) sections")
+    gpp_sid: list[int] = Field(description="GPP section ids in the string: [7, 8]")
+    consent_mode: ConsentModeOut = Field(description="Google Consent Mode v2 values")
+    sequence: int = Field(description="The subject sequence the signals were derived from")

@@ -157,6 +157,8 @@ def run_dev(settings: Settings, host: str, port: int) -> None:
             updates["dev_admin_key"] = SecretStr(saved["admin_key"])
         if settings.jwt_secret is None and not settings.jwt_jwks_url:
             updates["jwt_secret"] = SecretStr(saved["jwt_secret"])
+        if settings.jwt_secret is not None or "jwt_secret" in updates:
+            updates["preference_center_dev"] = True  # the dev sign-in helper page
         settings = (settings.model_copy(update=updates) if updates else settings).as_dev_stack()
         for key in ("dev_admin_key", "jwt_secret"):  # so child CLI calls see the same values
             value = getattr(settings, key)
@@ -284,3 +286,8 @@ def _print_banner(
     console.print(
         "Mint a user token: [bold]uv run consentctl token SUBJECT_ID[/bold]   Stop: Ctrl-C"
     )
+    if settings.preference_center_dev:
+        console.print(
+            f"Preference center (dev sign-in): http://{host}:{port}/preference-center/dev.html",
+            soft_wrap=True,
+        )

@@ -48,6 +48,11 @@ def api_problems(settings: Settings) -> list[str]:
             "CONSENT_DEV_ADMIN_KEY: accepted only by `consentctl dev`; unset it and create "
             "keys with `consentctl keys create --scope ...`"
         )
+    if settings.preference_center_dev:
+        out.append(
+            "CONSENT_PREFERENCE_CENTER_DEV: the dev sign-in helper mints user tokens; "
+            "only for `consentctl dev`"
+        )
     if settings.jwt_secret is not None:
         secret = settings.jwt_secret.get_secret_value()
         if secret in PUBLISHED_JWT_SECRETS:

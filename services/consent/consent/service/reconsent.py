@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consent.domain.model import Actor, Change, Policy
 from consent.service.context import WriteContext
 from consent.service.per_subject import each_subject
-from consent.service.recorder import record
+from consent.service.recorder import invalidate_policies, load_policies, record
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import get_settings
 
@@ -43,12 +43,17 @@ async def announce(uow: UnitOfWork, subject_id: str, *, policy: Policy, now: dat
     if await uow.due.announced(subject_id, policy.version):
         return False
     ctx = WriteContext(channel="system", actor=ANNOUNCER, now=now, policy_version=policy.version)
+    policies = await load_policies(uow)
+    if policy.version not in {p.version for p in policies}:  # published on another replica
+        invalidate_policies()  # within this process's one-second cache
+        policies = await load_policies(uow)
     await record(
         uow,
         snapshot,
         event_type="consent.reconsent_required",
         ctx=ctx,
         changes=[Change(p, "granted", "granted") for p in affected],
+        policies=policies,
         detail={
             "reason": "material policy change",
             "effective_at": policy.effective_at.isoformat(),

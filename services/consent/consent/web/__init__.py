@@ -1,0 +1,1 @@
+"""Static web assets served by the API (the reference preference center)."""

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from consent.cli import dev_defaults
 from consent.cli.runtime import resolve_database, resolve_kafka
-from consent.cli.servers import http_server, run_service, serve_until, supervise
+from consent.cli.servers import Shutdown, http_server, run_service, serve_until, supervise
 from consent.settings import Settings
+
+SHUTDOWN = Shutdown()
 
 
 def _ready(settings: Settings) -> Settings:
@@ -20,14 +21,17 @@ def _ready(settings: Settings) -> Settings:
 
 
 async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run until the first SIGINT/SIGTERM, including one that came during start-up."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await run(stop)
+    SHUTDOWN.attach(stop)
+    try:
+        await run(stop)
+    finally:
+        SHUTDOWN.detach()
 
 
 def api(settings: Settings, host: str, port: int, insecure: bool = False) -> None:
+    SHUTDOWN.install()  # before anything starts: a signal during start-up is never lost
     from consent.api.app import create_app
 
     dev_defaults.enforce(dev_defaults.api_problems(settings), insecure, "api")
@@ -94,6 +98,7 @@ async def _with_health(
 
 
 def relay(settings: Settings, health_port: int | None = None, insecure: bool = False) -> None:
+    SHUTDOWN.install()
     from consent.relay.relay import OutboxRelay
 
     dev_defaults.enforce(dev_defaults.relay_problems(settings), insecure, "relay")
@@ -114,6 +119,7 @@ def propagator(
     health_port: int | None = None,
     insecure: bool = False,
 ) -> None:
+    SHUTDOWN.install()
     from propagator.config import load_processors
     from propagator.service import Propagator
 
@@ -142,6 +148,7 @@ def demo_processor(
 
     from propagator.demo import demo_processor_app
 
+    SHUTDOWN.install()
     env = f"{name.upper()}_PROCESSOR_SECRET"
     secret = os.environ.get(env)
     if not secret:

@@ -121,10 +121,16 @@ def test_every_route_has_an_entry(settings):
     )
 
 
-def _routes(app: Any) -> set[tuple[str, str]]:
-    return {
-        (m, r.path) for r in app.routes if isinstance(r, APIRoute) for m in r.methods - {"HEAD"}
-    }
+def _routes(app: Any, prefix: str = "") -> set[tuple[str, str]]:
+    """Every route, documented or not, including those of included routers."""
+    found: set[tuple[str, str]] = set()
+    for r in app.routes:
+        if isinstance(r, APIRoute):
+            found |= {(m, prefix + r.path) for m in r.methods - {"HEAD"}}
+        elif hasattr(r, "original_router"):  # FastAPI's lazily included router
+            ctx = getattr(r, "include_context", None)
+            found |= _routes(r.original_router, prefix + str(getattr(ctx, "prefix", "") or ""))
+    return found
 
 
 def test_every_worker_and_demo_route_has_an_entry(settings):

@@ -13,6 +13,7 @@ from consent.adapters.db import make_engine, make_sessionmaker
 from consent.api import problems
 from consent.api.admission import AdmissionLimit
 from consent.api.client_limit import ClientLimit, parse_networks
+from consent.api.jwks import JwksCache
 from consent.api.middleware import BodyLimit, RequestContext
 from consent.api.routes import (
     admin,
@@ -81,6 +82,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     app.state.settings = settings
+    app.state.jwks = (
+        JwksCache(
+            settings.jwt_jwks_url,
+            timeout_s=settings.jwt_jwks_timeout_s,
+            refresh_s=settings.jwt_jwks_refresh_s,
+            max_stale_s=settings.jwt_jwks_max_stale_s,
+        )
+        if settings.jwt_jwks_url
+        else None
+    )
     app.state.background = set()
     problems.install(app)
     app.include_router(meta.router)

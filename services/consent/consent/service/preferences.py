@@ -9,6 +9,7 @@ from typing import Any
 
 from consent.catalog import load_catalog
 from consent.domain import ages, preferences
+from consent.domain.authority import check_minor_profile_change
 from consent.domain.model import (
     Actor,
     Decision,
@@ -208,8 +209,10 @@ async def put_subject(
     birth_date: date | None,
     ctx: WriteContext,
     birth_date_given: bool = True,
+    may_write_minors: bool = False,
 ) -> PreferencesView:
-    """Create or update the profile. The birth date never reaches the ledger or an event."""
+    """Create or update the profile. The birth date never reaches the ledger or an event.
+    A known minor's age-relevant facts are locked (checked on the locked row)."""
     policies = await load_policies(uow)
     snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
     if snapshot.erased_at is not None:
@@ -222,8 +225,14 @@ async def put_subject(
     if birth_date_given and snapshot.birth_date != birth_date:
         profile["birth_date"] = birth_date
         detail["birth_date_changed"] = True
+    before_age = age_status_of(snapshot, ctx.now)
+    check_minor_profile_change(
+        before_age,
+        changes_age_facts=bool(profile),
+        may_write_minors=may_write_minors,
+        acting_guardian=ctx.acting_guardian is not None,
+    )
     if profile:
-        before_age = age_status_of(snapshot, ctx.now)
         after_age = ages.age_status(birth_date, jurisdiction, ctx.now, age_rules())
         detail["age_status"] = {"from": before_age, "to": after_age}
         snapshot, _ = await record(

@@ -15,6 +15,7 @@ from consent.api.admission import AdmissionLimit
 from consent.api.middleware import BodyLimit, RequestContext
 from consent.api.routes import (
     admin,
+    aliases,
     meta,
     minors,
     parked,
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(parked.router)
     app.include_router(signals.router)
     app.include_router(preference_center.router)
+    app.include_router(aliases.router)
     # innermost first: the body limit, then load shedding (before a body is read), then
     # CORS (so a 429 or a 413 carries its headers and preflights are never shed)
     app.add_middleware(BodyLimit)

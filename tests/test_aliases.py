@@ -83,9 +83,10 @@ async def test_merge_keeps_every_opt_out_and_the_alias_answers_for_the_person(
     assert (await decision(client, PERSON, "cookies_analytics"))["reason"] == "regime_default"
     r = await client.get(f"/v1/subjects/{ANON}/preferences", headers=user(ANON))
     assert r.json()["merged_into"] == PERSON and r.headers["etag"] == '"3"'
-    assert "merged_into" not in (
-        await client.get(f"/v1/subjects/{PERSON}/preferences", headers=admin())
-    ).json()
+    assert (
+        "merged_into"
+        not in (await client.get(f"/v1/subjects/{PERSON}/preferences", headers=admin())).json()
+    )
     r = await client.post(
         "/v1/decisions:batch",
         json={"items": [{"subject_id": ANON, "purpose": "personalization"}]},
@@ -117,7 +118,7 @@ async def test_merge_keeps_every_opt_out_and_the_alias_answers_for_the_person(
     r = await client.post(f"/v1/subjects/{ANON}/aliases", json={"anonymous_id": "anon:x"},
                           headers=admin())  # fmt: skip
     assert r.json()["code"] == "subject_is_alias"
-    r = await client.post(f"/v1/subjects/u-top/aliases", json={"anonymous_id": PERSON},
+    r = await client.post("/v1/subjects/u-top/aliases", json={"anonymous_id": PERSON},
                           headers=admin())  # fmt: skip
     assert r.json()["code"] == "alias_has_aliases"
 
@@ -151,8 +152,8 @@ async def test_merge_needs_a_service_key_with_preferences_write(client, db):
 
 
 async def test_a_childs_choices_never_become_an_adults(client):
-    await client.put(f"/v1/subjects/{ANON}", json={"jurisdiction": "DE",
-                                                   "birth_date": "2016-03-01"}, headers=admin())  # fmt: skip
+    child = {"jurisdiction": "DE", "birth_date": "2016-03-01"}
+    await client.put(f"/v1/subjects/{ANON}", json=child, headers=admin())
     await client.put(f"/v1/subjects/{PERSON}", json={"jurisdiction": "DE"}, headers=admin())
     r = await client.post(
         f"/v1/subjects/{PERSON}/aliases", json={"anonymous_id": ANON}, headers=admin()
@@ -167,9 +168,7 @@ async def test_undo_returns_carried_grants_and_keeps_opt_outs(client):
                       headers=admin())  # fmt: skip
     r = await client.delete(f"/v1/subjects/{PERSON}/aliases/{ANON}", headers=user(PERSON))
     assert r.status_code == 200, r.text
-    assert r.json()["changes"] == [
-        {"purpose": "personalization", "from": "granted", "to": "unset"}
-    ]
+    assert r.json()["changes"] == [{"purpose": "personalization", "from": "granted", "to": "unset"}]
     assert (await decision(client, PERSON, "marketing_email"))["allowed"] is False
     assert (await decision(client, PERSON, "sale"))["reason"] == "gpc_opt_out"
     assert (await decision(client, PERSON, "personalization"))["reason"] == "regime_default"

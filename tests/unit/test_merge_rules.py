@@ -206,3 +206,13 @@ def test_a_minor_devices_guardians_apply_to_a_minor_person():
     )  # fmt: skip
     assert plan.guardians == {"parent"}
     assert [c.purpose for c in plan.changes] == ["marketing_email"]
+
+
+def test_anonymous_ids_are_random_and_valid_subject_ids():
+    import re
+
+    from consent.domain.merge import new_anonymous_id
+
+    ids = {new_anonymous_id() for _ in range(100)}
+    assert len(ids) == 100
+    assert all(re.fullmatch(r"[A-Za-z0-9._:@-]{1,128}", i) for i in ids)

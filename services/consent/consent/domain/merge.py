@@ -21,6 +21,7 @@ The rules, in order (README "Anonymous visitors who sign up"):
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -201,3 +202,8 @@ def plan_unmerge(
         changes.append(Change(purpose, current.status, restored.status))
         records.append(restored)
     return changes, records
+
+
+def new_anonymous_id() -> str:
+    """A fresh anonymous subject id: 128 random bits, never derived from personal data."""
+    return "anon:" + secrets.token_urlsafe(16)

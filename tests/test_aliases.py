@@ -162,7 +162,7 @@ async def test_a_childs_choices_never_become_an_adults(client):
     assert (await history(client, PERSON))[0]["type"] == "subject.updated"  # nothing recorded
 
 
-async def test_undo_returns_carried_grants_and_keeps_opt_outs(client):
+async def test_undo_returns_carried_grants_and_keeps_opt_outs(client, settings: Settings):
     await anonymous_then_person(client)
     await client.post(f"/v1/subjects/{PERSON}/aliases", json={"anonymous_id": ANON},
                       headers=admin())  # fmt: skip
@@ -181,6 +181,8 @@ async def test_undo_returns_carried_grants_and_keeps_opt_outs(client):
     assert p_entry["detail"]["other_hash"] == a_entry["hash"]
     r = await client.delete(f"/v1/subjects/{PERSON}/aliases/{ANON}", headers=admin())
     assert r.status_code == 404
+    checked, problems = await verify_all(settings.database_url, show_progress=False)
+    assert checked == 2 and problems == []
     links = (await client.get(f"/v1/subjects/{PERSON}/aliases", headers=admin())).json()
     assert links["items"][0]["unlinked_at"] is not None
     # and it may be linked again
@@ -201,3 +203,19 @@ async def test_erasing_the_person_erases_the_anonymous_id(client):
     r = await client.get(f"/v1/subjects/{ANON}/erasure", headers=admin())
     assert r.json()["reason"] == "merged_person_erased"
     assert (await history(client, ANON))[0]["type"] == "subject.erasure_requested"
+
+
+async def test_gpc_from_the_merged_devices_token_is_the_persons(client):
+    await patch(client, ANON, {"cookies_functional": "granted"}, headers=user(ANON))
+    await client.put(f"/v1/subjects/{PERSON}", json={"jurisdiction": "US-CA"}, headers=admin())
+    r = await client.post(
+        f"/v1/subjects/{PERSON}/aliases", json={"anonymous_id": ANON}, headers=admin()
+    )
+    assert r.status_code == 201 and r.json()["changes"] == []
+    assert (await decision(client, PERSON, "sale"))["reason"] == "regime_default"
+    r = await client.get(f"/v1/subjects/{ANON}/preferences", headers={**user(ANON), "Sec-GPC": "1"})
+    assert r.headers.get("sec-gpc-honored") == "1"
+    assert r.json()["purposes"]["sale"]["reason"] == "gpc_opt_out"
+    assert (await decision(client, PERSON, "sale"))["reason"] == "gpc_opt_out"
+    [entry] = [e for e in await history(client, PERSON) if e["channel"] == "gpc"]
+    assert entry["actor"] == {"type": "subject", "id": ANON}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -9,7 +10,7 @@ import httpx
 from consent.cli.ledger import verify_all
 from consent.settings import Settings
 from tests.conftest import admin, user
-from tests.test_minors_guardians import make_key
+from tests.test_minors_guardians import make_key, verification
 
 ANON = "anon:01JDX4R9Q2V7K3M8"
 PERSON = "u-alias-1"
@@ -219,3 +220,36 @@ async def test_gpc_from_the_merged_devices_token_is_the_persons(client):
     assert (await decision(client, PERSON, "sale"))["reason"] == "gpc_opt_out"
     [entry] = [e for e in await history(client, PERSON) if e["channel"] == "gpc"]
     assert entry["actor"] == {"type": "subject", "id": ANON}
+
+
+async def test_a_minor_devices_guardian_applies_to_the_minor_person(client):
+    child = {"jurisdiction": "DE", "birth_date": "2016-03-01"}
+    await client.put(f"/v1/subjects/{ANON}", json=child, headers=admin())
+    r = await client.post(
+        f"/v1/subjects/{ANON}/guardians",
+        json={"guardian_id": "parent-1", "verification": verification()},
+        headers=admin(),
+    )
+    assert r.status_code == 201, r.text
+    r = await patch(client, ANON, {"marketing_email": "granted"}, headers=user("parent-1"))
+    assert r.status_code == 200, r.text
+    await client.put(f"/v1/subjects/{PERSON}", json=child, headers=admin())
+    r = await client.post(
+        f"/v1/subjects/{PERSON}/aliases", json={"anonymous_id": ANON}, headers=admin()
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["changes"] == [{"purpose": "marketing_email", "from": "unset", "to": "granted"}]
+    links = (await client.get(f"/v1/subjects/{PERSON}/guardians", headers=admin())).json()
+    assert [g["guardian_id"] for g in links["items"]] == ["parent-1"]
+    assert (await decision(client, PERSON, "marketing_email"))["reason"] == "explicit_grant"
+    assert (await decision(client, PERSON, "sale"))["reason"] == "child_data_never_sold"
+
+
+async def test_two_people_racing_for_one_anonymous_id(client):
+    async def merge(person: str) -> int:
+        r = await client.post(
+            f"/v1/subjects/{person}/aliases", json={"anonymous_id": ANON}, headers=admin()
+        )
+        return r.status_code
+
+    assert sorted(await asyncio.gather(merge("u-a"), merge("u-b"))) == [201, 409]

@@ -20,11 +20,15 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /src
 # Third-party dependencies first, exactly as locked: this layer is reused while only the
 # code changes. Wheels only; nothing here needs a compiler.
+# The workspace member's metadata (clients/python: consent_client, which the demo
+# processors use) comes with them; no workspace package is installed yet.
 COPY pyproject.toml uv.lock README.md ./
+COPY clients/python/pyproject.toml clients/python/README.md clients/python/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project
-# Then the project itself, installed as a regular (non-editable) package.
+    uv sync --frozen --no-dev --no-install-workspace
+# Then the project and consent_client, installed as regular (non-editable) packages.
 COPY services/ services/
+COPY clients/python/src/ clients/python/src/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 

@@ -1,12 +1,14 @@
-"""A subscriber that keeps the latest consent decisions per subject.
+"""A subscriber that keeps the latest consent decisions per subject, with ``consent_client``.
 
 Run it against the dev stack (the broker address is in `consentctl dev`'s banner):
 
     uv run python docs/examples/subscriber.py --bootstrap 127.0.0.1:PORT --group my-service
 
-Delivery is at least once and a subject's events arrive in order on one partition, so a
-consumer needs only two rules: drop an event whose ``ce_id`` it has applied, and drop an
-event whose ``ce_subjectseq`` is not newer than what it holds for that subject.
+The library's :class:`~consent_client.Subscriber` does the protocol's chores: it decodes the
+CloudEvents records into typed events, drops an event whose id it applied and one whose
+sequence is not newer than what it holds for the subject, commits offsets only after the
+handler returned, and parks what cannot be decoded or what the handler rejects. The handler
+below only keeps the latest decisions.
 """
 
 from __future__ import annotations
@@ -16,34 +18,28 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer
+from consent_client import (
+    DecisionEvent,
+    Delivery,
+    IdempotencyStore,
+    MemoryStore,
+    SubjectErasureRequested,
+    Subscriber,
+)
 
 
 @dataclass
 class DecisionStore:
-    """In a real service this is a table; commit it before committing Kafka offsets."""
+    """In a real service this is a table, written in the handler (so before the commit)."""
 
-    sequence: dict[str, int] = field(default_factory=dict)
     decisions: dict[str, dict[str, bool]] = field(default_factory=dict)
-    applied: int = 0
-    skipped: int = 0
 
-    def apply(self, headers: dict[str, str], value: bytes | None) -> bool:
-        subject = headers.get("ce_subject", "")
-        seq = int(headers.get("ce_subjectseq", "0") or 0)
-        if headers.get("ce_type") == "policy.published" or value is None:
-            return False
-        if seq <= self.sequence.get(subject, 0):  # duplicate or stale: already reflected
-            self.skipped += 1
-            return False
-        data = json.loads(value)
-        if headers.get("ce_type") == "subject.erasure_requested":
-            self.decisions.pop(subject, None)  # forget everything about the subject
-        elif "decisions" in data:
-            self.decisions[subject] = data["decisions"]  # the full set: no history needed
-        self.sequence[subject] = seq
-        self.applied += 1
-        return True
+    def apply(self, delivery: Delivery) -> None:
+        event = delivery.event
+        if isinstance(event, SubjectErasureRequested):
+            self.decisions.pop(event.subject_id, None)  # forget everything about the subject
+        elif isinstance(event, DecisionEvent):
+            self.decisions[event.subject_id] = dict(event.decisions)  # the full set
 
 
 async def consume(
@@ -51,34 +47,13 @@ async def consume(
     group: str,
     topic: str = "consent.events.v1",
     store: DecisionStore | None = None,
+    seen: IdempotencyStore | None = None,
     max_idle_s: float | None = None,
-) -> DecisionStore:
+) -> tuple[DecisionStore, Subscriber]:
     store = store or DecisionStore()
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
-    )
-    await consumer.start()
-    idle = 0.0
-    try:
-        while max_idle_s is None or idle < max_idle_s:
-            batch = await consumer.getmany(timeout_ms=500)
-            if not batch:
-                idle += 0.5
-                continue
-            idle = 0.0
-            for records in batch.values():
-                for record in records:
-                    headers = {k: v.decode() for k, v in record.headers}
-                    store.apply(headers, record.value)
-            await consumer.commit()  # after the store is durable
-    finally:
-        await consumer.stop()
-    return store
+    subscriber = Subscriber(bootstrap, group, topic=topic, store=seen or MemoryStore())
+    await subscriber.run(store.apply, max_idle_s=max_idle_s)
+    return store, subscriber
 
 
 if __name__ == "__main__":
@@ -87,5 +62,5 @@ if __name__ == "__main__":
     parser.add_argument("--group", default="example-subscriber")
     parser.add_argument("--topic", default="consent.events.v1")
     args = parser.parse_args()
-    result = asyncio.run(consume(args.bootstrap, args.group, args.topic))
+    result, _ = asyncio.run(consume(args.bootstrap, args.group, args.topic))
     print(json.dumps(result.decisions, indent=2))

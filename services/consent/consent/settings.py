@@ -32,8 +32,13 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     db_pool_timeout_s: float = 5.0  # waiting longer for a connection is answered 429
     max_in_flight: int = 64  # per API process; beyond it 429 + Retry-After (0: no limit)
+    body_timeout_s: float = Field(default=10.0, gt=0)  # whole body by then, or 408 + close
+    max_per_client: int = Field(default=16, ge=0)  # with CONSENT_TRUSTED_PROXIES only; 0: off
     evidence_retention_days: int = 365 * 3
     outbox_retention_hours: int = 24 * 7
+    idempotency_retention_hours: int = Field(default=24, ge=1, le=24 * 366)
+    inbox_retention_days: int = Field(default=14, ge=1, le=3660)
+    delivery_retention_days: int = Field(default=30, ge=1, le=3660)
     scheduler_interval_s: float = 30.0
     scheduler_enabled: bool = True
     # bulk time-driven jobs (re-consent announcements) pause while the outbox holds this many
@@ -82,6 +87,11 @@ class Settings(BaseSettings):
     @property
     def deadletter_topic(self) -> str:
         return self.topic("consent.deadletter.v1")
+
+    @property
+    def warmup_topic(self) -> str:
+        """Private to `consentctl dev`: its warm-up record never reaches subscribers."""
+        return self.topic("consent.warmup.v1")
 
 
 @lru_cache

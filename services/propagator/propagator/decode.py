@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-WARMUP_TYPE = "dev.warmup"  # sent by `consentctl dev` before it reports ready
+WARMUP_TYPE = "dev.warmup"  # sent by `consentctl dev`, on its own topic, before it is ready
 
 # types carrying ``decisions`` (a processor's body is built from them)
 DECISION_TYPES = frozenset(

@@ -1,7 +1,10 @@
-"""Demo processors for ``consentctl dev``: verify the signature, log what arrives.
+"""Demo processors for ``consentctl dev``, built on ``consent_client``'s processor helper.
 
-Each keeps the event ids it applied (a real processor deduplicates by ``webhook-id`` the
-same way) and can be told to fail, to show retries: ``POST /_control {"fail": 503}``.
+The helper verifies the signature and timestamp, drops a ``webhook-id`` already applied and
+a sequence older than the one applied for the subject, and maps the handler's outcome to
+the status the propagator understands. These demos only log and keep what they applied, and
+can be told to fail, to show retries and dead letters: ``POST /_control {"fail": 503}``
+(a 5xx, 408 or 429 is retried; another 4xx is permanent).
 """
 
 from __future__ import annotations
@@ -10,45 +13,57 @@ from typing import Any
 
 import orjson
 import structlog
-from fastapi import FastAPI, Request, Response
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from fastapi import FastAPI, Request
+
+from consent_client import Processor, Rejected, RetryLater, WebhookDelivery
+from consent_client.fastapi import webhook_router
 
 log = structlog.get_logger()
 
 
+def delivery_doc(d: WebhookDelivery) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "event_id": d.event_id,
+        "type": d.type,
+        "subject_id": d.subject_id,
+        "sequence": d.sequence,
+        "occurred_at": d.occurred_at.isoformat() if d.occurred_at else None,
+        "replay": d.replay,
+    }
+    if d.is_erasure:
+        doc["request_id"] = d.request_id
+    else:
+        doc["decisions"] = dict(d.decisions or {})
+    return doc
+
+
 def demo_processor_app(name: str, secret: str) -> FastAPI:
     app = FastAPI(title=f"demo {name} processor", openapi_url=None, docs_url=None)
-    verifier = Webhook(secret)
-    state: dict[str, Any] = {"fail": None, "applied": {}, "duplicates": 0}
-    app.state.demo = state
+    state: dict[str, Any] = {"fail": None, "applied": {}}
 
-    @app.post("/consent")
-    async def receive(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            verifier.verify(raw, dict(request.headers))
-        except WebhookVerificationError:
-            log.warning("demo_processor_bad_signature", processor=name)
-            return Response(status_code=401)
-        if state["fail"]:
-            return Response(status_code=int(state["fail"]))
-        body = orjson.loads(raw)
-        event_id = request.headers["webhook-id"]
-        if event_id in state["applied"]:
-            state["duplicates"] += 1
-        else:
-            state["applied"][event_id] = body
+    def apply(d: WebhookDelivery) -> None:
+        fail = state["fail"]
+        if fail:
+            status = int(fail)
+            if status >= 500 or status in (408, 429):
+                raise RetryLater(f"told to fail with {status}", status=status)
+            raise Rejected(f"told to fail with {status}", status=status)
+        state["applied"][d.event_id] = delivery_doc(d)
         log.info(
             "demo_processor_received",
             processor=name,
-            event_id=event_id,
-            type=body.get("type"),
-            subject_id=body.get("subject_id"),
-            sequence=body.get("sequence"),
-            decisions=body.get("decisions"),
-            replay=body.get("replay"),
+            event_id=d.event_id,
+            type=d.type,
+            subject_id=d.subject_id,
+            sequence=d.sequence,
+            decisions=d.decisions,
+            replay=d.replay,
         )
-        return Response(status_code=204)
+
+    processor = Processor(secret, apply)
+    app.state.demo = state
+    app.state.processor = processor
+    app.include_router(webhook_router(processor, "/consent"))
 
     @app.post("/_control")
     async def control(request: Request) -> dict[str, Any]:
@@ -58,9 +73,12 @@ def demo_processor_app(name: str, secret: str) -> FastAPI:
 
     @app.get("/_received")
     async def received() -> dict[str, Any]:
+        s = processor.stats
         return {
             "count": len(state["applied"]),
-            "duplicates": state["duplicates"],
+            "duplicates": s.duplicate,
+            "stale": s.stale,
+            "refused": s.bad_signature,
             "events": list(state["applied"].values())[-50:],
         }
 

@@ -76,8 +76,12 @@ class Intake:
         store: DeliveryStore,
         adapters: list[ProcessorAdapter],
         wake: Waker,
+        *,
+        warmup: bool = False,
     ) -> None:
         self.settings, self.store, self.adapters, self.wake = settings, store, adapters, wake
+        # the dev stack's private warm-up topic joins the subscription (same consumer group)
+        self.topics = [settings.events_topic] + ([settings.warmup_topic] if warmup else [])
         self.recorded = 0
         self.ready = asyncio.Event()  # set once the consumer group has assigned partitions
         self.consumed = asyncio.Event()  # set once any record went through (warm-up)
@@ -182,7 +186,7 @@ class Intake:
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
-            self.settings.events_topic,
+            *self.topics,
             group_id=self.settings.topic("") + GROUP_ID,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

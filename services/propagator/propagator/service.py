@@ -9,7 +9,7 @@ import aiohttp
 import asyncpg
 import structlog
 
-from consent.adapters.db import plain_url
+from consent.adapters.db import KEEPALIVE_SETTINGS, connect_durable, plain_url, tune_keepalive
 from consent.settings import Settings
 from propagator.config import ProcessorConfig
 from propagator.intake import Intake
@@ -21,8 +21,10 @@ log = structlog.get_logger()
 
 
 class Propagator:
-    def __init__(self, settings: Settings, processors: list[ProcessorConfig]) -> None:
-        self.settings = settings
+    def __init__(
+        self, settings: Settings, processors: list[ProcessorConfig], *, warmup: bool = False
+    ) -> None:
+        self.settings, self.warmup = settings, warmup
         for p in processors:
             p.secret()  # fail at start, not at the first delivery, when a secret is missing
         self.adapters = [adapter_for(p) for p in processors]
@@ -34,7 +36,11 @@ class Propagator:
     async def run(self, stop: asyncio.Event) -> None:
         assert self.settings.database_url
         pool = await asyncpg.create_pool(
-            plain_url(self.settings.database_url), min_size=1, max_size=10
+            plain_url(self.settings.database_url),
+            min_size=1,
+            max_size=10,
+            server_settings={"application_name": "consent-propagator", **KEEPALIVE_SETTINGS},
+            init=_tune,
         )
         assert pool is not None
         store = DeliveryStore(pool)
@@ -42,7 +48,7 @@ class Propagator:
         async with aiohttp.ClientSession(connector=connector) as client:
             self.workers = [ProcessorWorker(a, store, client) for a in self.adapters]
             wake = _FanOut([w.wake for w in self.workers])
-            self.intake = Intake(self.settings, store, self.adapters, wake)
+            self.intake = Intake(self.settings, store, self.adapters, wake, warmup=self.warmup)
             log.info("propagator_started", processors=[a.config.name for a in self.adapters])
             self.intake.ready, self.intake.consumed = self.ready, self.consumed
             tasks = [asyncio.create_task(self.intake.run(stop), name="intake")]
@@ -70,7 +76,6 @@ class Propagator:
                 await asyncio.wait(tasks, timeout=8)
                 await pool.close()
 
-
     async def _listen(self, stop: asyncio.Event, wake: _FanOut) -> None:
         """Wake the workers on ``NOTIFY deliveries`` (replays and redrives committed by the
         consent service). Polling stays the fallback: a lost connection only costs latency."""
@@ -78,7 +83,9 @@ class Propagator:
         while not stop.is_set():
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(plain_url(self.settings.database_url))
+                conn = await connect_durable(
+                    self.settings.database_url, "consent-propagator:listener"
+                )
                 await conn.add_listener("deliveries", lambda *_: wake.set())
                 wake.set()  # anything committed while not listening
                 while not stop.is_set() and not conn.is_closed():
@@ -92,6 +99,10 @@ class Propagator:
                         await asyncio.wait_for(conn.close(), 2)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), 2)
+
+
+async def _tune(conn: asyncpg.Connection) -> None:
+    tune_keepalive(conn)
 
 
 class _FanOut:

@@ -60,13 +60,19 @@ def topic_specs(settings: Settings, partitions: int = 6) -> list[NewTopic]:
     ]
 
 
-async def ensure_topics(settings: Settings, partitions: int = 6) -> list[str]:
-    """Create the three topics if missing; return the names created."""
+async def ensure_topics(
+    settings: Settings, partitions: int = 6, *, warmup: bool = False
+) -> list[str]:
+    """Create the three topics if missing (and the dev stack's private warm-up topic when
+    ``warmup``); return the names created."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in topic_specs(settings, partitions) if t.name not in existing]
+        specs = topic_specs(settings, partitions)
+        if warmup:
+            specs.append(NewTopic(settings.warmup_topic, 1, 1))
+        missing = [t for t in specs if t.name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)

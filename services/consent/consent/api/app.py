@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.api import problems
 from consent.api.admission import AdmissionLimit
+from consent.api.client_limit import ClientLimit, parse_networks
 from consent.api.middleware import BodyLimit, RequestContext
 from consent.api.routes import (
     admin,
@@ -93,10 +94,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(signals.router)
     app.include_router(preference_center.router)
     app.include_router(aliases.router)
-    # innermost first: the body limit, then load shedding (before a body is read), then
-    # CORS (so a 429 or a 413 carries its headers and preflights are never shed)
-    app.add_middleware(BodyLimit)
+    # innermost first: load shedding, then the body read under its deadline (so a request is
+    # admitted only once its body is here), then CORS (so a 429, 408 or 413 carries its
+    # headers and preflights are never shed)
     app.add_middleware(AdmissionLimit, limit=settings.max_in_flight)
+    app.add_middleware(BodyLimit, timeout_s=settings.body_timeout_s)
+    # per-client cap, body upload included: only when the trusted-proxy setting (issue 14)
+    # tells who the client is; without it, every caller behind an ingress shares one address
+    trusted = parse_networks(getattr(settings, "trusted_proxies", None))
+    if trusted and settings.max_per_client > 0:
+        app.add_middleware(ClientLimit, limit=settings.max_per_client, trusted=trusted)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,27 +1,33 @@
-"""ASGI middleware: request id + access log, and the 64 KiB body limit."""
+"""ASGI middleware: request id + access log, and the body read (64 KiB, under a deadline)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
 import structlog
+from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consent.api.problems import problem_response
 
 MAX_BODY = 64 * 1024
 log = structlog.get_logger()
+BODY_TIMEOUTS = Counter(
+    "consent_api_body_timeouts_total", "Requests answered 408: the body did not arrive in time"
+)
 
 
 class BodyLimit:
-    """Refuse bodies over the limit with 413, whether or not Content-Length is sent.
+    """Read the whole body (at most 64 KiB, else 413) within ``timeout_s``, then replay it.
 
-    The body (at most 64 KiB) is read here and replayed to the app, so an oversize chunked
-    body is answered 413 before any handler runs."""
+    This runs *before* admission (api/admission.py): a request counts as in flight only once
+    its body is here, so clients trickling bodies cannot hold the in-flight slots. One whose
+    body is late gets 408 with ``Connection: close`` and the connection is dropped."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY, timeout_s: float = 10.0) -> None:
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -35,17 +41,27 @@ class BodyLimit:
             return await self._too_large(scope, receive, send)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                return await self._too_large(scope, receive, send)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunks.append(message.get("body", b""))
+                    size += len(chunks[-1])
+                    if size > self.limit:
+                        return await self._too_large(scope, receive, send)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            BODY_TIMEOUTS.inc()
+            resp = problem_response(
+                408,
+                f"The request body did not arrive within {self.timeout_s:g} s.",
+                code="body_timeout",
+                headers={"Connection": "close"},
+            )
+            return await resp(scope, receive, send)
         body = b"".join(chunks)
         replayed = False
 

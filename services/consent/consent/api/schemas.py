@@ -19,6 +19,8 @@ from pydantic import (
 
 from consent.domain import jurisdictions
 
+BIGINT_MAX = 2**63 - 1  # ids and sequences are BIGINT: larger values overflow asyncpg (500)
+
 
 def _bounded_utc(value: datetime) -> datetime:
     """Aware, in UTC, and in a sane range (extreme offsets overflow PostgreSQL and Python)."""

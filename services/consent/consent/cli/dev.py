@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import fcntl
 import json
 import os
-import secrets
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +20,17 @@ from rich.table import Table
 from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
 from consent.api.app import create_app
+from consent.cli.dev_demo import demo_processors, dev_secrets
 from consent.cli.runtime import stack_file
-from consent.cli.servers import http_server, run_service, serve_until, supervise
-from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
+from consent.cli.servers import (
+    Interrupted,
+    Shutdown,
+    http_server,
+    run_service,
+    serve_until,
+    supervise,
+)
+from consent.embedded import TansuBroker, start_postgres, stop_postgres
 from consent.relay.relay import OutboxRelay
 from consent.settings import Settings
 from propagator.config import ProcessorConfig, load_processors
@@ -34,47 +39,6 @@ from propagator.service import Propagator
 
 log = structlog.get_logger()
 console = Console(stderr=True)
-DEMO = [
-    (
-        "email",
-        9101,
-        "EMAIL_PROCESSOR_SECRET",
-        ["marketing_email", "marketing_sms", "marketing_push"],
-        [
-            "consent.changed",
-            "consent.expired",
-            "consent.lapsed",
-            "subject.updated",
-            "subject.erasure_requested",
-        ],
-    ),
-    (
-        "payment",
-        9102,
-        "PAYMENT_PROCESSOR_SECRET",
-        ["sale", "share", "third_party_sharing"],
-        [
-            "consent.changed",
-            "consent.expired",
-            "consent.lapsed",
-            "subject.updated",
-            "subject.erasure_requested",
-        ],
-    ),
-    (
-        "logistics",
-        9103,
-        "LOGISTICS_PROCESSOR_SECRET",
-        ["third_party_sharing"],
-        [
-            "consent.changed",
-            "consent.expired",
-            "consent.lapsed",
-            "subject.updated",
-            "subject.erasure_requested",
-        ],
-    ),
-]
 
 
 class AlreadyRunning(SystemExit):
@@ -100,45 +64,10 @@ def acquire_lock(data_dir: Path) -> Any:
     return handle
 
 
-def dev_secrets(data_dir: Path) -> dict[str, str]:
-    """Secrets kept across restarts of the dev stack (never printed except the admin key)."""
-    path = data_dir / "dev-secrets.json"
-    try:
-        saved: dict[str, str] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        saved = {}
-    saved.setdefault("admin_key", "dev-" + secrets.token_urlsafe(18))
-    saved.setdefault("jwt_secret", secrets.token_urlsafe(32))
-    for _, _, env, _, _ in DEMO:
-        saved.setdefault(env, "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
-    path.write_text(json.dumps(saved))
-    path.chmod(0o600)
-    return saved
-
-
-def demo_processors(saved: dict[str, str]) -> list[tuple[ProcessorConfig, int]]:
-    out = []
-    for name, port, env, purposes, events in DEMO:
-        os.environ.setdefault(env, saved[env])
-        try:
-            import socket
-
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            port = free_port()
-        cfg = ProcessorConfig(
-            name=name,
-            url=f"http://127.0.0.1:{port}/consent",
-            secret_env=env,
-            purposes=purposes,
-            events=events,
-        )
-        out.append((cfg, port))
-    return out
-
-
 def run_dev(settings: Settings, host: str, port: int) -> None:
+    """Start the stack; the first SIGINT/SIGTERM stops it at any moment, start-up included,
+    and what was started (PostgreSQL, the broker) is stopped with it."""
+    shutdown = Shutdown().install()
     started = time.monotonic()
     lock = acquire_lock(settings.data_dir)
     saved = dev_secrets(settings.data_dir)
@@ -149,9 +78,11 @@ def run_dev(settings: Settings, host: str, port: int) -> None:
         if not settings.database_url:
             url, pg_server = start_postgres(settings.data_dir / "pg")
             settings = settings.model_copy(update={"database_url": url})
+        shutdown.check()
         if not settings.kafka_bootstrap:
             broker = TansuBroker(log_path=settings.data_dir / "tansu.log").start()
             settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+        shutdown.check()
         updates: dict[str, Any] = {}
         if settings.dev_admin_key is None:
             updates["dev_admin_key"] = SecretStr(saved["admin_key"])
@@ -164,8 +95,11 @@ def run_dev(settings: Settings, host: str, port: int) -> None:
             value = getattr(settings, key)
             if value is not None:
                 os.environ[f"CONSENT_{key.upper()}"] = value.get_secret_value()
-        run_service(_run(settings, host, port, saved, started, stack))
+        run_service(_run(settings, host, port, saved, started, stack, shutdown))
+    except Interrupted:
+        pass
     finally:
+        shutdown.install()  # a second signal must not cut the clean-up short
         stack.unlink(missing_ok=True)
         if broker:
             broker.stop()
@@ -176,11 +110,54 @@ def run_dev(settings: Settings, host: str, port: int) -> None:
 
 
 async def _run(
-    settings: Settings, host: str, port: int, saved: dict[str, str], started: float, stack: Path
+    settings: Settings,
+    host: str,
+    port: int,
+    saved: dict[str, str],
+    started: float,
+    stack: Path,
+    shutdown: Shutdown,
+) -> None:
+    """Start everything under the stop event: a signal during start-up cancels the start-up
+    and stops what already runs."""
+    stop = asyncio.Event()
+    shutdown.attach(stop)
+    tasks: list[asyncio.Task[None]] = []
+    starting = asyncio.create_task(_start(settings, host, port, saved, started, stack, stop, tasks))
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a start-up failure is raised here
+            await stop.wait()
+    finally:
+        stop.set()
+        console.print("[bold]Stopping…[/bold]")
+        for task in (starting, stopping):
+            task.cancel()
+        await asyncio.wait([starting, stopping])
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=6)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1)
+        shutdown.detach()
+
+
+async def _start(
+    settings: Settings,
+    host: str,
+    port: int,
+    saved: dict[str, str],
+    started: float,
+    stack: Path,
+    stop: asyncio.Event,
+    tasks: list[asyncio.Task[None]],
 ) -> None:
     assert settings.database_url and settings.kafka_bootstrap
     await migrate(settings.database_url)
-    await ensure_topics(settings)
+    await ensure_topics(settings, warmup=True)
     if settings.processors_file:
         processors = load_processors(settings.processors_file)
         demo: list[tuple[ProcessorConfig, int]] = []
@@ -191,12 +168,8 @@ async def _run(
         path.write_text(yaml.safe_dump({"processors": [c.model_dump() for c in processors]}))
         settings = settings.model_copy(update={"processors_file": path})
         os.environ["CONSENT_PROCESSORS_FILE"] = str(path)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     api = http_server(create_app(settings), host, port)
-    tasks = [asyncio.create_task(serve_until(api, stop), name="api")]
+    tasks.append(asyncio.create_task(serve_until(api, stop), name="api"))
     for cfg, p in demo:
         app = demo_processor_app(cfg.name, os.environ[cfg.secret_env])
         tasks.append(
@@ -205,14 +178,13 @@ async def _run(
             )
         )
     relay = OutboxRelay(settings, name="dev-relay")
-    propagator = Propagator(settings, processors)
+    propagator = Propagator(settings, processors, warmup=True)
     tasks.append(asyncio.create_task(supervise("relay", relay.run, stop)))
     tasks.append(asyncio.create_task(supervise("propagator", propagator.run, stop)))
     await _warm_up(settings, propagator)
-    while not api.started and not stop.is_set():
+    while not api.started:
         await asyncio.sleep(0.05)
         if tasks[0].done():
-            stop.set()
             raise SystemExit(f"the API could not start on {host}:{port}")
     stack.write_text(  # noqa: ASYNC240 (a few bytes, once)
         json.dumps(
@@ -226,14 +198,13 @@ async def _run(
         )
     )
     _print_banner(settings, host, port, processors, demo, started)
-    await stop.wait()
-    console.print("[bold]Stopping…[/bold]")
-    await asyncio.wait(tasks, timeout=8)
 
 
 async def _warm_up(settings: Settings, propagator: Propagator) -> None:
     """A fresh consumer group is slow to hand over its first record on the embedded broker;
-    pay that once here, so the user's first change reaches the processors in milliseconds."""
+    pay that once here, so the user's first change reaches the processors in milliseconds.
+    The record goes to a private topic in the propagator's subscription, never to the
+    public events topic: subscribers only ever see documented CloudEvents there."""
     from consent.adapters.kafka import make_producer
     from propagator.decode import WARMUP_TYPE
 
@@ -244,7 +215,7 @@ async def _warm_up(settings: Settings, propagator: Propagator) -> None:
         try:
             while not propagator.consumed.is_set():
                 await producer.send_and_wait(
-                    settings.events_topic,
+                    settings.warmup_topic,
                     key=b"consentctl-dev",
                     value=b"{}",
                     headers=[("ce_type", WARMUP_TYPE.encode())],

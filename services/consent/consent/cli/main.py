@@ -54,7 +54,7 @@ def token(
     """Mint an HS256 user token for SUBJECT_ID with CONSENT_JWT_SECRET (dev and tests)."""
     import jwt
 
-    from consent.cli.dev import dev_secrets
+    from consent.cli.dev_demo import dev_secrets
 
     settings = get_settings()
     secret = (

@@ -1,4 +1,4 @@
-"""``consentctl topic rewind`` and ``consentctl state rebuild``."""
+"""``consentctl topic rewind``, ``consentctl state rebuild`` and ``state republish``."""
 
 from __future__ import annotations
 
@@ -200,3 +200,38 @@ def state_rebuild(
     out.print(f"{len(diffs)} difference(s) " + ("reported (dry run)" if dry_run else "fixed"))
     if dry_run:
         raise typer.Exit(1)
+
+
+@state_app.command("republish")
+def state_republish(
+    page_size: Annotated[int, typer.Option(help="Subjects read per query")] = 1000,
+) -> None:
+    """Rebuild the consent.state.v1 topic from the projection: every subject's latest
+    decisions, a tombstone for each erased subject (for a new cluster or a fresh view)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from consent.cli.republish import republish
+
+    settings = resolve_kafka(get_settings())
+    settings = settings.model_copy(update={"database_url": _db(settings)})
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"republishing to {settings.state_topic}", total=None)
+        counts = asyncio.run(
+            republish(
+                settings,
+                page_size=page_size,
+                on_total=lambda n: progress.update(task, total=n),
+                on_progress=lambda n: progress.advance(task, n),
+            )
+        )
+    out.print(
+        f"republished {counts['subjects']} subject(s) to {settings.state_topic} "
+        f"({counts['tombstones']} tombstone(s); {counts['again']} changed meanwhile and "
+        "were published again)"
+    )

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from consent.cli.runtime import resolve_database, resolve_kafka
-from consent.cli.servers import http_server, run_service, serve_until, supervise
+from consent.cli.servers import Shutdown, http_server, run_service, serve_until, supervise
 from consent.settings import Settings
+
+SHUTDOWN = Shutdown()
 
 
 def _ready(settings: Settings) -> Settings:
@@ -19,14 +20,17 @@ def _ready(settings: Settings) -> Settings:
 
 
 async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run until the first SIGINT/SIGTERM, including one that came during start-up."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await run(stop)
+    SHUTDOWN.attach(stop)
+    try:
+        await run(stop)
+    finally:
+        SHUTDOWN.detach()
 
 
 def api(settings: Settings, host: str, port: int) -> None:
+    SHUTDOWN.install()  # before anything starts: a signal during start-up is never lost
     from consent.api.app import create_app
 
     settings = _ready(settings)
@@ -92,6 +96,7 @@ async def _with_health(
 
 
 def relay(settings: Settings, health_port: int | None = None) -> None:
+    SHUTDOWN.install()
     from consent.relay.relay import OutboxRelay
 
     settings = _ready(settings)
@@ -108,6 +113,7 @@ def relay(settings: Settings, health_port: int | None = None) -> None:
 def propagator(
     settings: Settings, processors_file: Path | None, health_port: int | None = None
 ) -> None:
+    SHUTDOWN.install()
     from propagator.config import load_processors
     from propagator.service import Propagator
 
@@ -130,6 +136,7 @@ def demo_processor(settings: Settings, name: str, host: str, port: int) -> None:
 
     from propagator.demo import demo_processor_app
 
+    SHUTDOWN.install()
     env = f"{name.upper()}_PROCESSOR_SECRET"
     secret = os.environ.get(env)
     if not secret:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import signal
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from types import FrameType
 from typing import Any, TypeVar
 
 import structlog
@@ -14,6 +16,59 @@ import uvloop
 
 log = structlog.get_logger()
 T = TypeVar("T")
+
+
+class Interrupted(Exception):
+    """A stop signal arrived during start-up, before the event loop ran."""
+
+
+class Shutdown:
+    """The first SIGINT or SIGTERM stops the process, at any moment.
+
+    Installed first thing, so no signal is ever lost or left to the default action (SIGTERM
+    would kill Python and orphan PostgreSQL and the broker; SIGINT would raise inside some
+    library's start-up). Before the event loop runs, a signal is remembered and honoured
+    between start-up steps (``check``); once a loop is attached, it sets the stop event.
+    Later signals change nothing: the clean stop is already under way."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._stop: asyncio.Event | None = None
+
+    def install(self) -> Shutdown:
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def _in_loop(self) -> None:
+        self.requested = True
+        if self._stop is not None:
+            self._stop.set()
+
+    def check(self) -> None:
+        if self.requested:
+            raise Interrupted
+
+    def attach(self, stop: asyncio.Event) -> None:
+        """From inside the running loop: signals set ``stop`` (at once if one came already)."""
+        self._stop = stop
+        loop = asyncio.get_running_loop()
+        for sig in self.SIGNALS:
+            loop.add_signal_handler(sig, self._in_loop)
+        if self.requested:
+            stop.set()
+
+    def detach(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self.SIGNALS:
+            loop.remove_signal_handler(sig)
+        self._stop = None
+        self.install()  # what remains (stopping PostgreSQL, the broker) is not interrupted
 
 
 def run_service(main: Coroutine[Any, Any, T]) -> T:

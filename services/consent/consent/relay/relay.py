@@ -27,7 +27,7 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from consent.adapters.db import plain_url
+from consent.adapters.db import connect_durable
 from consent.adapters.kafka import cloudevent_headers, encode, make_producer
 from consent.relay import metrics
 from consent.settings import Settings
@@ -172,10 +172,7 @@ class OutboxRelay:
 
     async def _lead(self, stop: asyncio.Event) -> None:
         assert self.settings.database_url
-        conn = await asyncpg.connect(
-            plain_url(self.settings.database_url),
-            server_settings={"application_name": f"consent-relay:{self.name}"},
-        )
+        conn = await connect_durable(self.settings.database_url, f"consent-relay:{self.name}")
         try:
             while not stop.is_set():
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):

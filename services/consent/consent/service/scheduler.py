@@ -1,5 +1,9 @@
 """The consent service's periodic jobs: every change that time makes to a decision (expiry,
-a material policy version taking effect, a birthday) is recorded here when it happens."""
+a material policy version taking effect, a birthday) is recorded here when it happens,
+and the retention jobs run.
+
+Every API replica runs a scheduler, but a timed round runs only in the replica holding the
+scheduler lease (service/lease.py), so N replicas do each round's work once."""
 
 from __future__ import annotations
 
@@ -13,8 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consent.service.age_transitions import record_age_transitions
 from consent.service.context import utcnow
 from consent.service.expiry import expire_due
+from consent.service.lease import SCHEDULER_LEASE_KEY, AdvisoryLease
 from consent.service.reconsent import announce_reconsent
-from consent.service.retention import purge_evidence
+from consent.service.retention import (
+    purge_deliveries,
+    purge_evidence,
+    purge_idempotency,
+    purge_inbox,
+)
 
 log = structlog.get_logger()
 Job = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[int]]
@@ -44,6 +54,9 @@ JOBS: dict[str, Job] = {
     "age_transitions": record_age_transitions,
     "replays": resume_abandoned_replays,
     "evidence_retention": purge_evidence,
+    "idempotency_retention": purge_idempotency,
+    "inbox_retention": purge_inbox,
+    "delivery_retention": purge_deliveries,
 }
 
 
@@ -53,24 +66,37 @@ async def run_jobs_once(
     return {name: await job(sessions, now) for name, job in JOBS.items()}
 
 
+def _lease(sessions: async_sessionmaker[AsyncSession]) -> AdvisoryLease:
+    engine = sessions.kw["bind"]
+    url = engine.url.render_as_string(hide_password=False)
+    return AdvisoryLease(url, SCHEDULER_LEASE_KEY, "scheduler")
+
+
 async def run_scheduler(
     sessions: async_sessionmaker[AsyncSession],
     interval_s: float,
     stop: asyncio.Event,
     wake: asyncio.Event | None = None,
 ) -> None:
-    """A round every ``interval_s``, or at once when ``wake`` is set (a policy version
-    published with an effective time already past applies now, not at the next tick)."""
+    """A round every ``interval_s`` in the lease holder, or at once in this replica when
+    ``wake`` is set (a policy version published with an effective time already past applies
+    now, not at the next tick; the jobs are safe to run concurrently)."""
     wake = wake or asyncio.Event()
-    while not stop.is_set():
-        wake.clear()
-        try:
-            counts = await run_jobs_once(sessions, utcnow())
-            if any(counts.values()):
-                log.info("scheduler_ran", **counts)
-        except Exception as exc:  # a failed round is retried at the next tick
-            log.warning("scheduler_failed", error=type(exc).__name__, detail=str(exc)[:200])
-        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
-        await asyncio.wait(waiters, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
-        for w in waiters:
-            w.cancel()
+    lease = _lease(sessions)
+    try:
+        while not stop.is_set():
+            woken = wake.is_set()
+            wake.clear()
+            try:
+                if woken or await lease.held():
+                    counts = await run_jobs_once(sessions, utcnow())
+                    if any(counts.values()):
+                        log.info("scheduler_ran", **counts)
+            except Exception as exc:  # a failed round is retried at the next tick
+                log.warning("scheduler_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
+            await asyncio.wait(waiters, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+    finally:
+        await lease.release()

@@ -14,7 +14,7 @@ from consent.adapters.operations import OperationsRepository
 from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS
-from consent.api.schemas import Strict, SubjectId, Timestamp
+from consent.api.schemas import BIGINT_MAX, Strict, SubjectId, Timestamp
 from consent.service import replay as replay_svc
 from consent.service.processors import known_processors
 from consent.timefmt import rfc3339
@@ -166,7 +166,7 @@ async def redrive(
 async def audit(
     uow: UoW,
     principal: Caller,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     require_scope(principal, "admin")

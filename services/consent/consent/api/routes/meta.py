@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import text
 
 from consent.adapters.parked import ParkedRepository
@@ -45,33 +45,53 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def broker_reachable(bootstrap: str | None) -> bool:
+BROKER_REACHABLE = Gauge(
+    "consent_api_broker_reachable",
+    "1 if a Kafka bootstrap server accepted a connection at the last /readyz, else 0",
+)
+
+
+async def broker_reachable(bootstrap: str | None, timeout_s: float = 1.0) -> bool:
+    """Whether any bootstrap server accepts a TCP connection (all tried at once)."""
     if not bootstrap:
         return False
-    for server in bootstrap.split(","):
+
+    async def one(server: str) -> bool:
         host, _, port = server.strip().rpartition(":")
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
             writer.close()
             return True
         except (OSError, ValueError, TimeoutError):
-            continue
-    return False
+            return False
+
+    return any(await asyncio.gather(*(one(s) for s in bootstrap.split(","))))
+
+
+async def database_reachable(request: Request) -> bool:
+    try:
+        async with request.app.state.engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(text("SELECT 1")), 2.0)
+        return True
+    except Exception:  # readiness reports failure, it never raises
+        return False
 
 
 @router.get("/readyz", tags=["ops"], responses={503: {"description": "Not ready"}})
 async def readyz(request: Request) -> JSONResponse:
-    checks = {"database": False, "broker": False}
-    try:
-        async with request.app.state.engine.connect() as conn:
-            await asyncio.wait_for(conn.execute(text("SELECT 1")), 2.0)
-        checks["database"] = True
-    except Exception:  # readiness reports failure, it never raises
-        checks["database"] = False
-    checks["broker"] = await broker_reachable(request.app.state.settings.kafka_bootstrap)
-    ok = all(checks.values())
+    """Ready when the database answers. The broker is reported, not required: writes go to
+    the outbox and wait there while Kafka is down, so the API keeps serving."""
+    database, broker = await asyncio.gather(
+        database_reachable(request),
+        broker_reachable(request.app.state.settings.kafka_bootstrap),
+    )
+    BROKER_REACHABLE.set(1 if broker else 0)
     return JSONResponse(
-        {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503
+        {
+            "status": "ready" if database else "not_ready",
+            "checks": {"database": database, "broker": broker},
+        },
+        status_code=200 if database else 503,
     )
 
 

@@ -93,6 +93,14 @@ CONSENT_API: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/admin/audit"): ADMIN,
     ("GET", "/preference-center/"): PUBLIC,
     ("GET", "/v1/subjects/{subject_id}/signals"): Rule("preferences:read"),
+    # merges are recorded by the site's backend; the person (never a guardian) may undo one
+    ("POST", "/v1/subjects/{subject_id}/aliases"): Rule(
+        "preferences:write", user="never", guardian=False, body={"anonymous_id": "anon:matrix"}
+    ),
+    ("DELETE", "/v1/subjects/{subject_id}/aliases/{anonymous_id}"): Rule(
+        "preferences:write", guardian=False
+    ),
+    ("GET", "/v1/subjects/{subject_id}/aliases"): Rule("preferences:read"),
     ("GET", "/v1/admin/parked"): ADMIN,
     ("POST", "/v1/admin/parked/{parked_id}/retry"): ADMIN,
     ("DELETE", "/v1/admin/parked/{parked_id}"): ADMIN,
@@ -179,6 +187,7 @@ def url(path: str, rule: Rule, cred: str) -> str:
         .replace("{job_id}", str(uuid.uuid4()))
         .replace("{delivery_id}", str(uuid.uuid4()))
         .replace("{parked_id}", "1")
+        .replace("{anonymous_id}", "anon:matrix")
         + rule.query
     )
 

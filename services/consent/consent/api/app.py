@@ -17,6 +17,7 @@ from consent.api.jwks import JwksCache
 from consent.api.middleware import BodyLimit, RequestContext
 from consent.api.routes import (
     admin,
+    aliases,
     meta,
     minors,
     parked,
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(parked.router)
     app.include_router(signals.router)
     app.include_router(preference_center.router)
+    app.include_router(aliases.router)
     # innermost first: load shedding, then the body read under its deadline (so a request is
     # admitted only once its body is here), then CORS (so a 429, 408 or 413 carries its
     # headers and preflights are never shed)

@@ -135,6 +135,8 @@ class PreferencesOut(BaseModel):
     age_status: str
     gpc_honored: bool
     purposes: dict[str, PurposeOut]
+    # a merged anonymous id: the person it answers for (absent otherwise)
+    merged_into: str | None = None
 
 
 class DecisionOut(BaseModel):

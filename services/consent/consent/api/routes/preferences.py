@@ -67,7 +67,9 @@ def _is_gpc(value: str | None) -> bool:
 
 
 def _respond(view: svc.PreferencesView, gpc_applied: bool) -> Response:
-    body = orjson.dumps(PreferencesOut.model_validate(view.as_dict()).model_dump())
+    body = orjson.dumps(
+        PreferencesOut.model_validate(view.as_dict()).model_dump(exclude_defaults=True)
+    )
     headers = {"ETag": _etag(view.snapshot.sequence)}
     if gpc_applied:
         headers["Sec-GPC-Honored"] = "1"

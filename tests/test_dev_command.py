@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,6 +38,17 @@ async def _public_records(bootstrap: str) -> list[tuple[dict[str, bytes], bytes]
         return [(dict(r.headers), r.value) for recs in batch.values() for r in recs]
     finally:
         await consumer.stop()
+
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """Outside pytest's basetemp, like the session's own servers (conftest ``workdir``): a
+    concurrent pytest run may prune it or reset its mode, and the embedded PostgreSQL runs
+    as another user."""
+    path = Path(tempfile.mkdtemp(prefix="consent-dev-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _start(tmp: Path, port: int) -> subprocess.Popen[bytes]:

@@ -33,7 +33,7 @@ import asyncpg
 import orjson
 from fastapi import FastAPI, Request, Response
 
-from consent.adapters.db import plain_url
+from consent_common.db import plain_url
 
 TABLES = ("subjects", "consent_ledger", "consent_evidence", "consent_state", "outbox")
 SCHEMA = "bench_ceiling"

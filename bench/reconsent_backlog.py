@@ -25,7 +25,7 @@ from pathlib import Path
 
 import asyncpg
 
-from consent.adapters.db import make_engine, make_sessionmaker, migrate, plain_url
+from consent.adapters.db import make_engine, make_sessionmaker, migrate
 from consent.adapters.kafka import ensure_topics
 from consent.domain.model import Actor
 from consent.embedded import TansuBroker, start_postgres, stop_postgres
@@ -34,6 +34,7 @@ from consent.service.context import WriteContext
 from consent.service.preferences import change_preferences
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings
+from consent_common.db import plain_url
 
 SEED = """
 INSERT INTO subjects (subject_id, sequence, jurisdiction)

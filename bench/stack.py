@@ -24,10 +24,11 @@ import asyncpg
 import psutil
 import yaml
 
-from consent.adapters.db import migrate, plain_url
+from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
 from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
 from consent.settings import Settings
+from consent_common.db import plain_url
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -20,10 +20,11 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consent.adapters.db import make_engine, make_sessionmaker, migrate, plain_url, with_database
+from consent.adapters.db import make_engine, make_sessionmaker, migrate
 from consent.adapters.kafka import ensure_topics
 from consent.api.app import create_app
 from consent.settings import Settings
+from consent_common.db import plain_url, with_database
 from tests import contracts, infra
 
 ADMIN_KEY = "test-admin-key"

@@ -8,7 +8,7 @@ import uuid
 
 import asyncpg
 
-from consent.adapters.db import plain_url
+from consent_common.db import plain_url
 from propagator.store import DeliveryStore
 
 ROW = """

@@ -15,13 +15,13 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from consent.adapters.db import make_engine, make_sessionmaker
-from consent.adapters.kafka import client_kwargs
 from consent.api.auth import hash_key, new_key
 from consent.cli.maintenance import rewind
 from consent.service import replay as replay_svc
 from consent.service.processors import known_processors
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings
+from consent_common.kafka import client_kwargs
 from tests.conftest import admin, eventually, user
 from tests.support import RecordingProcessor, read_topic, running_stack, serving, write_changes
 

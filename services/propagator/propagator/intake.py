@@ -17,8 +17,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consent.adapters.kafka import client_kwargs
-from consent.settings import Settings
+from consent_common.kafka import client_kwargs
+from consent_common.settings import CommonSettings
 from propagator import metrics
 from propagator.decode import Park, Skip, Usable, decode
 from propagator.parking import (
@@ -72,7 +72,7 @@ def plan(
 class Intake:
     def __init__(
         self,
-        settings: Settings,
+        settings: CommonSettings,
         store: DeliveryStore,
         adapters: list[ProcessorAdapter],
         wake: Waker,

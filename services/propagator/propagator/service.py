@@ -9,8 +9,8 @@ import aiohttp
 import asyncpg
 import structlog
 
-from consent.adapters.db import KEEPALIVE_SETTINGS, connect_durable, plain_url, tune_keepalive
-from consent.settings import Settings
+from consent_common.db import KEEPALIVE_SETTINGS, connect_durable, plain_url, tune_keepalive
+from consent_common.settings import CommonSettings
 from propagator.config import ProcessorConfig
 from propagator.intake import Intake
 from propagator.processors import adapter_for
@@ -22,7 +22,7 @@ log = structlog.get_logger()
 
 class Propagator:
     def __init__(
-        self, settings: Settings, processors: list[ProcessorConfig], *, warmup: bool = False
+        self, settings: CommonSettings, processors: list[ProcessorConfig], *, warmup: bool = False
     ) -> None:
         self.settings, self.warmup = settings, warmup
         for p in processors:

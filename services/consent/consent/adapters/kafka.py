@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -14,30 +13,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from consent.settings import Settings
-from consent.timefmt import rfc3339
+from consent_common.kafka import client_kwargs
+from consent_common.timefmt import rfc3339
 
 SPEC_VERSION = "1.0"
-
-
-def client_kwargs(settings: Settings) -> dict[str, Any]:
-    """Bootstrap plus optional SASL/TLS, read from ``CONSENT_KAFKA_*`` variables."""
-    assert settings.kafka_bootstrap, "CONSENT_KAFKA_BOOTSTRAP must be resolved before start"
-    kw: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap}
-    protocol = os.environ.get("CONSENT_KAFKA_SECURITY_PROTOCOL")
-    if protocol:
-        kw["security_protocol"] = protocol
-        if "SSL" in protocol:
-            from aiokafka.helpers import create_ssl_context
-
-            kw["ssl_context"] = create_ssl_context(
-                cafile=os.environ.get("CONSENT_KAFKA_SSL_CAFILE")
-            )
-    mechanism = os.environ.get("CONSENT_KAFKA_SASL_MECHANISM")
-    if mechanism:
-        kw["sasl_mechanism"] = mechanism
-        kw["sasl_plain_username"] = os.environ.get("CONSENT_KAFKA_SASL_USERNAME")
-        kw["sasl_plain_password"] = os.environ.get("CONSENT_KAFKA_SASL_PASSWORD")
-    return kw
 
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:

@@ -10,8 +10,8 @@ import typer
 
 from consent.cli import maintenance, ops
 from consent.cli.parked import parked_app
-from consent.logs import configure_logging
 from consent.settings import Settings, get_settings
+from consent_common.logs import configure_logging
 
 app = typer.Typer(help="Consent platform operations.", no_args_is_help=True)
 keys_app = typer.Typer(help="Service API keys.", no_args_is_help=True)

@@ -13,12 +13,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.table import Table
 
-from consent.adapters.db import plain_url
-from consent.adapters.kafka import client_kwargs
 from consent.cli.ops import _db, _fail, parse_time
 from consent.cli.runtime import resolve_kafka
 from consent.domain.ledger import project
 from consent.settings import Settings, get_settings
+from consent_common.db import plain_url
+from consent_common.kafka import client_kwargs
 
 console = Console(stderr=True)
 out = Console()

@@ -46,8 +46,8 @@ def health_app(settings: Settings) -> Any:
     from fastapi.responses import JSONResponse, PlainTextResponse
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    from consent.adapters.db import plain_url
     from consent.api.routes.meta import broker_reachable
+    from consent_common.db import plain_url
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 

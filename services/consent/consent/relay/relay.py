@@ -27,10 +27,10 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from consent.adapters.db import connect_durable
 from consent.adapters.kafka import cloudevent_headers, encode, make_producer
 from consent.relay import metrics
 from consent.settings import Settings
+from consent_common.db import connect_durable
 
 log = structlog.get_logger()
 RELAY_LOCK_KEY = 0x636F6E73656E74  # "consent"

@@ -9,7 +9,7 @@ from consent.domain.rights import ERASURE_BUSINESS_DAYS, add_business_days
 from consent.service.context import WriteContext
 from consent.service.recorder import record
 from consent.service.unit_of_work import UnitOfWork
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 
 async def request_erasure(

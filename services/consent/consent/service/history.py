@@ -10,7 +10,7 @@ from consent.adapters.tables import LedgerEntry
 from consent.catalog import catalog_version
 from consent.service.preferences import get_preferences
 from consent.service.unit_of_work import UnitOfWork
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 
 class BadCursor(ValueError):

@@ -22,7 +22,7 @@ from consent.service.context import WriteContext
 from consent.service.decisions import age_rules, age_status_of, decide_pairs, decisions_for
 from consent.service.recorder import load_policies, record, records_after
 from consent.service.unit_of_work import UnitOfWork
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 
 @dataclass

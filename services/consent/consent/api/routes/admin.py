@@ -17,7 +17,7 @@ from consent.api.routes.preferences import PROBLEMS
 from consent.api.schemas import BIGINT_MAX, Strict, SubjectId, Timestamp
 from consent.service import replay as replay_svc
 from consent.service.processors import known_processors
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]

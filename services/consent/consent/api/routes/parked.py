@@ -13,7 +13,7 @@ from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS
 from consent.service.context import utcnow
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 router = APIRouter(prefix="/v1/admin/parked", tags=["admin"])
 ParkedId = Annotated[int, Path(ge=1, le=2**63 - 1)]

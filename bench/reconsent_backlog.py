@@ -35,6 +35,7 @@ from consent.service.preferences import change_preferences
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings
 from consent_common.db import plain_url
+from propagator.db import migrate as migrate_propagator
 
 SEED = """
 INSERT INTO subjects (subject_id, sequence, jurisdiction)
@@ -177,6 +178,7 @@ async def main() -> None:
     bootstrap = broker.bootstrap
     settings = Settings(database_url=url, kafka_bootstrap=bootstrap, topic_prefix="bench.")
     await migrate(url)
+    await migrate_propagator(url)
     await ensure_topics(settings, partitions=6)
     env = {
         **os.environ,

@@ -29,6 +29,7 @@ from consent.adapters.kafka import ensure_topics
 from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
 from consent.settings import Settings
 from consent_common.db import plain_url
+from propagator.db import migrate as migrate_propagator
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -192,6 +193,7 @@ async def _prepare(stack: Stack) -> None:
         database_url=stack.database_url, kafka_bootstrap=stack.bootstrap, topic_prefix=stack.prefix
     )
     await migrate(stack.database_url)
+    await migrate_propagator(stack.database_url)
     await ensure_topics(settings)
     conn = await asyncpg.connect(plain_url(stack.database_url))
     try:
@@ -222,7 +224,7 @@ async def backlog(database_url: str) -> dict[str, int]:
         return {
             "outbox": await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"),
             "pending": await conn.fetchval(
-                "SELECT count(*) FROM deliveries WHERE status = 'pending'"
+                "SELECT count(*) FROM propagator.deliveries WHERE status = 'pending'"
             ),
         }
     finally:

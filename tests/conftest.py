@@ -25,6 +25,7 @@ from consent.adapters.kafka import ensure_topics
 from consent.api.app import create_app
 from consent.settings import Settings
 from consent_common.db import plain_url, with_database
+from propagator.db import migrate as migrate_propagator
 from tests import contracts, infra
 
 ADMIN_KEY = "test-admin-key"
@@ -60,6 +61,7 @@ async def template_db(pg_url: str) -> str:
     finally:
         await conn.close()
     await migrate(with_database(pg_url, name))
+    await migrate_propagator(with_database(pg_url, name))
     return name
 
 
@@ -118,7 +120,8 @@ async def engines(settings: Settings) -> AsyncIterator[list[async_sessionmaker[A
 
 @pytest.fixture
 async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(db_url)
+    """A superuser's look at the whole database: both services' schemas."""
+    conn = await asyncpg.connect(db_url, server_settings={"search_path": "public, propagator"})
     yield conn
     await conn.close()
 

@@ -167,7 +167,9 @@ async def _park_valid_record(settings: Settings, subject_id: str) -> int:
 
     from consent_common.db import plain_url
 
-    conn = await asyncpg.connect(plain_url(settings.database_url or ""))
+    conn = await asyncpg.connect(
+        plain_url(settings.database_url or ""), server_settings={"search_path": "propagator"}
+    )
     try:
         headers = ce()
         return int(

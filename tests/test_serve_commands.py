@@ -17,13 +17,15 @@ import yaml
 from consent.adapters.db import migrate
 from consent.embedded import free_port
 from consent.settings import Settings
+from propagator.db import migrate as migrate_propagator
 
 
 @pytest.mark.timeout(120)
 async def test_serve_commands_start_ready_and_stop_on_sigterm(
     topics: Settings, tmp_path, processor_secrets
 ):
-    await migrate(topics.database_url or "")  # what the migrate job runs (idempotent)
+    await migrate(topics.database_url or "")  # what the migrate jobs run (idempotent)
+    await migrate_propagator(topics.database_url or "")
     procs_file = tmp_path / "processors.yaml"
     procs_file.write_text(
         yaml.safe_dump(

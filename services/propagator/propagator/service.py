@@ -12,6 +12,7 @@ import structlog
 from consent_common.db import KEEPALIVE_SETTINGS, connect_durable, plain_url, tune_keepalive
 from consent_common.settings import CommonSettings
 from propagator.config import ProcessorConfig
+from propagator.db import SERVER_SETTINGS
 from propagator.intake import Intake
 from propagator.processors import adapter_for
 from propagator.store import DeliveryStore
@@ -39,7 +40,11 @@ class Propagator:
             plain_url(self.settings.database_url),
             min_size=1,
             max_size=10,
-            server_settings={"application_name": "consent-propagator", **KEEPALIVE_SETTINGS},
+            server_settings={
+                "application_name": "consent-propagator",
+                **KEEPALIVE_SETTINGS,
+                **SERVER_SETTINGS,
+            },
             init=_tune,
         )
         assert pool is not None

@@ -34,6 +34,7 @@ from consent.embedded import TansuBroker, start_postgres, stop_postgres
 from consent.relay.relay import OutboxRelay
 from consent.settings import Settings
 from propagator.config import ProcessorConfig, load_processors
+from propagator.db import migrate as migrate_propagator
 from propagator.demo import demo_processor_app
 from propagator.service import Propagator
 
@@ -157,6 +158,7 @@ async def _start(
 ) -> None:
     assert settings.database_url and settings.kafka_bootstrap
     await migrate(settings.database_url)
+    await migrate_propagator(settings.database_url)
     await ensure_topics(settings, warmup=True)
     if settings.processors_file:
         processors = load_processors(settings.processors_file)

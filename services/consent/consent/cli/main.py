@@ -82,14 +82,24 @@ def openapi() -> None:
 
 
 @app.command("migrate")
-def migrate_cmd() -> None:
-    """Apply database migrations."""
+def migrate_cmd(
+    service: str = typer.Option(
+        "all", "--service", help="all, consent or propagator: whose schema to migrate"
+    ),
+) -> None:
+    """Apply database migrations: each service's own, in its own schema (idempotent)."""
     from consent.adapters.db import migrate_sync
     from consent.cli.runtime import resolve_database
+    from propagator.db import migrate_sync as migrate_propagator_sync
 
+    if service not in ("all", "consent", "propagator"):
+        raise typer.BadParameter("one of: all, consent, propagator", param_hint="--service")
     settings, _server = resolve_database(_settings())
     assert settings.database_url
-    migrate_sync(settings.database_url)
+    if service in ("all", "consent"):
+        migrate_sync(settings.database_url)
+    if service in ("all", "propagator"):
+        migrate_propagator_sync(settings.database_url)
     typer.echo("migrations applied")
 
 

@@ -178,6 +178,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"preference center screenshots ({len(browser.WRITTEN)}): {browser.ARTIFACTS}"
         )
+    boundaries = __import__("sys").modules.get("tests.test_service_boundaries")
+    for line in getattr(boundaries, "STALENESS", []):
+        terminalreporter.write_line(line)
     if contracts.SEEN:
         seen = ", ".join(f"{t} x{n}" for t, n in sorted(contracts.SEEN.items()))
         terminalreporter.write_line(f"event contracts validated: {seen}")

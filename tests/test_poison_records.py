@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consent.adapters.kafka import cloudevent_headers
 from consent.settings import Settings
-from consent_common.kafka import client_kwargs
+from consent_common.kafka import client_kwargs, cloudevent_headers
 from propagator.intake import GROUP_ID
 from propagator.parking import headers_json
 from tests.conftest import admin, eventually

@@ -3,15 +3,22 @@ with its own migrations."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import asyncpg
+import pytest
 
 from consent.adapters.db import migrate
+from consent.settings import Settings
 from consent_common.db import plain_url, with_database
 from propagator.db import migrate as migrate_propagator
+from tests.conftest import admin, eventually
+from tests.support import running_stack, serving
 
-PROPAGATOR_TABLES = {"deliveries", "processor_receipts", "propagator_inbox", "parked_records"}
+LEGACY_TABLES = {"deliveries", "processor_receipts", "propagator_inbox", "parked_records"}
+PROPAGATOR_TABLES = LEGACY_TABLES | {"propagator_outbox"}
 
 
 async def _tables(conn: asyncpg.Connection, schema: str) -> set[str]:
@@ -57,7 +64,7 @@ async def test_an_existing_install_keeps_its_deliveries(pg_url: str) -> None:
         conn = await asyncpg.connect(plain_url(url))
         try:
             # what an install from before issue 16 looks like
-            for table in PROPAGATOR_TABLES:
+            for table in LEGACY_TABLES:
                 await conn.execute(f"ALTER TABLE propagator.{table} SET SCHEMA public")
             await conn.execute("DROP SCHEMA propagator CASCADE")
             await conn.execute(
@@ -67,8 +74,95 @@ async def test_an_existing_install_keeps_its_deliveries(pg_url: str) -> None:
             assert not await _tables(conn, "public") & PROPAGATOR_TABLES
             row = await conn.fetchrow("SELECT * FROM propagator.processor_receipts")
             assert (row["subject_id"], row["last_delivered_sequence"]) == ("old", 7)
+            assert await _tables(conn, "propagator") == PROPAGATOR_TABLES | {"alembic_version"}
         finally:
             await conn.close()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+# --- staleness of receipts in the consent service (issue 16) --------------------------------
+
+STALENESS: list[str] = []  # printed in the terminal summary (conftest)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@pytest.mark.timeout(180)
+async def test_receipts_are_visible_to_the_consent_service_within_a_second(
+    client, topics: Settings, processor_secrets, db
+):
+    """A receipt the propagator records reaches ``/propagation`` and the erasure receipts
+    through ``consent.receipts.v1`` and the consent service's read model. Measured two ways:
+    per receipt, from the propagator's commit to the consent service's projection (one
+    database clock), and as a caller sees it, from a processor's answer to ``/propagation``
+    showing it. The bar: 1 s at p99."""
+    from tests.test_propagator import configs, trio
+
+    email, payment, logistics = trio(processor_secrets)
+    answered: dict[str, float] = {}
+
+    def note(rec) -> int:  # type: ignore[no-untyped-def]
+        answered.setdefault(rec.body["subject_id"], time.monotonic())
+        return 204
+
+    email.responder = note
+    seen: list[float] = []
+    subjects = [f"st{i}" for i in range(120)]
+    async with (
+        serving(email, payment, logistics),
+        running_stack(topics, configs(email, payment, logistics)),
+    ):
+        slots = asyncio.Semaphore(8)
+
+        async def change_and_watch(sid: str) -> None:
+            async with slots:
+                r = await client.patch(
+                    f"/v1/subjects/{sid}/preferences",
+                    headers=admin(),
+                    json={
+                        "purposes": {"marketing_email": "granted", "third_party_sharing": "granted"}
+                    },
+                )
+                assert r.status_code == 200, r.text
+                while True:  # poll /propagation as a caller would
+                    r = await client.get(f"/v1/subjects/{sid}/propagation", headers=admin())
+                    assert r.status_code == 200, r.text
+                    rows = [p for p in r.json()["processors"] if p["processor"] == "email"]
+                    if rows and rows[0]["last_delivered_sequence"] == 1:
+                        seen.append(time.monotonic() - answered[sid])
+                        return
+                    await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(asyncio.gather(*(change_and_watch(s) for s in subjects)), 120)
+        # erasure receipts: the same path
+        r = await client.post("/v1/subjects/st0/erasure", headers=admin())
+        assert r.status_code == 202
+        await eventually(lambda: _erasure_done(client, "st0"), timeout=30, interval=0.01)
+    lags = [
+        float(r[0])
+        for r in await db.fetch(
+            "SELECT extract(epoch FROM projected_at - updated_at) FROM propagation_receipts"
+        )
+    ]
+    assert len(lags) >= 3 * len(subjects)
+    figures = (
+        f"receipt staleness (propagator commit → consent read model), {len(lags)} receipts: "
+        f"p50 {_quantile(lags, 0.5) * 1000:.0f} ms, p99 {_quantile(lags, 0.99) * 1000:.0f} ms, "
+        f"max {max(lags) * 1000:.0f} ms; as a caller sees it (processor answered → "
+        f"/propagation shows it), {len(seen)} subjects: p50 {_quantile(seen, 0.5) * 1000:.0f} ms, "
+        f"p99 {_quantile(seen, 0.99) * 1000:.0f} ms, max {max(seen) * 1000:.0f} ms"
+    )
+    STALENESS.append(figures)
+    print(figures)
+    assert _quantile(lags, 0.99) < 1.0, figures
+    assert _quantile(seen, 0.99) < 1.0, figures
+
+
+async def _erasure_done(client, sid: str):  # type: ignore[no-untyped-def]
+    r = await client.get(f"/v1/subjects/{sid}/erasure", headers=admin())
+    return r.status_code == 200 and r.json()["status"] == "completed"

@@ -38,6 +38,16 @@ class CommonSettings(BaseSettings):
         return self.topic("consent.deadletter.v1")
 
     @property
+    def receipts_topic(self) -> str:
+        """The propagator → consent service topic: delivery receipts and audit entries."""
+        return self.topic("consent.receipts.v1")
+
+    @property
+    def replays_topic(self) -> str:
+        """Private: replays restricted to processors, which only the propagator reads."""
+        return self.topic("consent.replays.v1")
+
+    @property
     def warmup_topic(self) -> str:
         """Private to `consentctl dev`: its warm-up record never reaches subscribers."""
         return self.topic("consent.warmup.v1")

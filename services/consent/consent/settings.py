@@ -32,6 +32,9 @@ class Settings(CommonSettings):
     idempotency_retention_hours: int = Field(default=24, ge=1, le=24 * 366)
     scheduler_interval_s: float = 30.0
     scheduler_enabled: bool = True
+    # project consent.receipts.v1 (the propagator's receipts and audit entries) into this
+    # service's read model; one API replica at a time does it (an advisory lease)
+    receipts_projection: bool = True
     # bulk time-driven jobs (re-consent announcements) pause while the outbox holds this many
     # unpublished rows, so a person's own change never queues behind a million of them
     scheduler_max_outbox_backlog: int = 1000

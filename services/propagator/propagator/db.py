@@ -14,8 +14,7 @@ from consent_common.db import sqlalchemy_url
 
 SCHEMA = "propagator"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-# transitional: dead letters and audit entries still go to the consent service's tables
-SERVER_SETTINGS = {"search_path": f"{SCHEMA}, public"}
+SERVER_SETTINGS = {"search_path": SCHEMA}
 
 
 def _alembic_config(url: str) -> Config:

@@ -15,6 +15,7 @@ from propagator.config import ProcessorConfig
 from propagator.db import SERVER_SETTINGS
 from propagator.intake import Intake
 from propagator.processors import adapter_for
+from propagator.publisher import OutboxPublisher
 from propagator.store import DeliveryStore
 from propagator.worker import ProcessorWorker
 
@@ -33,6 +34,7 @@ class Propagator:
         self.ready = asyncio.Event()  # the intake consumer has its partitions
         self.consumed = asyncio.Event()  # the intake consumer has received a record
         self.workers: list[ProcessorWorker] = []
+        self.publisher: OutboxPublisher | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         assert self.settings.database_url
@@ -49,6 +51,7 @@ class Propagator:
         )
         assert pool is not None
         store = DeliveryStore(pool)
+        self.publisher = publisher = OutboxPublisher(self.settings, pool)
         connector = aiohttp.TCPConnector(limit=200, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as client:
             self.workers = [ProcessorWorker(a, store, client) for a in self.adapters]
@@ -57,7 +60,10 @@ class Propagator:
             log.info("propagator_started", processors=[a.config.name for a in self.adapters])
             self.intake.ready, self.intake.consumed = self.ready, self.consumed
             tasks = [asyncio.create_task(self.intake.run(stop), name="intake")]
-            tasks.append(asyncio.create_task(self._listen(stop, wake), name="listener"))
+            tasks.append(
+                asyncio.create_task(self._listen(stop, wake, publisher.wake), name="listener")
+            )
+            tasks.append(asyncio.create_task(publisher.run(stop), name="publisher"))
             tasks.append(
                 asyncio.create_task(self.intake.run_parked_retries(stop), name="parked-retries")
             )
@@ -81,9 +87,12 @@ class Propagator:
                 await asyncio.wait(tasks, timeout=8)
                 await pool.close()
 
-    async def _listen(self, stop: asyncio.Event, wake: _FanOut) -> None:
-        """Wake the workers on ``NOTIFY deliveries`` (replays and redrives committed by the
-        consent service). Polling stays the fallback: a lost connection only costs latency."""
+    async def _listen(
+        self, stop: asyncio.Event, wake: _FanOut, published: asyncio.Event | None = None
+    ) -> None:
+        """Wake the workers on ``NOTIFY deliveries`` (replays and redrives committed by another
+        process), the outbox publisher on ``NOTIFY propagator_outbox``. Polling stays the
+        fallback: a lost connection only costs latency."""
         assert self.settings.database_url
         while not stop.is_set():
             conn: asyncpg.Connection | None = None
@@ -92,6 +101,9 @@ class Propagator:
                     self.settings.database_url, "consent-propagator:listener"
                 )
                 await conn.add_listener("deliveries", lambda *_: wake.set())
+                if published is not None:
+                    await conn.add_listener("propagator_outbox", lambda *_: published.set())
+                    published.set()
                 wake.set()  # anything committed while not listening
                 while not stop.is_set() and not conn.is_closed():
                     with contextlib.suppress(asyncio.TimeoutError):

@@ -25,6 +25,7 @@ from consent.api.routes import (
     rights,
     signals,
 )
+from consent.service.receipts import ReceiptProjector
 from consent.service.scheduler import run_scheduler
 from consent.settings import Settings, get_settings
 
@@ -59,6 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.scheduler_enabled
             else []
         )
+        if settings.kafka_bootstrap and settings.receipts_projection:
+            app.state.receipts = ReceiptProjector(
+                settings, app.state.sessions, settings.database_url
+            )
+            jobs.append(asyncio.create_task(app.state.receipts.run(stop)))
         try:
             yield
         finally:

@@ -27,10 +27,11 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from consent.adapters.kafka import cloudevent_headers, encode, make_producer
+from consent.adapters.kafka import make_producer
 from consent.relay import metrics
 from consent.settings import Settings
 from consent_common.db import connect_durable
+from consent_common.kafka import cloudevent_headers, encode
 
 log = structlog.get_logger()
 RELAY_LOCK_KEY = 0x636F6E73656E74  # "consent"

@@ -28,7 +28,8 @@ class DomainEvent:
     occurred_at: datetime
     data: dict[str, Any]
     id: str = field(default="")
-    aggregatetype: str = "subject"
+    aggregatetype: str = "subject"  # "replay": for the private replays topic only
+    targets: str | None = None  # a replay's processors, comma-separated
 
     def __post_init__(self) -> None:
         if not self.id:

@@ -30,6 +30,7 @@ from tests import contracts, infra
 
 ADMIN_KEY = "test-admin-key"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123"
+PROPAGATOR_KEY = "test-propagator-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -90,9 +91,32 @@ async def db_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def settings(db_url: str, kafka_bootstrap: str, tmp_path: Path) -> Settings:
+async def propagator_api(db_url: str) -> AsyncIterator[str]:
+    """The propagator's own HTTP API on the test database (deliveries, parked records), which
+    the consent API's admin endpoints forward to."""
+    from consent.cli.servers import http_server, serve_until
+    from consent.embedded import free_port
+    from consent_common.settings import CommonSettings
+    from propagator.api import create_api
+
+    port = free_port()
+    own = CommonSettings(database_url=db_url, propagator_api_key=SecretStr(PROPAGATOR_KEY))
+    server = http_server(create_api(own), "127.0.0.1", port)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_until(server, stop))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    stop.set()
+    await task
+
+
+@pytest.fixture
+def settings(db_url: str, kafka_bootstrap: str, tmp_path: Path, propagator_api: str) -> Settings:
     return Settings(
         database_url=db_url,
+        propagator_url=propagator_api,
+        propagator_api_key=SecretStr(PROPAGATOR_KEY),
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
         dev_admin_key=SecretStr(ADMIN_KEY),

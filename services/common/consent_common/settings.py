@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,11 @@ class CommonSettings(BaseSettings):
     processors_file: Path | None = None
     inbox_retention_days: int = Field(default=14, ge=1, le=3660)
     delivery_retention_days: int = Field(default=30, ge=1, le=3660)
+    # the propagator's HTTP API (deliveries, redrive, parked records): its own credential,
+    # checked by the propagator and sent by the consent service, which forwards its admin
+    # endpoints there (CONSENT_PROPAGATOR_URL); without the key the API is closed (503)
+    propagator_api_key: SecretStr | None = None
+    propagator_url: str | None = None
     log_level: str = "INFO"
     log_json: bool = True
 

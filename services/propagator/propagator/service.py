@@ -16,6 +16,7 @@ from propagator.db import SERVER_SETTINGS
 from propagator.intake import Intake
 from propagator.processors import adapter_for
 from propagator.publisher import OutboxPublisher
+from propagator.retention import run_retention
 from propagator.store import DeliveryStore
 from propagator.worker import ProcessorWorker
 
@@ -64,6 +65,9 @@ class Propagator:
                 asyncio.create_task(self._listen(stop, wake, publisher.wake), name="listener")
             )
             tasks.append(asyncio.create_task(publisher.run(stop), name="publisher"))
+            tasks.append(
+                asyncio.create_task(run_retention(self.settings, pool, stop), name="retention")
+            )
             tasks.append(
                 asyncio.create_task(self.intake.run_parked_retries(stop), name="parked-retries")
             )

@@ -36,8 +36,6 @@ def make_engine(url: str, pool_size: int = 10, pool_timeout_s: float = 30.0) -> 
         hide_parameters=True,  # bound values (a birth date) never reach an error or a log
         json_serializer=_json_text,
         json_deserializer=orjson.loads,  # a snapshot's states arrive as JSON: 5x json.loads
-        # transitional: receipts and replays still read the propagator's schema
-        connect_args={"server_settings": {"search_path": "public, propagator"}},
     )
 
 

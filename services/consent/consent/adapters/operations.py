@@ -1,4 +1,5 @@
-"""Operator queries: replay selection and jobs, deliveries admin, audit log."""
+"""Operator queries: replay selection and jobs, audit log. (Deliveries are the propagator's:
+its API, ``propagator.admin``.)"""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ WHERE l.recorded_at >= :since AND l.recorded_at < :until AND l.subject_id > :aft
         WHERE c->>'purpose' = ANY(CAST(:purposes AS text[]))))
 ORDER BY l.subject_id LIMIT :limit
 """
-NOTIFY_DELIVERIES = text("SELECT pg_notify('deliveries', '')")
 COUNT_SUBJECTS = """
 SELECT count(DISTINCT l.subject_id) FROM consent_ledger l
 WHERE l.recorded_at >= :since AND l.recorded_at < :until
@@ -71,45 +71,6 @@ class OperationsRepository:
         await self.session.execute(
             update(ReplayJob).where(col(ReplayJob.id) == job_id).values(**values)
         )
-
-    # --- deliveries -----------------------------------------------------------------
-    async def deliveries(
-        self, status: str | None, processor: str | None, after: str | None, limit: int
-    ) -> list[dict[str, Any]]:
-        rows = await self.session.execute(
-            text("""
-            SELECT id, event_id, event_type, subject_id, sequence, processor, status, attempts,
-                   last_error, response_code, replay, created_at, updated_at, delivered_at
-            FROM deliveries
-            WHERE (CAST(:status AS text) IS NULL OR status = :status)
-              AND (CAST(:processor AS text) IS NULL OR processor = :processor)
-              AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid))
-            ORDER BY id LIMIT :limit"""),
-            {"status": status, "processor": processor, "after": after, "limit": limit},
-        )
-        return [dict(r._mapping) for r in rows]
-
-    async def redrive(self, ids: list[uuid.UUID] | None, processor: str | None) -> list[str]:
-        """Dead deliveries back to pending, with a fresh attempt budget."""
-        rows = await self.session.execute(
-            text("""
-            UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),
-                   lease_until = NULL, updated_at = now()
-            WHERE status = 'dead'
-              AND (CAST(:ids AS uuid[]) IS NULL OR id = ANY(CAST(:ids AS uuid[])))
-              AND (CAST(:processor AS text) IS NULL OR processor = :processor)
-            RETURNING id"""),
-            {"ids": [str(i) for i in ids] if ids is not None else None, "processor": processor},
-        )
-        redriven = [str(r[0]) for r in rows]
-        if redriven:
-            await self.notify_deliveries()
-        return redriven
-
-    async def notify_deliveries(self) -> None:
-        """Wake the propagator's workers when this transaction commits (they would otherwise
-        find the new pending deliveries at their next poll, up to 0.2 s later)."""
-        await self.session.execute(NOTIFY_DELIVERIES)
 
     # --- audit ----------------------------------------------------------------------
     async def audit(

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from consent.adapters.db import make_engine, make_sessionmaker
+from consent.adapters.propagator_api import PropagatorAPI
 from consent.api import problems
 from consent.api.admission import AdmissionLimit
 from consent.api.client_limit import ClientLimit, parse_networks
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in list(app.state.background):
                 task.cancel()
             await asyncio.gather(*jobs, *app.state.background, return_exceptions=True)
+            await app.state.propagator.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.background = set()
+    app.state.propagator = PropagatorAPI(settings)
     problems.install(app)
     app.include_router(meta.router)
     app.include_router(preferences.router)

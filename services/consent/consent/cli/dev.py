@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,10 @@ from consent.cli.servers import (
     serve_until,
     supervise,
 )
-from consent.embedded import TansuBroker, start_postgres, stop_postgres
+from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
 from consent.relay.relay import OutboxRelay
 from consent.settings import Settings
+from propagator.api import create_api
 from propagator.config import ProcessorConfig, load_processors
 from propagator.db import migrate as migrate_propagator
 from propagator.demo import demo_processor_app
@@ -170,8 +172,25 @@ async def _start(
         path.write_text(yaml.safe_dump({"processors": [c.model_dump() for c in processors]}))
         settings = settings.model_copy(update={"processors_file": path})
         os.environ["CONSENT_PROCESSORS_FILE"] = str(path)
+    # the propagator's own API (deliveries, parked records), which the consent API's admin
+    # endpoints forward to; a fresh credential for each dev stack unless one is set
+    if settings.propagator_api_key is None or not settings.propagator_url:
+        api_port = free_port()
+        settings = settings.model_copy(
+            update={
+                "propagator_api_key": settings.propagator_api_key
+                or SecretStr(secrets.token_urlsafe(24)),
+                "propagator_url": f"http://127.0.0.1:{api_port}",
+            }
+        )
+        tasks.append(
+            asyncio.create_task(
+                serve_until(http_server(create_api(settings), "127.0.0.1", api_port), stop),
+                name="propagator-api",
+            )
+        )
     api = http_server(create_app(settings), host, port)
-    tasks.append(asyncio.create_task(serve_until(api, stop), name="api"))
+    tasks.insert(0, asyncio.create_task(serve_until(api, stop), name="api"))
     for cfg, p in demo:
         app = demo_processor_app(cfg.name, os.environ[cfg.secret_env])
         tasks.append(

@@ -87,10 +87,14 @@ async def _with_health(
     port: int | None,
     stop: asyncio.Event,
     run: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    extend: Callable[[Settings, Any], Any] | None = None,
 ) -> None:
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(run(stop))]
     if port is not None:
-        server = http_server(health_app(settings), "0.0.0.0", port)
+        app = health_app(settings)
+        if extend is not None:
+            app = extend(settings, app)
+        server = http_server(app, "0.0.0.0", port)
         tasks.append(asyncio.create_task(serve_until(server, stop)))
     await asyncio.gather(*tasks)
 
@@ -114,6 +118,7 @@ def propagator(
     settings: Settings, processors_file: Path | None, health_port: int | None = None
 ) -> None:
     SHUTDOWN.install()
+    from propagator.api import create_api
     from propagator.config import load_processors
     from propagator.service import Propagator
 
@@ -125,7 +130,11 @@ def propagator(
     run_service(
         _until_signal(
             lambda stop: _with_health(
-                settings, health_port, stop, lambda s: supervise("propagator", prop.run, s)
+                settings,
+                health_port,
+                stop,
+                lambda s: supervise("propagator", prop.run, s),
+                extend=create_api,  # its own API, behind CONSENT_PROPAGATOR_API_KEY
             )
         )
     )

@@ -26,6 +26,7 @@ import yaml
 
 from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
+from consent.api.auth import hash_key
 from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
 from consent.settings import Settings
 from consent_common.db import plain_url
@@ -123,7 +124,9 @@ def start(run_dir: Path) -> Stack:
         "CONSENT_DATABASE_URL": database_url,
         "CONSENT_KAFKA_BOOTSTRAP": bootstrap,
         "CONSENT_TOPIC_PREFIX": prefix,
-        "CONSENT_DEV_ADMIN_KEY": admin_key,
+        # `serve` refuses the dev admin key and published secrets: a real admin key (stored
+        # hashed by _prepare) and a random salt
+        "CONSENT_IP_HASH_SALT": secrets.token_urlsafe(32),
         "CONSENT_PROCESSORS_FILE": str(processors),
         "CONSENT_DATA_DIR": str(run_dir / "data"),
         "EMAIL_PROCESSOR_SECRET": secret,
@@ -198,6 +201,13 @@ async def _prepare(stack: Stack) -> None:
     conn = await asyncpg.connect(plain_url(stack.database_url))
     try:
         await prepare_schema(conn)
+        await conn.execute(
+            "INSERT INTO api_keys (id, key_hash, name, scopes) VALUES ($1, $2, 'bench', $3) "
+            "ON CONFLICT DO NOTHING",
+            "bench",
+            hash_key(stack.admin_key),
+            ["admin"],
+        )
     finally:
         await conn.close()
 

@@ -124,7 +124,7 @@ def settings(db_url: str, kafka_bootstrap: str, tmp_path: Path, propagator_api: 
         data_dir=tmp_path / "data",
         relay_poll_interval_s=0.2,
         scheduler_interval_s=0.5,
-    )
+    ).as_dev_stack()  # the tests accept the dev admin key, as `consentctl dev` does
 
 
 @pytest.fixture

@@ -74,6 +74,9 @@ KAFKA_ENV = {
 }
 SETTINGS_ENV = {f"CONSENT_{name.upper()}" for name in Settings.model_fields}
 ALL_ENV = SETTINGS_ENV | KAFKA_ENV
+# Read only by `consentctl dev`; `consentctl serve` refuses to start with it set, so no
+# deployment file may pass it.
+DEV_ONLY_ENV = {"CONSENT_DEV_ADMIN_KEY"}
 # Settings that are secrets: in Kubernetes they come from a Secret, never a ConfigMap.
 SECRET_ENV = {
     "CONSENT_DATABASE_URL",
@@ -82,6 +85,7 @@ SECRET_ENV = {
     "CONSENT_IP_HASH_SALT",
     "CONSENT_KAFKA_SASL_USERNAME",
     "CONSENT_KAFKA_SASL_PASSWORD",
+    "CONSENT_PROPAGATOR_API_KEY",  # issue 16: the propagator's own API credential
 }
 # Secrets the operator creates (docs/operations.md says how); the manifests reference them.
 EXTERNAL_SECRETS = {
@@ -396,6 +400,31 @@ def test_compose_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch) 
     assert env["CONSENT_KAFKA_BOOTSTRAP"] == "kafka:9092"
 
 
+def test_compose_runs_with_published_dev_secrets_only_when_told() -> None:
+    """The compose file comes up with one command on published secrets: every consent
+    service says so with --insecure-dev-defaults, every published default it carries is one
+    `serve` recognises (so without the flag it would refuse), and no dev admin key."""
+    from consent.cli import dev_defaults
+    from consent.settings import Settings as S
+
+    for name in CONSENT_SERVICES:
+        env = service_env(name)
+        assert not DEV_ONLY_ENV & set(env), name
+        if service_command(name)[0] == "serve":
+            assert "--insecure-dev-defaults" in service_command(name), name
+    api = service_env("api")
+    settings = S(
+        database_url=api["CONSENT_DATABASE_URL"],
+        jwt_secret=api["CONSENT_JWT_SECRET"],
+        ip_hash_salt=api["CONSENT_IP_HASH_SALT"],
+    )
+    wrong = {p.split(":")[0] for p in dev_defaults.api_problems(settings)}
+    assert wrong == {"CONSENT_DATABASE_URL", "CONSENT_JWT_SECRET", "CONSENT_IP_HASH_SALT"}
+    secrets = service_env("propagator")
+    names = [k for k in secrets if k.endswith("_PROCESSOR_SECRET")]
+    assert len(dev_defaults.webhook_problems(names, secrets)) == len(names) == 3
+
+
 def test_compose_processors_match_the_demo_processors() -> None:
     services = compose()["services"]
     argv = service_command("propagator")
@@ -596,7 +625,7 @@ def test_k8s_manifests_validate_against_kubernetes_schemas(overlay: str, version
         "HorizontalPodAutoscaler": 1,
         "PodDisruptionBudget": 3,
         "NetworkPolicy": 2,
-        "Service": 1,
+        "Service": 2,  # the API, and the propagator's own API (issue 16)
         "ConfigMap": 4,
         "ServiceAccount": 1,
     }.items():
@@ -746,8 +775,11 @@ def test_k8s_every_setting_comes_from_a_configmap_or_a_secret(
             ref = entry.get("valueFrom", {}).get("configMapKeyRef")
             if ref and not ref.get("optional"):
                 assert ref["key"] in config_map(docs, ref["name"])
-    missing = ALL_ENV - seen
+    missing = ALL_ENV - DEV_ONLY_ENV - seen
     assert not missing, f"settings no workload can receive: {sorted(missing)}"
+    assert not seen & DEV_ONLY_ENV, f"{overlay}: dev-only settings wired in"
+    for name, container in consent_containers(docs):
+        assert "--insecure-dev-defaults" not in container.get("args", []), name
 
     # The ConfigMap's values are valid settings, and the Kafka client accepts them.
     config = config_map(docs, generated(docs, "consent-config"))
@@ -764,7 +796,7 @@ def test_k8s_base_config_lists_the_defaults(monkeypatch: pytest.MonkeyPatch) -> 
     defaults = Settings()
     clean_env(monkeypatch, config)
     configured = Settings()
-    deliberate = {"data_dir", "kafka_bootstrap", "processors_file"}
+    deliberate = {"data_dir", "kafka_bootstrap", "processors_file", "propagator_url"}
     for field in set(Settings.model_fields) - deliberate:
         assert getattr(configured, field) == getattr(defaults, field), (
             f"deploy/k8s/base/config.env: CONSENT_{field.upper()} differs from the default"

@@ -90,7 +90,7 @@ async def test_guardian_lifecycle(client, db):
     await client.put(
         "/v1/subjects/kid2", json={"jurisdiction": "FR", "birth_date": birth}, headers=admin()
     )
-    verifier = await make_key(db, ["preferences:write"])
+    verifier = await make_key(db, ["minors:write"])
     before = await outbox(db, "kid")
 
     # a child's own grant, or a service's, without a guardian: 409, nothing changes
@@ -100,7 +100,7 @@ async def test_guardian_lifecycle(client, db):
     await expect_problem(r, 409, "guardian_required")
     assert await outbox(db, "kid") == before
 
-    # linking takes a service key with preferences:write, never a user's token
+    # linking takes a service key with minors:write, never a user's token
     body = {"guardian_id": "mum", "verification": verification()}
     r = await client.post("/v1/subjects/kid/guardians", json=body, headers=user("mum"))
     await expect_problem(r, 403)

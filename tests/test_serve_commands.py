@@ -47,10 +47,22 @@ async def test_serve_commands_start_ready_and_stop_on_sigterm(
         "CONSENT_KAFKA_BOOTSTRAP": topics.kafka_bootstrap or "",
         "CONSENT_TOPIC_PREFIX": topics.topic_prefix,
         "CONSENT_PROCESSORS_FILE": str(procs_file),
+        # the compose file's published secrets: accepted only with --insecure-dev-defaults
+        "CONSENT_JWT_SECRET": "compose-dev-only-jwt-secret-change-me",
+        "CONSENT_IP_HASH_SALT": "compose-dev-only-salt-change-me",
     }
+    env.pop("CONSENT_DEV_ADMIN_KEY", None)
     ports = {name: free_port() for name in ("api", "relay", "propagator")}
     commands = {
-        "api": ["serve", "api", "--host", "127.0.0.1", "--port", str(ports["api"])],
+        "api": [
+            "serve",
+            "api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ports["api"]),
+            "--insecure-dev-defaults",
+        ],
         "relay": ["serve", "relay", "--health-port", str(ports["relay"])],
         "propagator": ["serve", "propagator", "--health-port", str(ports["propagator"])],
     }
@@ -95,3 +107,78 @@ async def _ready(url: str, proc: subprocess.Popen[bytes]) -> dict:  # type: igno
                 pass
             await asyncio.sleep(0.2)
     raise AssertionError(f"{url} never became ready")
+
+
+COMPOSE_SECRETS = {
+    "CONSENT_DATABASE_URL": "postgresql://consent:consent-dev-only@127.0.0.1:9/consent",
+    "CONSENT_JWT_SECRET": "compose-dev-only-jwt-secret-change-me",
+    "CONSENT_DEV_ADMIN_KEY": "dev-compose-admin-key",
+    "CONSENT_IP_HASH_SALT": "compose-dev-only-salt-change-me",
+}
+
+
+def _consentctl(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "consent.cli.main", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_serve_api_refuses_the_compose_secrets_and_names_each_setting():
+    proc = _consentctl(["serve", "api", "--port", "9"], COMPOSE_SECRETS)
+    assert proc.returncode == 2, proc.stderr
+    for name in COMPOSE_SECRETS:
+        assert name in proc.stderr, (name, proc.stderr)
+    for value in COMPOSE_SECRETS.values():  # says which setting, never the secret itself
+        assert value not in proc.stderr
+    assert "--insecure-dev-defaults" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "env, wrong",
+    [
+        (
+            {"CONSENT_JWT_SECRET": "short-but-not-published", "CONSENT_IP_HASH_SALT": "s" * 32},
+            "CONSENT_JWT_SECRET",
+        ),
+        ({"CONSENT_JWT_SECRET": "x" * 40}, "CONSENT_IP_HASH_SALT"),  # the settings default
+        ({"CONSENT_JWT_SECRET": "x" * 40, "CONSENT_IP_HASH_SALT": "s" * 32,
+          "CONSENT_DEV_ADMIN_KEY": "a-long-random-looking-admin-key-0123456789"},
+         "CONSENT_DEV_ADMIN_KEY"),
+    ],
+)  # fmt: skip
+def test_serve_api_refuses_each_dev_default(env, wrong):
+    proc = _consentctl(["serve", "api", "--port", "9"], env)
+    assert proc.returncode == 2 and wrong in proc.stderr, proc.stderr
+    assert sum(line.startswith("  - ") for line in proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_serve_workers_refuse_published_secrets(tmp_path):
+    procs = tmp_path / "processors.yaml"
+    procs.write_text(
+        "processors:\n  - name: email\n    url: http://127.0.0.1:9/consent\n"
+        "    secret_env: EMAIL_PROCESSOR_SECRET\n    purposes: [marketing_email]\n"
+    )
+    published = {"EMAIL_PROCESSOR_SECRET": "whsec_eosR+2wwbGrfm14tQMhJuwuzhyBkgaxq"}
+    db = {"CONSENT_DATABASE_URL": COMPOSE_SECRETS["CONSENT_DATABASE_URL"]}
+    proc = _consentctl(["serve", "relay"], db)
+    assert proc.returncode == 2 and "CONSENT_DATABASE_URL" in proc.stderr, proc.stderr
+    proc = _consentctl(["serve", "propagator", "--processors-file", str(procs)], published)
+    assert proc.returncode == 2 and "EMAIL_PROCESSOR_SECRET" in proc.stderr, proc.stderr
+    proc = _consentctl(["serve", "demo-processor", "--name", "email", "--port", "9"], published)
+    assert proc.returncode == 2 and "EMAIL_PROCESSOR_SECRET" in proc.stderr, proc.stderr
+
+
+def test_jwks_url_without_issuer_and_audience_is_refused():
+    env = {
+        "CONSENT_JWT_JWKS_URL": "https://idp.example/jwks.json",
+        "CONSENT_IP_HASH_SALT": "s" * 40,
+    }
+    proc = _consentctl(["serve", "api", "--port", "9"], env)
+    assert proc.returncode == 2
+    assert "CONSENT_JWT_ISSUER" in proc.stderr and "CONSENT_JWT_AUDIENCE" in proc.stderr

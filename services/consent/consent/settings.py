@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from consent.domain.signals import GppNotices
 from consent_common.settings import CommonSettings
@@ -17,9 +21,14 @@ class Settings(CommonSettings):
     jwt_jwks_url: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    jwt_jwks_timeout_s: float = Field(default=2.0, gt=0, le=30)  # one JWKS fetch
+    jwt_jwks_refresh_s: float = Field(default=300.0, ge=1)  # keys older than this: refetch
+    jwt_jwks_max_stale_s: float = Field(default=86400.0, ge=0)  # served while the IdP is down
     dev_admin_key: SecretStr | None = None
     ip_hash_salt: SecretStr = SecretStr("dev-only-salt-change-me")
     cors_origins: list[str] = Field(default_factory=list)
+    # Hops (CIDRs) whose X-Forwarded-For is believed; without them the peer address counts.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     event_source: str = "urn:consent:consent-api"
     db_pool_size: int = 20
@@ -59,6 +68,43 @@ class Settings(CommonSettings):
     preference_center_frame_ancestors: list[str] = Field(default_factory=list)
     # the dev-only token helper at /preference-center/dev (consentctl dev turns it on)
     preference_center_dev: bool = False
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        """A JSON list or a comma-separated string of CIDRs (a bare address is a /32 or
+        /128), normalised."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        if not isinstance(value, list | tuple):
+            raise ValueError("a list of CIDRs")
+        return [
+            str(ipaddress.ip_network(str(v).strip(), strict=False)) for v in value if str(v).strip()
+        ]
+
+    @model_validator(mode="after")
+    def _jwks_needs_issuer_and_audience(self) -> Settings:
+        """Tokens from a shared identity provider are accepted only when issued for us."""
+        if self.jwt_jwks_url and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError(
+                "CONSENT_JWT_JWKS_URL is set: CONSENT_JWT_ISSUER and CONSENT_JWT_AUDIENCE "
+                "are required too"
+            )
+        return self
+
+    # Set only in code (``consentctl dev``, the tests), never from the environment: the dev
+    # admin key is accepted only when it is on.
+    _dev_stack: bool = PrivateAttr(default=False)
+
+    @property
+    def dev_stack(self) -> bool:
+        return self._dev_stack
+
+    def as_dev_stack(self) -> Settings:
+        copy = self.model_copy()
+        copy._dev_stack = True
+        return copy
 
     def gpp_notices(self) -> GppNotices:
         return GppNotices(

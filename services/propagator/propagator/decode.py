@@ -32,6 +32,8 @@ DECISION_TYPES = frozenset(
         "subject.age_status_changed",
         "subject.guardian_linked",
         "subject.guardian_revoked",
+        "subject.merged",
+        "subject.unmerged",
     }
 )
 ERASURE = "subject.erasure_requested"

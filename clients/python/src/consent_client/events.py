@@ -131,6 +131,26 @@ class SubjectGuardianRevoked(DecisionEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SubjectMerged(DecisionEvent):
+    """An anonymous subject was merged into a person; one on each (``role``: ``person`` or
+    ``anonymous``). On the anonymous id, ``person_id`` is who it answers for from now on."""
+
+    TYPE: ClassVar[str] = "subject.merged"
+    role: str
+    person_id: str
+    anonymous_id: str
+    other_sequence: int
+    other_hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubjectUnmerged(SubjectMerged):
+    """A merge undone; one on each subject. The anonymous id answers for itself again."""
+
+    TYPE: ClassVar[str] = "subject.unmerged"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubjectErasureRequested(SubjectEvent):
     """Forget the subject: delete what you hold and acknowledge."""
 
@@ -214,6 +234,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SubjectAgeStatusChanged,
         SubjectGuardianLinked,
         SubjectGuardianRevoked,
+        SubjectMerged,
+        SubjectUnmerged,
         SubjectErasureRequested,
         PolicyPublished,
         DeliveryDead,

@@ -32,7 +32,9 @@ SELECT s.subject_id, s.sequence, s.jurisdiction, s.birth_date, s.gpc_opted_out_a
           AND ($2::text[] IS NULL OR c.purpose = ANY($2::text[]))
        ) AS states,
        (SELECT coalesce(array_agg(g.guardian_id), '{}') FROM guardian_links g
-        WHERE g.subject_id = s.subject_id AND g.revoked_at IS NULL) AS guardians
+        WHERE g.subject_id = s.subject_id AND g.revoked_at IS NULL) AS guardians,
+       (SELECT a.subject_id FROM subject_aliases a
+        WHERE a.alias_id = s.subject_id AND a.unlinked_at IS NULL) AS merged_into
 FROM subjects s WHERE s.subject_id = ANY($1::text[])
 """
 
@@ -101,6 +103,7 @@ def _snapshot(row: Any) -> SubjectSnapshot:
         guardian_ids=frozenset(row["guardians"] or ()),
         published_decisions=orjson.loads(row["decisions"]) if row["decisions"] else None,
         recorded_age_status=row["age_status"],
+        merged_into=row["merged_into"],
     )
 
 

@@ -221,3 +221,27 @@ class ReplayJob(SQLModel, table=True):
     heartbeat_at: datetime | None = _ts(nullable=True)
     finished_at: datetime | None = _ts(nullable=True)
     error: str | None = None
+
+
+class SubjectAlias(SQLModel, table=True):
+    """An anonymous (device) subject merged into a person. Undo ends the link; the row stays.
+    ``replaced`` holds the person's records the merge replaced, for undo."""
+
+    __tablename__ = "subject_aliases"
+    __table_args__ = (
+        Index(
+            "ux_alias_active",
+            "alias_id",
+            unique=True,
+            postgresql_where=text("unlinked_at IS NULL"),
+        ),
+        Index("ix_alias_person", "subject_id"),
+    )
+    id: uuid.UUID = Field(primary_key=True)
+    alias_id: str = Field(max_length=128)
+    subject_id: str = Field(max_length=128)
+    linked_at: datetime = _ts(nullable=False)
+    person_sequence: int = Field(sa_type=BigInteger)  # the person's merge entry
+    alias_sequence: int = Field(sa_type=BigInteger)  # the alias's merge entry
+    replaced: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB))
+    unlinked_at: datetime | None = _ts(nullable=True)

@@ -14,9 +14,11 @@ from consent.adapters.propagator_api import PropagatorAPI
 from consent.api import problems
 from consent.api.admission import AdmissionLimit
 from consent.api.client_limit import ClientLimit, parse_networks
+from consent.api.jwks import JwksCache
 from consent.api.middleware import BodyLimit, RequestContext
 from consent.api.routes import (
     admin,
+    aliases,
     meta,
     minors,
     parked,
@@ -89,6 +91,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     app.state.settings = settings
+    app.state.jwks = (
+        JwksCache(
+            settings.jwt_jwks_url,
+            timeout_s=settings.jwt_jwks_timeout_s,
+            refresh_s=settings.jwt_jwks_refresh_s,
+            max_stale_s=settings.jwt_jwks_max_stale_s,
+        )
+        if settings.jwt_jwks_url
+        else None
+    )
     app.state.background = set()
     app.state.propagator = PropagatorAPI(settings)
     problems.install(app)
@@ -101,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(parked.router)
     app.include_router(signals.router)
     app.include_router(preference_center.router)
+    app.include_router(aliases.router)
     # innermost first: load shedding, then the body read under its deadline (so a request is
     # admitted only once its body is here), then CORS (so a 429, 408 or 413 carries its
     # headers and preflights are never shed)

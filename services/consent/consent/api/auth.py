@@ -14,10 +14,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from consent.adapters.tables import ApiKey
+from consent.api.jwks import JwksCache, UnknownKey
 from consent.settings import Settings
 
-SCOPES = ("preferences:read", "preferences:write", "decisions:read", "admin")
-USER_SCOPES = frozenset({"preferences:read", "preferences:write", "decisions:read"})
+SCOPES = (
+    "preferences:read",
+    "preferences:write",
+    "decisions:read",
+    "rights:erase",  # irreversible, pushed to every processor
+    "minors:write",  # guardian links and a minor's age-relevant facts: grants trust
+    "admin",
+)
+# A user token acts for its own subject only (or a linked minor): it may erase itself.
+USER_SCOPES = frozenset({"preferences:read", "preferences:write", "decisions:read", "rights:erase"})
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,13 @@ def new_key() -> tuple[str, str]:
 
 
 async def principal_from_key(raw: str, session: AsyncSession, settings: Settings) -> Principal:
-    dev = settings.dev_admin_key.get_secret_value() if settings.dev_admin_key else None
+    """The dev admin key counts only in a dev stack (``consentctl dev``, the tests): a
+    setting read from the environment never turns it on in ``consentctl serve``."""
+    dev = (
+        settings.dev_admin_key.get_secret_value()
+        if settings.dev_admin_key and settings.dev_stack
+        else None
+    )
     if dev and hmac.compare_digest(raw.encode(), dev.encode()):
         return Principal("key", "dev-admin", frozenset({"admin"}))
     row = (
@@ -56,17 +71,20 @@ async def principal_from_key(raw: str, session: AsyncSession, settings: Settings
     return Principal("key", row.id, frozenset(row.scopes))
 
 
-_jwks_clients: dict[str, jwt.PyJWKClient] = {}
-
-
-def principal_from_jwt(token: str, settings: Settings) -> Principal:
+async def principal_from_jwt(token: str, settings: Settings, jwks: JwksCache | None) -> Principal:
+    """RS256 with the provider's keys (``iss`` and ``aud`` required), or HS256 with the
+    shared secret (``iss``/``aud`` checked when configured)."""
+    require = ["exp", "sub"]
     try:
-        if settings.jwt_jwks_url:
-            client = _jwks_clients.setdefault(
-                settings.jwt_jwks_url, jwt.PyJWKClient(settings.jwt_jwks_url)
-            )
-            key: Any = client.get_signing_key_from_jwt(token).key
+        if settings.jwt_jwks_url and jwks is not None:
+            header = jwt.get_unverified_header(token)
+            kid = header.get("kid")
+            try:
+                key: Any = await jwks.key_for(kid if isinstance(kid, str) else None)
+            except UnknownKey as exc:
+                raise AuthError("invalid token: unknown signing key") from exc
             algorithms = ["RS256"]
+            require += ["iss", "aud"]
         elif settings.jwt_secret:
             key, algorithms = settings.jwt_secret.get_secret_value(), ["HS256"]
         else:
@@ -75,7 +93,7 @@ def principal_from_jwt(token: str, settings: Settings) -> Principal:
             token,
             key,
             algorithms=algorithms,
-            options={"require": ["exp", "sub"], "verify_aud": bool(settings.jwt_audience)},
+            options={"require": require, "verify_aud": bool(settings.jwt_audience)},
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
         )

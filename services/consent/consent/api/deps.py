@@ -9,7 +9,9 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.api.auth import AuthError, Principal, principal_from_jwt, principal_from_key
+from consent.api.jwks import JwksUnavailable
 from consent.api.problems import Problem
+from consent.domain.authority import Reader
 from consent.service.context import utcnow
 from consent.service.decisions import age_status_of
 from consent.service.unit_of_work import UnitOfWork
@@ -49,13 +51,21 @@ async def get_principal(request: Request, uow: UoW) -> Principal:
         if x_api_key:
             principal = await principal_from_key(x_api_key, uow.session, settings)
         elif authorization and authorization.lower().startswith("bearer "):
-            principal = principal_from_jwt(authorization[7:].strip(), settings)
+            jwks = getattr(request.app.state, "jwks", None)
+            principal = await principal_from_jwt(authorization[7:].strip(), settings, jwks)
         else:
             raise Problem(
                 401, "Credentials required: a bearer token or an X-API-Key.", headers=challenge
             )
     except AuthError as exc:
         raise Problem(401, str(exc), headers=challenge) from exc
+    except JwksUnavailable as exc:  # the provider is down and no usable key is cached
+        raise Problem(
+            503,
+            "Bearer tokens cannot be verified now: the identity provider is unavailable.",
+            code="identity_provider_unavailable",
+            headers={"Retry-After": "5"},
+        ) from exc
     request.state.principal = principal
     return principal
 
@@ -86,3 +96,10 @@ async def require_subject_access(
         if age_status_of(snapshot, utcnow()) in MINOR:
             return principal.id  # a guardian acts for a linked minor, and only a minor
     raise Problem(403, "This token may not act for that subject.")
+
+
+def reader_of(principal: Principal, guardian: str | None) -> Reader:
+    """Who reads history or an export, for the evidence visibility rule."""
+    if principal.kind == "key":
+        return Reader("operator" if principal.has("admin") else "service", principal.id)
+    return Reader("guardian" if guardian else "subject", principal.id)

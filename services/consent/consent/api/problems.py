@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from consent.domain.authority import ChannelNotAllowed, NotPermitted
 from consent.domain.model import DomainError
 from consent.service.preferences import UnknownValue
 
@@ -31,6 +32,7 @@ TITLES = {
     428: "Precondition required",
     429: "Too many requests",
     500: "Internal error",
+    503: "Service unavailable",
 }
 
 
@@ -98,6 +100,20 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
         return problem_response(409, exc.detail, code=exc.code)
+
+    @app.exception_handler(NotPermitted)
+    async def _not_permitted(_: Request, exc: NotPermitted) -> JSONResponse:
+        return problem_response(403, exc.detail, code=exc.code)
+
+    @app.exception_handler(ChannelNotAllowed)
+    async def _channel(_: Request, exc: ChannelNotAllowed) -> JSONResponse:
+        detail = str(exc)
+        return problem_response(
+            422,
+            detail,
+            code="channel_not_allowed",
+            errors=[{"loc": ["body", "context", "channel"], "msg": detail, "type": "value_error"}],
+        )
 
     @app.exception_handler(UnknownValue)
     async def _unknown(_: Request, exc: UnknownValue) -> JSONResponse:

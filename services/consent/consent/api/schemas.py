@@ -36,7 +36,9 @@ def _bounded_utc(value: datetime) -> datetime:
 Timestamp = Annotated[AwareDatetime, AfterValidator(_bounded_utc)]
 SubjectId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 StatusIn = Literal["granted", "denied", "unset"]
-Channel = Literal["web", "ios", "android", "api", "import", "gpc", "guardian", "operator", "system"]
+# What a request may name; which of these a credential may use is consent.domain.authority.
+# gpc, guardian, system and operator are recorded by the platform itself, never requested.
+Channel = Literal["web", "ios", "android", "api", "import"]
 
 
 def _has_nul(value: Any) -> bool:
@@ -133,6 +135,8 @@ class PreferencesOut(BaseModel):
     age_status: str
     gpc_honored: bool
     purposes: dict[str, PurposeOut]
+    # a merged anonymous id: the person it answers for (absent otherwise)
+    merged_into: str | None = None
 
 
 class DecisionOut(BaseModel):

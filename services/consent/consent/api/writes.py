@@ -7,6 +7,7 @@ import hashlib
 from fastapi import Request
 
 from consent.api.auth import Principal
+from consent.api.client_address import client_ip, networks
 from consent.domain.model import Actor
 from consent.service.context import WriteContext
 
@@ -22,7 +23,8 @@ def actor_for(principal: Principal, guardian: str | None) -> Actor:
 def evidence_from(
     request: Request, salt: str, notice_id: str | None, locale: str | None, gpc: bool
 ) -> dict[str, object]:
-    ip = request.client.host if request.client else ""
+    settings = request.app.state.settings
+    ip = client_ip(request, networks(tuple(settings.trusted_proxies))) or ""
     ev: dict[str, object] = {
         "ip_hash": hashlib.sha256(f"{salt}:{ip}".encode()).hexdigest() if ip else None,
         "user_agent": request.headers.get("user-agent", "")[:512] or None,
@@ -52,4 +54,9 @@ def write_context(
     evidence = evidence_from(request, ip_salt(request), None, None, gpc)
     if note is not None:
         evidence["note"] = note
-    return WriteContext(channel=channel, actor=actor_for(principal, guardian), evidence=evidence)
+    return WriteContext(
+        channel=channel,
+        actor=actor_for(principal, guardian),
+        evidence=evidence,
+        acting_guardian=guardian,
+    )

@@ -93,7 +93,7 @@ def run_dev(settings: Settings, host: str, port: int) -> None:
             updates["jwt_secret"] = SecretStr(saved["jwt_secret"])
         if settings.jwt_secret is not None or "jwt_secret" in updates:
             updates["preference_center_dev"] = True  # the dev sign-in helper page
-        settings = settings.model_copy(update=updates) if updates else settings
+        settings = (settings.model_copy(update=updates) if updates else settings).as_dev_stack()
         for key in ("dev_admin_key", "jwt_secret"):  # so child CLI calls see the same values
             value = getattr(settings, key)
             if value is not None:

@@ -30,8 +30,28 @@ app.add_typer(maintenance.state_app, name="state")
 app.add_typer(parked_app, name="parked")
 
 
+InsecureDevDefaults = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-dev-defaults",
+        help="Start even with published development secrets (compose, laptops); never in "
+        "production.",
+    ),
+]
+
+
 def _settings() -> Settings:
-    s = get_settings()
+    from pydantic import ValidationError
+
+    try:
+        s = get_settings()
+    except ValidationError as exc:  # name the setting, never echo values (secrets)
+        for err in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(p) for p in err["loc"])
+            typer.echo(
+                f"error: {'CONSENT_' + where.upper() + ': ' if where else ''}{err['msg']}", err=True
+            )
+        raise SystemExit(2) from None
     configure_logging(s.log_level, s.log_json)
     return s
 
@@ -178,12 +198,14 @@ def outbox_status() -> None:
 
 @serve_app.command("api")
 def serve_api(
-    port: Annotated[int, typer.Option()] = 8000, host: Annotated[str, typer.Option()] = "0.0.0.0"
+    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[str, typer.Option()] = "0.0.0.0",
+    insecure_dev_defaults: InsecureDevDefaults = False,
 ) -> None:
-    """The consent API."""
+    """The consent API. Refuses published development secrets (and the dev admin key)."""
     from consent.cli import serve
 
-    serve.api(_settings(), host, port)
+    serve.api(_settings(), host, port, insecure_dev_defaults)
 
 
 @serve_app.command("relay")
@@ -191,11 +213,12 @@ def serve_relay(
     health_port: Annotated[
         int | None, typer.Option(help="Serve /healthz, /readyz, /metrics")
     ] = None,
+    insecure_dev_defaults: InsecureDevDefaults = False,
 ) -> None:
     """The outbox relay (one active, others stand by)."""
     from consent.cli import serve
 
-    serve.relay(_settings(), health_port)
+    serve.relay(_settings(), health_port, insecure_dev_defaults)
 
 
 @serve_app.command("propagator")
@@ -204,11 +227,12 @@ def serve_propagator(
     health_port: Annotated[
         int | None, typer.Option(help="Serve /healthz, /readyz, /metrics")
     ] = None,
+    insecure_dev_defaults: InsecureDevDefaults = False,
 ) -> None:
     """The propagator (Kafka intake and delivery workers)."""
     from consent.cli import serve
 
-    serve.propagator(_settings(), processors_file, health_port)
+    serve.propagator(_settings(), processors_file, health_port, insecure_dev_defaults)
 
 
 @serve_app.command("demo-processor")
@@ -216,12 +240,13 @@ def serve_demo_processor(
     name: Annotated[str, typer.Option(help="email, payment or logistics")],
     port: Annotated[int, typer.Option()] = 9101,
     host: Annotated[str, typer.Option()] = "0.0.0.0",
+    insecure_dev_defaults: InsecureDevDefaults = False,
 ) -> None:
     """A demo processor that verifies signatures and logs what it receives.
     Its secret is read from ``<NAME>_PROCESSOR_SECRET`` (``whsec_…``)."""
     from consent.cli import serve
 
-    serve.demo_processor(_settings(), name, host, port)
+    serve.demo_processor(_settings(), name, host, port, insecure_dev_defaults)
 
 
 def main() -> None:

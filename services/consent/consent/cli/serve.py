@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from consent.cli import dev_defaults
 from consent.cli.runtime import resolve_database, resolve_kafka
 from consent.cli.servers import Shutdown, http_server, run_service, serve_until, supervise
 from consent.settings import Settings
@@ -29,10 +30,11 @@ async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None
         SHUTDOWN.detach()
 
 
-def api(settings: Settings, host: str, port: int) -> None:
+def api(settings: Settings, host: str, port: int, insecure: bool = False) -> None:
     SHUTDOWN.install()  # before anything starts: a signal during start-up is never lost
     from consent.api.app import create_app
 
+    dev_defaults.enforce(dev_defaults.api_problems(settings), insecure, "api")
     settings = _ready(settings)
     server = http_server(create_app(settings), host, port)
     run_service(_until_signal(lambda stop: serve_until(server, stop)))
@@ -99,10 +101,11 @@ async def _with_health(
     await asyncio.gather(*tasks)
 
 
-def relay(settings: Settings, health_port: int | None = None) -> None:
+def relay(settings: Settings, health_port: int | None = None, insecure: bool = False) -> None:
     SHUTDOWN.install()
     from consent.relay.relay import OutboxRelay
 
+    dev_defaults.enforce(dev_defaults.relay_problems(settings), insecure, "relay")
     settings = _ready(settings)
     loop_fn = OutboxRelay(settings).run
     run_service(
@@ -115,18 +118,25 @@ def relay(settings: Settings, health_port: int | None = None) -> None:
 
 
 def propagator(
-    settings: Settings, processors_file: Path | None, health_port: int | None = None
+    settings: Settings,
+    processors_file: Path | None,
+    health_port: int | None = None,
+    insecure: bool = False,
 ) -> None:
     SHUTDOWN.install()
     from propagator.api import create_api
     from propagator.config import load_processors
     from propagator.service import Propagator
 
-    settings = _ready(settings)
     path = processors_file or settings.processors_file
     if path is None:
         raise SystemExit("CONSENT_PROCESSORS_FILE is required for `serve propagator`.")
-    prop = Propagator(settings, load_processors(path))
+    processors = load_processors(path)
+    problems = dev_defaults.relay_problems(settings)
+    problems += dev_defaults.webhook_problems(p.secret_env for p in processors)
+    dev_defaults.enforce(problems, insecure, "propagator")
+    settings = _ready(settings)
+    prop = Propagator(settings, processors)
     run_service(
         _until_signal(
             lambda stop: _with_health(
@@ -140,7 +150,9 @@ def propagator(
     )
 
 
-def demo_processor(settings: Settings, name: str, host: str, port: int) -> None:
+def demo_processor(
+    settings: Settings, name: str, host: str, port: int, insecure: bool = False
+) -> None:
     import os
 
     from propagator.demo import demo_processor_app
@@ -150,5 +162,6 @@ def demo_processor(settings: Settings, name: str, host: str, port: int) -> None:
     secret = os.environ.get(env)
     if not secret:
         raise SystemExit(f"{env} must hold the processor's whsec_ secret")
+    dev_defaults.enforce(dev_defaults.webhook_problems([env]), insecure, "demo-processor")
     server = http_server(demo_processor_app(name, secret), host, port)
     run_service(_until_signal(lambda stop: serve_until(server, stop)))

@@ -85,8 +85,13 @@ def project(entries: Iterable[Mapping[str, Any]]) -> dict[str, PurposeRecord]:
             continue
         expiries = (e.get("detail") or {}).get("expires_at") or {}
         ended = ENDED_BY_TYPE.get(e["type"])
+        # merges carry records with their own provenance (time, source, actor, expiry)
+        kept = (e.get("detail") or {}).get("records") or {}
         for change in e.get("changes") or []:
             purpose = change["purpose"]
+            if purpose in kept:
+                records[purpose] = record_from_dict(kept[purpose], int(e["sequence"]))
+                continue
             records[purpose] = PurposeRecord(
                 purpose=purpose,
                 status=change["to"],
@@ -99,3 +104,31 @@ def project(entries: Iterable[Mapping[str, Any]]) -> dict[str, PurposeRecord]:
                 ended_reason=ended,
             )
     return records
+
+
+def record_to_dict(r: PurposeRecord) -> dict[str, Any]:
+    """A record's provenance as JSON (ledger detail of merges, alias links)."""
+    return {
+        "purpose": r.purpose,
+        "status": r.status,
+        "source": r.source,
+        "updated_at": r.updated_at.isoformat(),
+        "policy_version": r.policy_version,
+        "expires_at": r.expires_at.isoformat() if r.expires_at else None,
+        "actor": {"type": r.actor.type, "id": r.actor.id},
+    }
+
+
+def record_from_dict(d: Mapping[str, Any], sequence: int = 0) -> PurposeRecord:
+    updated = _dt(d["updated_at"])
+    assert updated is not None
+    return PurposeRecord(
+        purpose=d["purpose"],
+        status=d["status"],
+        source=d["source"],
+        updated_at=updated,
+        sequence=sequence,
+        policy_version=d.get("policy_version"),
+        expires_at=_dt(d.get("expires_at")),
+        actor=Actor(d["actor"]["type"], d["actor"].get("id")),
+    )

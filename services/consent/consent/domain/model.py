@@ -84,6 +84,8 @@ class SubjectSnapshot:
     # they were kept) and the age status then (None: not yet tracked)
     published_decisions: dict[str, bool] | None = None
     recorded_age_status: AgeStatus | None = None
+    # the person this (anonymous) subject is merged into, while the link stands
+    merged_into: str | None = None
 
     @property
     def exists(self) -> bool:

@@ -8,6 +8,7 @@ from datetime import datetime
 from consent.catalog import load_age_rules, load_catalog
 from consent.domain import ages, jurisdictions
 from consent.domain.decisions import DecisionContext, decide, decide_all
+from consent.domain.merge import DEVICE_CATEGORY
 from consent.domain.model import AgeStatus, Decision, Policy, SubjectSnapshot
 from consent.settings import get_settings
 
@@ -15,6 +16,11 @@ from consent.settings import get_settings
 def age_rules() -> ages.AgeRules:
     s = get_settings()
     return load_age_rules(s.child_age_floor_eu_eea, s.child_age_floor_other)
+
+
+def device_purposes() -> frozenset[str]:
+    """Purposes bound to one terminal (ePrivacy): they never merge across subjects."""
+    return frozenset(k for k, p in load_catalog().items() if p.category == DEVICE_CATEGORY)
 
 
 def age_status_of(snapshot: SubjectSnapshot, now: datetime) -> AgeStatus:

@@ -7,16 +7,27 @@ import uuid
 from consent.adapters.tables import ErasureRequest
 from consent.domain.rights import ERASURE_BUSINESS_DAYS, add_business_days
 from consent.service.context import WriteContext
+from consent.service.preferences import refuse_personal_write
 from consent.service.recorder import record
 from consent.service.unit_of_work import UnitOfWork
 from consent_common.timefmt import rfc3339
+
+MERGED_PERSON_ERASED = "merged_person_erased"
 
 
 async def request_erasure(
     uow: UnitOfWork, subject_id: str, ctx: WriteContext, reason: str = "subject_request"
 ) -> tuple[ErasureRequest, bool]:
-    """Record an erasure request; return it and whether it is new (a repeat returns the first)."""
+    """Record an erasure request; return it and whether it is new (a repeat returns the first).
+
+    The anonymous ids merged into the subject are erased with it, each with its own request
+    (reason ``merged_person_erased``); they are locked first, as a merge locks them."""
+    aliases = await uow.aliases.aliases_of(subject_id)
+    for alias in aliases:
+        await uow.subjects.snapshot(alias, for_update=True)
     snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
+    if reason != MERGED_PERSON_ERASED:
+        refuse_personal_write(snapshot)
     if snapshot.erased_at is not None:
         existing = await uow.erasures.latest(subject_id)
         if existing is not None:
@@ -48,4 +59,6 @@ async def request_erasure(
         event_id=event.id,
     )
     await uow.erasures.add(request)
+    for alias in await uow.aliases.aliases_of(subject_id):
+        await request_erasure(uow, alias, ctx, reason=MERGED_PERSON_ERASED)
     return request, True

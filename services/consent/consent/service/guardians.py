@@ -10,6 +10,7 @@ from consent.adapters.tables import GuardianLink
 from consent.domain.model import Change, DomainError, SubjectSnapshot
 from consent.service.context import WriteContext
 from consent.service.decisions import age_status_of
+from consent.service.preferences import refuse_personal_write
 from consent.service.recorder import record, records_after
 from consent.service.unit_of_work import UnitOfWork
 from consent_common.timefmt import rfc3339
@@ -30,6 +31,7 @@ async def link(
     snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
     if snapshot.erased_at is not None:
         raise DomainError("subject_erased", "this subject has been erased")
+    refuse_personal_write(snapshot)
     if age_status_of(snapshot, ctx.now) not in ("child", "teen_opt_in"):
         raise DomainError(
             "subject_not_minor",

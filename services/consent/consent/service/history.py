@@ -8,6 +8,7 @@ from typing import Any
 
 from consent.adapters.tables import LedgerEntry
 from consent.catalog import catalog_version
+from consent.domain.authority import Reader, visible_evidence
 from consent.service.preferences import get_preferences
 from consent.service.unit_of_work import UnitOfWork
 from consent_common.timefmt import rfc3339
@@ -32,7 +33,15 @@ def decode_cursor(cursor: str) -> int:
         raise BadCursor("malformed cursor") from exc
 
 
-def entry_dict(entry: LedgerEntry, evidence: dict[str, Any] | None) -> dict[str, Any]:
+OPERATOR = Reader("operator", "")
+
+
+def entry_dict(
+    entry: LedgerEntry, evidence: dict[str, Any] | None, reader: Reader = OPERATOR
+) -> dict[str, Any]:
+    """One ledger entry as its reader may see it: evidence filtered by who reads (the
+    hashes are untouched, so the chain still verifies)."""
+    evidence = visible_evidence(evidence, reader, entry.actor_type, entry.actor_id)
     return {
         "sequence": entry.sequence,
         "type": entry.type,
@@ -52,21 +61,24 @@ def entry_dict(entry: LedgerEntry, evidence: dict[str, Any] | None) -> dict[str,
 
 
 async def history_page(
-    uow: UnitOfWork, subject_id: str, cursor: str | None, limit: int
+    uow: UnitOfWork, subject_id: str, cursor: str | None, limit: int, reader: Reader = OPERATOR
 ) -> dict[str, Any]:
     before = decode_cursor(cursor) if cursor else None
     rows = await uow.ledger.history(subject_id, before=before, limit=limit + 1)
-    items = [entry_dict(e, ev) for e, ev in rows[:limit]]
+    items = [entry_dict(e, ev, reader) for e, ev in rows[:limit]]
     next_cursor = encode_cursor(rows[limit - 1][0].sequence) if len(rows) > limit else None
     return {"subject_id": subject_id, "items": items, "next_cursor": next_cursor}
 
 
-async def export(uow: UnitOfWork, subject_id: str, now: datetime) -> dict[str, Any]:
-    """Everything held about the subject, as portable JSON (GDPR Art. 15 and 20)."""
+async def export(
+    uow: UnitOfWork, subject_id: str, now: datetime, reader: Reader = OPERATOR
+) -> dict[str, Any]:
+    """Everything held about the subject, as portable JSON (GDPR Art. 15 and 20); other
+    people's evidence (a guardian's device, a verification reference) is not included."""
     subject = await uow.subjects.get(subject_id)
     view = await get_preferences(uow, subject_id, now)
     entries = await uow.ledger.history(subject_id, before=None, limit=1_000_000)
-    history = [entry_dict(e, ev) for e, ev in reversed(entries)]
+    history = [entry_dict(e, ev, reader) for e, ev in reversed(entries)]
     accepted = sorted({e["policy_version"] for e in history if e["policy_version"]})
     policies = {p.version: p for p in await uow.policies.all()}
     return {

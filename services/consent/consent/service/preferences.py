@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from consent.catalog import load_catalog
 from consent.domain import ages, preferences
+from consent.domain.authority import check_minor_profile_change
+from consent.domain.merge import device_view
 from consent.domain.model import (
     Actor,
     Decision,
@@ -19,8 +21,14 @@ from consent.domain.model import (
     SubjectSnapshot,
 )
 from consent.service.context import WriteContext
-from consent.service.decisions import age_rules, age_status_of, decide_pairs, decisions_for
-from consent.service.recorder import load_policies, record, records_after
+from consent.service.decisions import (
+    age_rules,
+    age_status_of,
+    decide_pairs,
+    decisions_for,
+    device_purposes,
+)
+from consent.service.recorder import as_answered, load_policies, record, records_after
 from consent.service.unit_of_work import UnitOfWork
 from consent_common.timefmt import rfc3339
 
@@ -63,6 +71,7 @@ class PreferencesView:
             "age_status": self.age_status,
             "gpc_honored": self.gpc_honored,
             "purposes": purposes,
+            **({"merged_into": self.snapshot.merged_into} if self.snapshot.merged_into else {}),
         }
 
 
@@ -78,7 +87,7 @@ def view(snapshot: SubjectSnapshot, policies: list[Policy], now: datetime) -> Pr
 
 
 async def get_preferences(uow: UnitOfWork, subject_id: str, now: datetime) -> PreferencesView:
-    snapshot = await uow.subjects.snapshot(subject_id)
+    snapshot = await as_answered(uow, await uow.subjects.snapshot(subject_id))
     return view(snapshot, await load_policies(uow), now)
 
 
@@ -88,7 +97,16 @@ async def get_decisions(
     """Decision reads (single and batch): one query for the subjects, reading only the
     records of the purposes asked for."""
     ids = sorted({s for s, _ in pairs})
-    snapshots = await uow.subjects.snapshots(ids, purposes=sorted({p for _, p in pairs}))
+    purposes = sorted({p for _, p in pairs})
+    snapshots = await uow.subjects.snapshots(ids, purposes=purposes)
+    people = sorted({s.merged_into for s in snapshots.values() if s.merged_into})
+    if people:  # merged anonymous ids answer for their person
+        found = await uow.subjects.snapshots(people, purposes=purposes)
+        device = device_purposes()
+        for sid, snap in list(snapshots.items()):
+            if snap.merged_into:
+                person = found.get(snap.merged_into) or SubjectSnapshot(snap.merged_into)
+                snapshots[sid] = device_view(snap, person, device)
     return decide_pairs(snapshots, pairs, await load_policies(uow), now)
 
 
@@ -164,14 +182,19 @@ async def change_preferences(
     snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
     if precondition is not None:
         precondition(snapshot.sequence)
-    if gpc:
+    if snapshot.merged_into is not None:
+        refuse_personal_write(snapshot, requested)
+        if gpc:  # a GPC signal from the person's device is the person's
+            await honour_gpc(uow, await _locked_person(uow, snapshot), ctx, policies)
+    elif gpc:
         snapshot = await honour_gpc(uow, snapshot, ctx, policies)
+    answering = await as_answered(uow, snapshot)  # a merged device: the person's age rules
     changes = preferences.plan_changes(
-        snapshot,
+        answering,
         requested,
         now=ctx.now,
         policies=policies,
-        age_status=age_status_of(snapshot, ctx.now),
+        age_status=age_status_of(answering, ctx.now),
         acting_guardian=ctx.acting_guardian,
     )
     if changes:
@@ -186,18 +209,39 @@ async def change_preferences(
             new_records=new,
             policies=policies,
         )
-    return view(snapshot, policies, ctx.now)
+    return view(await as_answered(uow, snapshot), policies, ctx.now)
+
+
+def refuse_personal_write(snapshot: SubjectSnapshot, requested: Iterable[str] = ("*",)) -> None:
+    """A merged anonymous id records only its device purposes; anything else is the
+    person's to record (409 ``subject_merged``)."""
+    personal = sorted(set(requested) - device_purposes())
+    if snapshot.merged_into is not None and personal:
+        raise DomainError(
+            "subject_merged",
+            f"this anonymous id is merged into {snapshot.merged_into!r}: record "
+            f"{', '.join(personal)} for that subject",
+        )
+
+
+async def _locked_person(uow: UnitOfWork, device: SubjectSnapshot) -> SubjectSnapshot:
+    assert device.merged_into is not None
+    return await uow.subjects.snapshot(device.merged_into, for_update=True)
 
 
 async def gpc_on_read(uow: UnitOfWork, subject_id: str, ctx: WriteContext) -> PreferencesView:
     """A subject's own GET carrying ``Sec-GPC: 1``: record the opt-out once, then read."""
     policies = await load_policies(uow)
     snapshot = await uow.subjects.snapshot(subject_id)
-    if preferences.plan_gpc_opt_out(snapshot) and snapshot.erased_at is None:
+    target = snapshot
+    if snapshot.merged_into is not None:  # the signal is the person's
+        target = await uow.subjects.snapshot(snapshot.merged_into)
+    if preferences.plan_gpc_opt_out(target) and target.erased_at is None:
         await _resolve_policy_version(uow, ctx)
-        snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
-        snapshot = await honour_gpc(uow, snapshot, ctx, policies)
-    return view(snapshot, policies, ctx.now)
+        target = await uow.subjects.snapshot(target.subject_id, for_update=True)
+        after = await honour_gpc(uow, target, ctx, policies)
+        snapshot = after if snapshot.merged_into is None else snapshot
+    return view(await as_answered(uow, snapshot), policies, ctx.now)
 
 
 async def put_subject(
@@ -208,12 +252,15 @@ async def put_subject(
     birth_date: date | None,
     ctx: WriteContext,
     birth_date_given: bool = True,
+    may_write_minors: bool = False,
 ) -> PreferencesView:
-    """Create or update the profile. The birth date never reaches the ledger or an event."""
+    """Create or update the profile. The birth date never reaches the ledger or an event.
+    A known minor's age-relevant facts are locked (checked on the locked row)."""
     policies = await load_policies(uow)
     snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
     if snapshot.erased_at is not None:
         raise DomainError("subject_erased", "this subject has been erased")
+    refuse_personal_write(snapshot)
     profile: dict[str, Any] = {}
     detail: dict[str, Any] = {}
     if snapshot.jurisdiction != jurisdiction:
@@ -222,8 +269,14 @@ async def put_subject(
     if birth_date_given and snapshot.birth_date != birth_date:
         profile["birth_date"] = birth_date
         detail["birth_date_changed"] = True
+    before_age = age_status_of(snapshot, ctx.now)
+    check_minor_profile_change(
+        before_age,
+        changes_age_facts=bool(profile),
+        may_write_minors=may_write_minors,
+        acting_guardian=ctx.acting_guardian is not None,
+    )
     if profile:
-        before_age = age_status_of(snapshot, ctx.now)
         after_age = ages.age_status(birth_date, jurisdiction, ctx.now, age_rules())
         detail["age_status"] = {"from": before_age, "to": after_age}
         snapshot, _ = await record(

@@ -16,9 +16,15 @@ from consent.adapters.repositories import to_policy
 from consent.adapters.subject_store import TellState, append_change
 from consent.domain.events import DomainEvent, consent_event, decisions_map
 from consent.domain.hashing import GENESIS, entry_hash, evidence_hash
+from consent.domain.merge import device_view
 from consent.domain.model import Change, Policy, PurposeRecord, SubjectSnapshot
 from consent.service.context import WriteContext
-from consent.service.decisions import age_status_of, decisions_for, next_age_change
+from consent.service.decisions import (
+    age_status_of,
+    decisions_for,
+    device_purposes,
+    next_age_change,
+)
 from consent.service.unit_of_work import UnitOfWork
 
 POLICY_TTL_S = 1.0
@@ -40,6 +46,15 @@ async def load_policies(uow: UnitOfWork) -> list[Policy]:
 
 def invalidate_policies() -> None:
     _policy_cache.clear()
+
+
+async def as_answered(uow: UnitOfWork, snapshot: SubjectSnapshot) -> SubjectSnapshot:
+    """What the subject answers with: a merged anonymous id answers for its person (its
+    own device purposes aside, see ``domain/merge.py``)."""
+    if snapshot.merged_into is None:
+        return snapshot
+    person = await uow.subjects.snapshot(snapshot.merged_into)
+    return device_view(snapshot, person, device_purposes())
 
 
 def records_after(
@@ -85,11 +100,14 @@ async def record(
     event_extra: dict[str, Any] | None = None,
     event_data: dict[str, Any] | None = None,
     policies: list[Policy] | None = None,
+    decide_as: SubjectSnapshot | None = None,
 ) -> tuple[SubjectSnapshot, DomainEvent]:
     """Write one ledger entry and its effects; return the new snapshot and its event.
 
     ``profile`` holds subject columns to update (it may contain personal data, which never
-    reaches the ledger or the event: ``detail`` says only what changed).
+    reaches the ledger or the event: ``detail`` says only what changed). The event's
+    decisions are those of ``decide_as`` when given, else of what the subject answers with
+    after the change (``as_answered``).
     """
     changes = changes or []
     sequence = snapshot.sequence + 1
@@ -120,11 +138,12 @@ async def record(
     digest = entry_hash(fields, prev_hash, ev_hash)
     if policies is None:
         policies = await load_policies(uow)
-    decisions = decisions_for(after, policies, ctx.now)
+    basis = decide_as if decide_as is not None else await as_answered(uow, after)
+    decisions = decisions_for(basis, policies, ctx.now)
     told = TellState(
         decisions=decisions_map(decisions),
-        age_status=None if after.erased_at else age_status_of(after, ctx.now),
-        age_check_at=None if after.erased_at else next_age_change(after, ctx.now),
+        age_status=None if basis.erased_at else age_status_of(basis, ctx.now),
+        age_check_at=None if basis.erased_at else next_age_change(basis, ctx.now),
     )
     await append_change(
         uow.session,
@@ -153,7 +172,7 @@ async def record(
         sequence=sequence,
         changes=changes,
         decisions=decisions,
-        jurisdiction=after.jurisdiction,
+        jurisdiction=basis.jurisdiction,
         policy_version=ctx.policy_version,
         channel=ctx.channel,
         actor=ctx.actor,

@@ -27,7 +27,7 @@ from consent.domain.events import DomainEvent, consent_event, event_id
 from consent.domain.model import Actor
 from consent.service.decisions import decisions_for
 from consent.service.processors import KnownProcessor
-from consent.service.recorder import load_policies
+from consent.service.recorder import as_answered, load_policies
 from consent.service.unit_of_work import UnitOfWork
 
 
@@ -155,6 +155,7 @@ async def run_batch(
             snap = snapshots.get(sid)
             if snap is None or snap.erased_at is not None:
                 continue  # an erased subject is never replayed
+            snap = await as_answered(uow, snap)  # a merged anonymous id answers for its person
             decisions = decisions_for(snap, policies, now)
             eid = event_id(sid, snap.sequence, replay_tag=str(job.id))
             event = consent_event(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from consent.adapters.aliases import AliasRepository
 from consent.adapters.due import DueRepository
 from consent.adapters.repositories import (
     ErasureRepository,
@@ -28,6 +29,7 @@ class UnitOfWork:
         self.guardians = GuardianRepository(session)
         self.erasures = ErasureRepository(session)
         self.due = DueRepository(session)
+        self.aliases = AliasRepository(session)
         self.events: list[DomainEvent] = []
         self.committed = False
 

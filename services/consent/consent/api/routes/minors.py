@@ -90,8 +90,9 @@ class ErasureAccepted(Strict):
 async def link_guardian(
     subject_id: SubjectPath, body: GuardianIn, request: Request, uow: UoW, principal: Caller
 ) -> GuardianOut:
-    """Verification happens in a trusted service, so linking takes an API key."""
-    require_scope(principal, "preferences:write")
+    """Verification happens in a trusted service, so linking takes an API key with
+    ``minors:write``: a link makes someone able to act for a child."""
+    require_scope(principal, "minors:write")
     if principal.kind != "key":
         raise Problem(403, "Guardian links are recorded by a verification service (API key).")
     ctx = write_context(request, principal, "operator" if principal.has("admin") else "api")
@@ -128,9 +129,9 @@ async def revoke_guardian(
     uow: UoW,
     principal: Caller,
 ) -> Response:
-    """A guardian may revoke their own link; services need ``preferences:write``."""
+    """A guardian may revoke their own link; services need ``minors:write``."""
     if not (principal.kind == "user" and principal.id == guardian_id):
-        require_scope(principal, "preferences:write")
+        require_scope(principal, "minors:write")
         if principal.kind == "user":
             raise Problem(403, "Only the guardian or a service may revoke this link.")
     ctx = write_context(

@@ -101,7 +101,8 @@ async def dev_token(
 ) -> JSONResponse:
     """Dev only (``consentctl dev``): mint a user token for the helper page."""
     settings = get_settings(request)
-    if not settings.preference_center_dev or settings.jwt_secret is None:
+    # a token for anyone: only in a dev stack, whatever the environment says (issue 14)
+    if not (settings.preference_center_dev and settings.dev_stack) or settings.jwt_secret is None:
         raise Problem(404, "Not found.")
     token = jwt.encode(
         {"sub": subject_id, "exp": int(time.time()) + DEV_TOKEN_TTL_S},

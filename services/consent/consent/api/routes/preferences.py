@@ -24,6 +24,7 @@ from consent.api.schemas import (
 )
 from consent.api.writes import actor_for, evidence_from, ip_salt, write_context
 from consent.catalog import load_catalog
+from consent.domain.authority import choose_channel
 from consent.service import preferences as svc
 from consent.service.context import WriteContext, utcnow
 from consent.service.unit_of_work import UnitOfWork
@@ -66,7 +67,9 @@ def _is_gpc(value: str | None) -> bool:
 
 
 def _respond(view: svc.PreferencesView, gpc_applied: bool) -> Response:
-    body = orjson.dumps(PreferencesOut.model_validate(view.as_dict()).model_dump())
+    body = orjson.dumps(
+        PreferencesOut.model_validate(view.as_dict()).model_dump(exclude_defaults=True)
+    )
     headers = {"ETag": _etag(view.snapshot.sequence)}
     if gpc_applied:
         headers["Sec-GPC-Honored"] = "1"
@@ -82,10 +85,11 @@ async def put_subject(
     principal: Caller,
     _gpc: GpcSignal,
 ) -> Response:
-    guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
-    ctx = write_context(
-        request, principal, "api" if principal.kind == "key" else "web", guardian=guardian
-    )
+    minors = principal.kind == "key" and principal.has("minors:write")
+    scope = "minors:write" if minors else "preferences:write"  # either scope writes profiles
+    guardian = await require_subject_access(principal, scope, subject_id, uow)
+    choice = choose_channel(principal.kind, None, acting_guardian=guardian is not None)
+    ctx = write_context(request, principal, choice.channel, guardian=guardian)
     view = await svc.put_subject(
         uow,
         subject_id,
@@ -93,6 +97,7 @@ async def put_subject(
         birth_date=body.birth_date,
         birth_date_given="birth_date" in body.model_fields_set,
         ctx=ctx,
+        may_write_minors=minors,
     )
     await uow.commit()
     return _respond(view, False)
@@ -146,9 +151,10 @@ async def patch_preferences(
     guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
     idem = IdempotencyRepository(uow.session)
     request_hash = _request_hash(subject_id, body, sec_gpc) if idempotency_key else ""
+    owner = f"{principal.kind}:{principal.id}"  # a subject id never collides with a key id
     if idempotency_key:
-        await idem.lock(principal.id, idempotency_key)
-        stored = await idem.get(principal.id, idempotency_key)
+        await idem.lock(owner, idempotency_key)
+        stored = await idem.get(owner, idempotency_key)
         if stored is not None:
             if stored.request_hash != request_hash:
                 raise Problem(
@@ -168,7 +174,7 @@ async def patch_preferences(
     if idempotency_key:
         await idem.save(
             IdempotencyRecord(
-                principal=principal.id,
+                principal=owner,
                 key=idempotency_key,
                 request_hash=request_hash,
                 status_code=response.status_code,
@@ -198,21 +204,25 @@ async def _apply_patch(
     if unknown:
         raise svc.UnknownValue("purposes", f"unknown purpose(s): {', '.join(unknown)}")
     context = body.context
-    default_channel = "guardian" if guardian else ("api" if principal.kind == "key" else "web")
-    channel = context.channel if context and context.channel else default_channel
+    choice = choose_channel(
+        principal.kind, context.channel if context else None, acting_guardian=bool(guardian)
+    )
     gpc = _own_gpc(principal, subject_id, sec_gpc)
+    evidence = evidence_from(
+        request,
+        ip_salt(request),
+        context.notice_id if context else None,
+        context.locale if context else None,
+        gpc,
+    )
+    if choice.device:
+        evidence["device_channel"] = choice.device
     ctx = WriteContext(
-        channel=channel,
+        channel=choice.channel,
         actor=actor_for(principal, guardian),
         policy_version=body.policy_version,
         acting_guardian=guardian,
-        evidence=evidence_from(
-            request,
-            ip_salt(request),
-            context.notice_id if context else None,
-            context.locale if context else None,
-            gpc,
-        ),
+        evidence=evidence,
     )
     view = await svc.change_preferences(
         uow,

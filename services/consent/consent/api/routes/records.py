@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
-from consent.api.deps import Caller, UoW, require_scope, require_subject_access
+from consent.api.deps import Caller, UoW, reader_of, require_scope, require_subject_access
 from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
@@ -44,9 +44,10 @@ async def history(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    await require_subject_access(principal, "preferences:read", subject_id, uow)
+    guardian = await require_subject_access(principal, "preferences:read", subject_id, uow)
+    reader = reader_of(principal, guardian)
     try:
-        return await history_svc.history_page(uow, subject_id, cursor, limit)
+        return await history_svc.history_page(uow, subject_id, cursor, limit, reader)
     except history_svc.BadCursor as exc:
         raise Problem(
             422,
@@ -57,9 +58,10 @@ async def history(
 
 @router.get("/v1/subjects/{subject_id}/export", responses=PROBLEMS, tags=["records"])
 async def export(subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal) -> Response:
-    await require_subject_access(principal, "preferences:read", subject_id, uow)
+    guardian = await require_subject_access(principal, "preferences:read", subject_id, uow)
+    reader = reader_of(principal, guardian)
     body = orjson.dumps(
-        await history_svc.export(uow, subject_id, utcnow()), option=orjson.OPT_INDENT_2
+        await history_svc.export(uow, subject_id, utcnow(), reader), option=orjson.OPT_INDENT_2
     )
     return Response(
         body,

@@ -28,7 +28,9 @@ router = APIRouter(tags=["rights"])
 async def request_erasure(
     subject_id: SubjectPath, request: Request, uow: UoW, principal: Caller, _gpc: GpcSignal
 ) -> ErasureAccepted:
-    guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
+    """Irreversible and pushed to every processor: ``rights:erase`` (a user token may erase
+    its own subject, and a guardian a linked minor)."""
+    guardian = await require_subject_access(principal, "rights:erase", subject_id, uow)
     ctx = write_context(
         request, principal, "api" if principal.kind == "key" else "web", guardian=guardian
     )

@@ -5,16 +5,16 @@ acknowledged per subject), and how far that topic has been projected.
 ``GET /v1/subjects/{id}/propagation`` and the erasure receipts read these tables; the
 consent service no longer reads the propagator's.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-29
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

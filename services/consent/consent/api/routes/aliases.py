@@ -1,0 +1,107 @@
+"""Anonymous subjects merged into a person (issue 21): link, list, undo."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+
+from consent.api.deps import Caller, UoW, require_scope, require_subject_access
+from consent.api.problems import Problem
+from consent.api.routes.preferences import PROBLEMS, SubjectPath
+from consent.api.schemas import Strict, SubjectId
+from consent.api.writes import write_context
+from consent.service import aliases as alias_svc
+from consent_common.timefmt import rfc3339
+
+router = APIRouter(tags=["aliases"])
+
+
+class AliasIn(Strict):
+    anonymous_id: SubjectId
+
+
+class AliasOut(Strict):
+    subject_id: str
+    anonymous_id: str
+    linked_at: str
+    sequence: int
+    anonymous_sequence: int
+    changes: list[dict[str, str]]
+
+
+def _out(result: alias_svc.LinkResult, status: int) -> Response:
+    body = AliasOut(**{k: v for k, v in asdict(result).items() if k != "created"})
+    return Response(
+        body.model_dump_json(),
+        status_code=status,
+        media_type="application/json",
+        headers={"Consent-Token": str(result.sequence)},
+    )
+
+
+@router.post(
+    "/v1/subjects/{subject_id}/aliases",
+    status_code=201,
+    response_model=AliasOut,
+    responses={**PROBLEMS, 200: {"description": "Already linked to this subject: unchanged"}},
+)
+async def merge_alias(
+    subject_id: SubjectPath, body: AliasIn, request: Request, uow: UoW, principal: Caller
+) -> Response:
+    """Merge an anonymous subject into this person (README: "Anonymous visitors who sign
+    up"). A service key with ``preferences:write``: the site's backend, which saw the login."""
+    require_scope(principal, "preferences:write")
+    if principal.kind != "key":
+        raise Problem(403, "Merges are recorded by the site's backend (an API key).")
+    ctx = write_context(request, principal, "operator" if principal.has("admin") else "api")
+    result = await alias_svc.link(uow, subject_id, body.anonymous_id, ctx)
+    await uow.commit()
+    return _out(result, 201 if result.created else 200)
+
+
+@router.delete(
+    "/v1/subjects/{subject_id}/aliases/{anonymous_id}", response_model=AliasOut, responses=PROBLEMS
+)
+async def undo_merge(
+    subject_id: SubjectPath,
+    anonymous_id: Annotated[SubjectId, Path()],
+    request: Request,
+    uow: UoW,
+    principal: Caller,
+) -> Response:
+    """Undo a merge (a shared device, a mistaken login): a service key with
+    ``preferences:write``, or the person's own token; never the anonymous id's token."""
+    require_scope(principal, "preferences:write")
+    if principal.kind == "user" and principal.id != subject_id:
+        raise Problem(403, "Only the person or a service may undo this merge.")
+    channel = "web" if principal.kind == "user" else "api"
+    if principal.kind == "key" and principal.has("admin"):
+        channel = "operator"
+    ctx = write_context(request, principal, channel)
+    try:
+        result = await alias_svc.unlink(uow, subject_id, anonymous_id, ctx)
+    except LookupError as exc:
+        raise Problem(404, "This anonymous id is not merged into this subject.") from exc
+    await uow.commit()
+    return _out(result, 200)
+
+
+@router.get("/v1/subjects/{subject_id}/aliases", responses=PROBLEMS)
+async def list_aliases(subject_id: SubjectPath, uow: UoW, principal: Caller) -> dict[str, Any]:
+    """Links of a person (or of an anonymous id), ended ones included."""
+    await require_subject_access(principal, "preferences:read", subject_id, uow)
+    return {
+        "items": [
+            {
+                "subject_id": a.subject_id,
+                "anonymous_id": a.alias_id,
+                "linked_at": rfc3339(a.linked_at),
+                "sequence": a.person_sequence,
+                "anonymous_sequence": a.alias_sequence,
+                "unlinked_at": rfc3339(a.unlinked_at) if a.unlinked_at else None,
+            }
+            for a in await uow.aliases.all_for(subject_id)
+        ]
+    }

@@ -1,0 +1,247 @@
+"""The invariant, as a model-based test: **every processor holds the answer the decision API
+gives, and no processor ever applies a subject's events out of order, whatever happens.**
+
+Hypothesis draws programs of steps: preference writes, GPC signals, profile changes with
+birth dates, guardian links, guardian grants and revocations, material policy versions
+with effective times, erasures, processor failures and recoveries, and an injected clock
+jumping across birthdays, effective dates and validity periods. After each step the
+scheduler runs at the model's ``now`` and the real relay and propagator drain to real HTTP
+processors; then, for every healthy processor, its last applied decisions must equal
+``decisions_for(subject, now)`` on its purposes. Real PostgreSQL, the real broker.
+
+Small by default (CI); ``CONSENT_MODEL_EXAMPLES=200`` runs longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consent.adapters.db import make_engine, make_sessionmaker
+from consent.adapters.repositories import SubjectRepository
+from consent.domain.model import Actor, DomainError
+from consent.service import erasure, guardians, policies, preferences
+from consent.service.age_transitions import record_age_transitions
+from consent.service.context import WriteContext
+from consent.service.decisions import decisions_for
+from consent.service.expiry import expire_due
+from consent.service.reconsent import announce_reconsent
+from consent.service.recorder import invalidate_policies, load_policies
+from consent.service.unit_of_work import UnitOfWork
+from consent.settings import Settings
+from consent_common.db import plain_url
+from tests.support import RecordingProcessor, running_stack, serving
+
+EXAMPLES = int(os.environ.get("CONSENT_MODEL_EXAMPLES", "4"))
+PURPOSES = {
+    "email": ["marketing_email", "marketing_sms"],
+    "payment": ["sale", "share", "third_party_sharing"],
+}
+SUBJECTS = 3
+COUNTER = itertools.count()
+
+step = st.one_of(
+    st.tuples(st.just("profile"), st.integers(0, SUBJECTS - 1),
+              st.sampled_from(["DE", "US-CA", "US-TX", "GB"]),
+              st.sampled_from([None, 9, 12, 14, 15, 17, 30])),
+    st.tuples(st.just("change"), st.integers(0, SUBJECTS - 1),
+              st.sampled_from(["marketing_email", "marketing_sms", "sale", "share",
+                               "third_party_sharing", "analytics"]),
+              st.sampled_from(["granted", "denied"])),
+    st.tuples(st.just("gpc"), st.integers(0, SUBJECTS - 1)),
+    st.tuples(st.just("link"), st.integers(0, SUBJECTS - 1)),
+    st.tuples(st.just("guardian_grant"), st.integers(0, SUBJECTS - 1),
+              st.sampled_from(["marketing_email", "third_party_sharing"])),
+    st.tuples(st.just("revoke"), st.integers(0, SUBJECTS - 1)),
+    st.tuples(st.just("policy"),
+              st.sampled_from(["marketing_email", "sale", "third_party_sharing"]),
+              st.sampled_from([-1, 1, 48])),
+    st.tuples(st.just("advance"),
+              st.sampled_from([1, 24 * 10, 24 * 200, 24 * 400, 24 * 365 * 3])),
+    st.tuples(st.just("erase"), st.integers(0, SUBJECTS - 1)),
+    st.tuples(st.just("fail"), st.sampled_from(["email", "payment"])),
+    st.tuples(st.just("recover"), st.sampled_from(["email", "payment"])),
+)  # fmt: skip
+
+
+class Model:
+    """The world the steps act on: the clock, which processors fail, the subjects."""
+
+    def __init__(self, sessions: Any, prefix: str) -> None:
+        self.sessions = sessions
+        self.now = datetime.now(UTC).replace(microsecond=0)
+        self.failing: set[str] = set()
+        self.ids = [f"{prefix}-s{i}" for i in range(SUBJECTS)]
+        self.policy_n = 0
+
+    async def write(self, fn: Any) -> None:
+        """One unit of work; a rule conflict is a refusal that changes nothing."""
+        async with self.sessions() as session:
+            uow = UnitOfWork(session)
+            try:
+                await fn(uow)
+            except (DomainError, LookupError, ValueError):
+                await uow.rollback()
+                return
+            await uow.commit()
+
+    def ctx(self, sid: str, **kw: Any) -> WriteContext:
+        return WriteContext(kw.pop("channel", "web"), kw.pop("actor", Actor("subject", sid)),
+                            now=self.now, **kw)  # fmt: skip
+
+    async def apply(self, s: tuple[Any, ...]) -> None:
+        kind = s[0]
+        if kind == "profile":
+            sid, jurisdiction, age = self.ids[s[1]], s[2], s[3]
+            birth = None if age is None else date(self.now.year - age, 6, 15)
+            await self.write(lambda u: preferences.put_subject(
+                u, sid, jurisdiction=jurisdiction, birth_date=birth,
+                ctx=self.ctx(sid, channel="api", actor=Actor("service", "model"))))  # fmt: skip
+        elif kind == "change":
+            sid = self.ids[s[1]]
+            await self.write(
+                lambda u: preferences.change_preferences(u, sid, {s[2]: s[3]}, self.ctx(sid))
+            )
+        elif kind == "gpc":
+            sid = self.ids[s[1]]
+            await self.write(lambda u: preferences.gpc_on_read(u, sid, self.ctx(sid)))
+        elif kind == "link":
+            sid = self.ids[s[1]]
+            await self.write(lambda u: guardians.link(
+                u, sid, f"g-{sid}", method="card_transaction", reference="tx",
+                verified_at=self.now, ctx=self.ctx(sid, channel="api",
+                                                   actor=Actor("service", "model"))))  # fmt: skip
+        elif kind == "guardian_grant":
+            sid = self.ids[s[1]]
+            ctx = self.ctx(sid, channel="guardian", actor=Actor("guardian", f"g-{sid}"),
+                           acting_guardian=f"g-{sid}")  # fmt: skip
+            await self.write(
+                lambda u: preferences.change_preferences(u, sid, {s[2]: "granted"}, ctx)
+            )
+        elif kind == "revoke":
+            sid = self.ids[s[1]]
+            await self.write(lambda u: guardians.revoke(u, sid, f"g-{sid}", self.ctx(sid)))
+        elif kind == "policy":
+            self.policy_n += 1
+            version = f"{self.ids[0]}-p{self.policy_n}"
+            effective = self.now + timedelta(hours=s[2])
+            await self.write(lambda u: policies.publish(
+                u, version=version, effective_at=effective, material=True,
+                affected_purposes=[s[1]], description=None, now=self.now))  # fmt: skip
+            invalidate_policies()
+        elif kind == "advance":
+            self.now += timedelta(hours=s[1])
+        elif kind == "erase":
+            sid = self.ids[s[1]]
+            await self.write(lambda u: erasure.request_erasure(u, sid, self.ctx(sid)))
+        elif kind == "fail":
+            self.failing.add(s[1])
+        elif kind == "recover":
+            self.failing.discard(s[1])
+
+    async def run_scheduler(self) -> None:
+        for job in (expire_due, announce_reconsent, record_age_transitions):
+            await job(self.sessions, self.now)
+
+    async def answers(self, sid: str) -> dict[str, bool]:
+        async with self.sessions() as session:
+            snapshot = await SubjectRepository(session).snapshot(sid)
+            pols = await load_policies(UnitOfWork(session))
+        return {k: d.allowed for k, d in decisions_for(snapshot, pols, self.now).items()}
+
+
+def held(processor: RecordingProcessor, sid: str) -> tuple[dict[str, bool], list[int]]:
+    """What the processor applied last for the subject (what it never heard of: denied),
+    and the sequences it applied, in the order it applied them."""
+    applied = [
+        r for r in processor.requests if 200 <= r.status < 300 and r.body["subject_id"] == sid
+    ]
+    state = dict.fromkeys(PURPOSES[processor.name], False)
+    for r in applied:
+        if r.body["type"] == "subject.erasure_requested":
+            state = dict.fromkeys(state, False)
+        else:
+            state.update(r.body["decisions"])
+    return state, [int(r.body["sequence"]) for r in applied]
+
+
+async def drained(db: asyncpg.Connection, failing: set[str]) -> bool:
+    """Every event published and taken in by the propagator, every delivery to a healthy
+    processor finished."""
+    return not await db.fetchval(
+        """SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL)
+             + (SELECT count(*) FROM outbox o WHERE NOT EXISTS (
+                   SELECT 1 FROM propagator_inbox i WHERE i.event_id = o.id::text)
+                AND o.aggregatetype = 'subject')
+             + (SELECT count(*) FROM deliveries WHERE status = 'pending'
+                AND NOT processor = ANY($1::text[]))""",
+        sorted(failing),
+    )
+
+
+async def settle(db: asyncpg.Connection, model: Model, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await drained(db, model.failing):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the stack did not drain in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(900)
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(program=st.lists(step, min_size=4, max_size=14))
+async def test_every_processor_converges_on_the_decision_api(
+    program: list[tuple[Any, ...]], topics: Settings, processor_secrets: dict[str, str], db
+) -> None:
+    settings_ = topics.model_copy(update={"scheduler_enabled": False})
+    engine = make_engine(plain_url(settings_.database_url or ""), pool_size=4)
+    model = Model(make_sessionmaker(engine), f"m{next(COUNTER)}")
+    processors = {n: RecordingProcessor(n, processor_secrets[n]) for n in PURPOSES}
+    for p in processors.values():
+        p.responder = lambda r, name=p.name: 503 if name in model.failing else 204
+    configs = [
+        processors["email"].config("TEST_EMAIL_SECRET", PURPOSES["email"],
+                                   events=["consent.changed"], **FAST),
+        processors["payment"].config("TEST_PAYMENT_SECRET", PURPOSES["payment"],
+                                     events=[], **FAST),
+    ]  # fmt: skip
+    try:
+        async with serving(*processors.values()), running_stack(settings_, configs):
+            for s in program:
+                await model.apply(s)
+                await model.run_scheduler()
+                await settle(db, model)
+                await check(model, processors, model.failing)
+            model.failing.clear()  # everyone recovers: everyone converges
+            await settle(db, model)
+            await check(model, processors, set())
+    finally:
+        await engine.dispose()
+
+
+FAST = {"backoff_initial_s": 0.05, "backoff_max_s": 0.2, "max_attempts": 100,
+        "recovery_probe_s": 0.2}  # fmt: skip
+
+
+async def check(model: Model, processors: dict[str, RecordingProcessor], failing: set[str]) -> None:
+    for sid in model.ids:
+        answers = await model.answers(sid)
+        for name, processor in processors.items():
+            state, sequences = held(processor, sid)
+            assert sequences == sorted(sequences), (name, sid, "applied out of order", sequences)
+            if name in failing:
+                continue
+            want = {p: answers[p] for p in PURPOSES[name]}
+            assert state == want, (name, sid, model.now, state, want)

@@ -51,7 +51,7 @@ FROM generate_series(1, $1) AS i;
 
 def start_relay(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "consent.cli.main", "serve", "relay"],
+        [sys.executable, "-m", "consentctl.main", "serve", "relay"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

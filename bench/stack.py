@@ -147,7 +147,7 @@ def start(run_dir: Path) -> Stack:
     )
     try:
         asyncio.run(_prepare(stack))
-        cli = ["-m", "consent.cli.main", "serve"]
+        cli = ["-m", "consentctl.main", "serve"]
         stack.procs = {
             "api": _spawn(
                 "api",

@@ -94,9 +94,9 @@ async def db_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
 async def propagator_api(db_url: str) -> AsyncIterator[str]:
     """The propagator's own HTTP API on the test database (deliveries, parked records), which
     the consent API's admin endpoints forward to."""
-    from consent.cli.servers import http_server, serve_until
     from consent.embedded import free_port
     from consent_common.settings import CommonSettings
+    from consentctl.servers import http_server, serve_until
     from propagator.api import create_api
 
     port = free_port()

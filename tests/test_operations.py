@@ -16,12 +16,12 @@ from aiokafka import AIOKafkaConsumer
 
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.api.auth import hash_key, new_key
-from consent.cli.maintenance import rewind
 from consent.service import replay as replay_svc
 from consent.service.processors import known_processors
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings
 from consent_common.kafka import client_kwargs
+from consentctl.maintenance import rewind
 from propagator.config import load_processors
 from tests.conftest import admin, eventually, user
 from tests.support import RecordingProcessor, read_topic, running_stack, serving, write_changes
@@ -309,7 +309,7 @@ def test_cli_rejects_bad_arguments_clearly(ops_settings: Settings, args, message
         "CONSENT_PROCESSORS_FILE": str(ops_settings.processors_file),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "consent.cli.main", *args],
+        [sys.executable, "-m", "consentctl.main", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -68,7 +68,7 @@ async def test_serve_commands_start_ready_and_stop_on_sigterm(
     }
     running = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "consent.cli.main", *args],
+            [sys.executable, "-m", "consentctl.main", *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -120,7 +120,7 @@ COMPOSE_SECRETS = {
 def _consentctl(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
     return subprocess.run(
-        [sys.executable, "-m", "consent.cli.main", *args],
+        [sys.executable, "-m", "consentctl.main", *args],
         env={**clean, **env},
         capture_output=True,
         text=True,

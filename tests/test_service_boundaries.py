@@ -3,9 +3,12 @@ with its own migrations."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import re
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -166,3 +169,86 @@ async def test_receipts_are_visible_to_the_consent_service_within_a_second(
 async def _erasure_done(client, sid: str):  # type: ignore[no-untyped-def]
     r = await client.get(f"/v1/subjects/{sid}/erasure", headers=admin())
     return r.status_code == 200 and r.json()["status"] == "completed"
+
+
+# --- no import, no SQL across the boundary (issue 16) ---------------------------------------
+
+SERVICES = Path(__file__).resolve().parents[1] / "services"
+CONSENT_PKG = SERVICES / "consent" / "consent"
+PROPAGATOR_PKG = SERVICES / "propagator" / "propagator"
+COMMON_PKG = SERVICES / "common" / "consent_common"
+
+
+def _imports(package: Path) -> dict[str, set[str]]:
+    """Top-level package of every import, per module."""
+    found: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        names: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(SERVICES))] = names
+    return found
+
+
+def test_no_module_of_one_service_imports_the_other() -> None:
+    crossing = [
+        (module, sorted(names & forbidden))
+        for package, forbidden in (
+            (CONSENT_PKG, {"propagator", "consentctl"}),
+            (PROPAGATOR_PKG, {"consent", "consentctl"}),
+            (COMMON_PKG, {"consent", "propagator", "consentctl"}),
+        )
+        for module, names in _imports(package).items()
+        if names & forbidden
+    ]
+    assert not crossing, f"imports across the service boundary: {crossing}"
+
+
+def _tables_created_by(package: Path) -> set[str]:
+    """Tables a service's migrations create (its own)."""
+    text = "\n".join(p.read_text() for p in (package / "migrations").rglob("*.py"))
+    created = set(re.findall(r'create_table\(\s*"(\w+)"', text))
+    created |= set(re.findall(r"CREATE TABLE (?:\w+\.)?(\w+)", text))
+    return created
+
+
+def _sql_names(package: Path) -> dict[str, set[str]]:
+    """Table names after FROM / JOIN / INTO / UPDATE / TABLE in each module's string
+    literals (its SQL), the migrations aside."""
+    pattern = re.compile(
+        r"\b(?:FROM|JOIN|INTO|UPDATE|TABLE|EXISTS)\s+(?:ONLY\s+)?(?:\w+\.)?\"?(\w+)",
+        re.IGNORECASE,
+    )
+    found: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        if "migrations" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = set(pattern.findall(node.value))
+                if names:
+                    found.setdefault(str(path.relative_to(SERVICES)), set()).update(names)
+    return found
+
+
+def test_no_sql_of_one_service_names_a_table_of_the_other() -> None:
+    consent_tables = _tables_created_by(CONSENT_PKG)
+    propagator_tables = _tables_created_by(PROPAGATOR_PKG)
+    assert {"consent_ledger", "outbox", "audit_log", "propagation_receipts"} <= consent_tables
+    assert {"deliveries", "processor_receipts", "parked_records"} <= propagator_tables
+    assert not consent_tables & propagator_tables, "a table with two owners"
+    crossing = [
+        (module, sorted(names & theirs))
+        for package, theirs in (
+            (CONSENT_PKG, propagator_tables),
+            (PROPAGATOR_PKG, consent_tables),
+        )
+        for module, names in _sql_names(package).items()
+        if names & theirs
+    ]
+    assert not crossing, f"SQL naming the other service's tables: {crossing}"

@@ -58,7 +58,7 @@ class Service:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consent.cli.main", *self.args],
+            [sys.executable, "-m", "consentctl.main", *self.args],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -195,7 +195,7 @@ async def stack(
 
 def admin_key(settings: Settings) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "consent.cli.main", "keys", "create", "--scope", "admin"],
+        [sys.executable, "-m", "consentctl.main", "keys", "create", "--scope", "admin"],
         env={**os.environ, "CONSENT_DATABASE_URL": settings.database_url or ""},
         capture_output=True,
         text=True,

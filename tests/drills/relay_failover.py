@@ -110,12 +110,12 @@ WITHOUT_KEEPALIVES = (  # the relay as it was before keepalives, for comparison
     "import consent.adapters.db as db; db.KEEPALIVE_SETTINGS.clear(); "
     "db.tune_keepalive = lambda conn: None; "
     "import sys; sys.argv = ['consentctl', 'serve', 'relay']; "
-    "from consent.cli.main import app; app()"
+    "from consentctl.main import app; app()"
 )
 
 
 def relay(env: dict[str, str], in_namespace: bool) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "consent.cli.main", "serve", "relay"]
+    cmd = [sys.executable, "-m", "consentctl.main", "serve", "relay"]
     if env.get("DRILL_WITHOUT_KEEPALIVES") == "1":
         cmd = [sys.executable, "-c", WITHOUT_KEEPALIVES]
     if in_namespace:

@@ -22,10 +22,10 @@ from rich.table import Table
 
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.operations import OperationsRepository
-from consent.cli.runtime import known_processors_for, resolve_database
 from consent.service import replay as replay_svc
 from consent.settings import Settings, get_settings
 from consent_common.db import plain_url
+from consentctl.runtime import known_processors_for, resolve_database
 from propagator import admin as propagator_admin
 from propagator.db import SERVER_SETTINGS as PROPAGATOR_SESSION
 

@@ -15,10 +15,10 @@ from rich.table import Table
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.operations import OperationsRepository
 from consent.adapters.parked import ParkedRepository
-from consent.cli.runtime import resolve_database
 from consent.service.context import utcnow
 from consent.settings import get_settings
 from consent_common.db import plain_url
+from consentctl.runtime import resolve_database
 from propagator import admin as propagator_admin
 from propagator.db import SERVER_SETTINGS as PROPAGATOR_SESSION
 

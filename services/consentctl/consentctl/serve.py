@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from consent.cli import dev_defaults
-from consent.cli.runtime import resolve_database, resolve_kafka
-from consent.cli.servers import Shutdown, http_server, run_service, serve_until, supervise
 from consent.settings import Settings
+from consentctl import dev_defaults
+from consentctl.runtime import resolve_database, resolve_kafka
+from consentctl.servers import Shutdown, http_server, run_service, serve_until, supervise
 
 SHUTDOWN = Shutdown()
 

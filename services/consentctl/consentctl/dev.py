@@ -21,9 +21,12 @@ from rich.table import Table
 from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
 from consent.api.app import create_app
-from consent.cli.dev_demo import demo_processors, dev_secrets
-from consent.cli.runtime import stack_file
-from consent.cli.servers import (
+from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
+from consent.relay.relay import OutboxRelay
+from consent.settings import Settings
+from consentctl.dev_demo import demo_processors, dev_secrets
+from consentctl.runtime import stack_file
+from consentctl.servers import (
     Interrupted,
     Shutdown,
     http_server,
@@ -31,9 +34,6 @@ from consent.cli.servers import (
     serve_until,
     supervise,
 )
-from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
-from consent.relay.relay import OutboxRelay
-from consent.settings import Settings
 from propagator.api import create_api
 from propagator.config import ProcessorConfig, load_processors
 from propagator.db import migrate as migrate_propagator

@@ -18,190 +18,30 @@ The embedded broker keeps data in memory, so it is paused, never killed; point
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import httpx
-import psutil
 import pytest
-import yaml
 
-from consent.embedded import free_port
 from consent.settings import Settings
-from consent_common.db import plain_url
-from tests.support import RecordingProcessor, headers_of, read_topic, serving
+from tests.chaos.harness import (
+    PROBE,
+    Load,
+    admin_key,
+    broker_pids,
+    paused,
+    postgres_pids,
+    stack,
+    verdict,
+)
+from tests.support import RecordingProcessor, serving
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 SECONDS = float(os.environ.get("CONSENT_CHAOS_SECONDS", "45"))
-SUBJECTS = [f"chaos-{i}" for i in range(12)]
-PROBE = "chaos-probe"
-
-
-@dataclass
-class Service:
-    name: str
-    args: list[str]
-    health: str
-    env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consentctl.main", *self.args],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    async def ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(self.health, timeout=1)).status_code == 200:
-                        return
-                await asyncio.sleep(0.2)
-        raise AssertionError(f"{self.name} never became ready")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-
-def broker_pids(port: int) -> list[int]:
-    """The process listening on the broker's port."""
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
-            return [conn.pid]
-    raise AssertionError(f"nothing listens on {port}")
-
-
-async def postgres_pids(url: str) -> list[int]:
-    """The postmaster (a backend's parent) and every process it runs."""
-    conn = await asyncpg.connect(plain_url(url))
-    try:  # (the backend exits with the connection: find its parent first)
-        root = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")).parent()
-    finally:
-        await conn.close()
-    assert root is not None
-    while True:
-        try:  # a backend may exit while we list them
-            return [root.pid, *(c.pid for c in root.children(recursive=True))]
-        except psutil.NoSuchProcess:
-            continue
-
-
-@contextlib.contextmanager
-def paused(pids: list[int]) -> Any:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-
-@dataclass
-class Load:
-    api: str
-    key: str
-    acked: list[tuple[str, int, str]] = field(default_factory=list)  # subject, seq, status
-    failed: int = 0
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def write(self, client: httpx.AsyncClient, sid: str, status: str) -> int | None:
-        try:
-            r = await client.patch(
-                f"{self.api}/v1/subjects/{sid}/preferences",
-                headers={"X-API-Key": self.key},
-                json={"purposes": {"marketing_email": status}},
-                timeout=5,
-            )
-        except httpx.HTTPError:
-            self.failed += 1
-            return None
-        if r.status_code != 200:
-            self.failed += 1
-            return None
-        seq = int(r.headers["etag"].strip('"'))
-        self.acked.append((sid, seq, status))
-        return seq
-
-    async def run(self) -> None:
-        async with httpx.AsyncClient() as client:
-            while not self.stop.is_set():
-                sid = random.choice(SUBJECTS)
-                await self.write(client, sid, random.choice(["granted", "denied"]))
-                await asyncio.sleep(0.02)
-
-
-@contextlib.asynccontextmanager
-async def stack(
-    settings: Settings, tmp_path: Path, processor: RecordingProcessor
-) -> AsyncIterator[dict[str, Service]]:
-    procs_file = tmp_path / "processors.yaml"
-    procs_file.write_text(yaml.safe_dump({"processors": [{
-        "name": "email", "url": processor.url, "secret_env": "TEST_EMAIL_SECRET",
-        "purposes": ["marketing_email"], "backoff_initial_s": 0.1, "backoff_max_s": 1,
-        "max_attempts": 100, "recovery_probe_s": 1}]}))  # fmt: skip
-    env = {
-        **os.environ,
-        "CONSENT_DATABASE_URL": settings.database_url or "",
-        "CONSENT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "CONSENT_TOPIC_PREFIX": settings.topic_prefix,
-        "CONSENT_PROCESSORS_FILE": str(procs_file),
-        "CONSENT_JWT_SECRET": "chaos-" + "x" * 40,
-        "CONSENT_IP_HASH_SALT": "chaos-salt-" + os.urandom(8).hex(),
-        "CONSENT_RELAY_POLL_INTERVAL_S": "0.2",
-        "CONSENT_LOG_LEVEL": "WARNING",
-    }
-    env.pop("CONSENT_DEV_ADMIN_KEY", None)
-    ports = {n: free_port() for n in ("api", "relay", "propagator")}
-    services = {
-        "api": Service("api", ["serve", "api", "--host", "127.0.0.1", "--port",
-                               str(ports["api"])],
-                       f"http://127.0.0.1:{ports['api']}/readyz", env),
-        "relay": Service("relay", ["serve", "relay", "--health-port", str(ports["relay"])],
-                         f"http://127.0.0.1:{ports['relay']}/readyz", env),
-        "propagator": Service("propagator", ["serve", "propagator", "--health-port",
-                                             str(ports["propagator"])],
-                              f"http://127.0.0.1:{ports['propagator']}/readyz", env),
-    }  # fmt: skip
-    for s in services.values():
-        s.start()
-    try:
-        for s in services.values():
-            await s.ready()
-        yield services
-    finally:
-        for s in services.values():
-            s.kill()
-
-
-def admin_key(settings: Settings) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "consentctl.main", "keys", "create", "--scope", "admin"],
-        env={**os.environ, "CONSENT_DATABASE_URL": settings.database_url or ""},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip().splitlines()[-1]
 
 
 async def test_nothing_acknowledged_is_lost_or_reordered_whatever_fails(
@@ -265,7 +105,7 @@ async def test_nothing_acknowledged_is_lost_or_reordered_whatever_fails(
         names = list(actions)
         i = 0
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline or i < len(names):  # every kind at least once
                 name = names[i % len(names)]
                 i += 1
                 await asyncio.sleep(1.5)
@@ -276,61 +116,14 @@ async def test_nothing_acknowledged_is_lost_or_reordered_whatever_fails(
             load.stop.set()
             await asyncio.gather(*writers, return_exceptions=True)
             failing = False
+        result = await verdict(settings, load, processor)
 
-        # drain: the processor holds what the API answers for every subject
-        async with httpx.AsyncClient() as client:
-            want = {}
-            for sid in {s for s, _, _ in load.acked}:
-                r = await client.get(
-                    f"{api}/v1/subjects/{sid}/decisions?purpose=marketing_email",
-                    headers={"X-API-Key": key},
-                )
-                want[sid] = r.json()["allowed"]
-
-        def held() -> dict[str, bool]:
-            out: dict[str, tuple[int, bool]] = {}
-            for r in processor.requests:
-                if 200 <= r.status < 300:
-                    sid, seq = r.body["subject_id"], r.body["sequence"]
-                    if seq >= out.get(sid, (-1, False))[0]:
-                        out[sid] = (seq, r.body["decisions"]["marketing_email"])
-            return {sid: v for sid, (_, v) in out.items()}
-
-        deadline = time.monotonic() + 60
-        while {s: held().get(s) for s in want} != want and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-
-    # the oracle
-    converged = {s: held().get(s) for s in want} == want
-    conn = await asyncpg.connect(plain_url(settings.database_url or ""))
-    try:
-        in_ledger = {
-            (r["subject_id"], r["sequence"])
-            for r in await conn.fetch("SELECT subject_id, sequence FROM consent_ledger")
-        }
-    finally:
-        await conn.close()
-    not_in_ledger = [(s, q) for s, q, _ in load.acked if (s, q) not in in_ledger]
-    records = await read_topic(settings, settings.events_topic, min_count=len(load.acked))
-    on_topic = {(r.key.decode(), int(headers_of(r)["ce_subjectseq"])) for r in records}
-    lost = [(s, q) for s, q, _ in load.acked if (s, q) not in on_topic]
-    applied: dict[str, list[int]] = {}
-    for r in processor.requests:
-        if 200 <= r.status < 300:
-            applied.setdefault(r.body["subject_id"], []).append(r.body["sequence"])
-    reordered = {s: q for s, q in applied.items() if q != sorted(q)}
-    ids = Counter(r.headers["webhook-id"] for r in processor.requests if 200 <= r.status < 300)
-    print(
-        f"\nchaos: {SECONDS:.0f} s, writes acknowledged {len(load.acked)}, "
-        f"refused or failed {load.failed}, events delivered {sum(ids.values())} "
-        f"({len(ids)} distinct, duplicates {sum(ids.values()) - len(ids)}), "
-        f"faults injected {sum(faults.values())} {dict(faults)}"
-    )
+    print(f"\nchaos: {SECONDS:.0f} s, faults injected {sum(faults.values())} {dict(faults)}")
+    print(f"  {result.line()}")
     for name, times in sorted(recovery.items()):
         print(f"  recovery after {name:<17} " + ", ".join(f"{t:.1f} s" for t in times))
-    print(f"  lost {len(lost)}, reordered {len(reordered)}, converged {converged}")
     assert sum(faults.values()) >= len(actions)
-    assert not not_in_ledger, not_in_ledger[:10]
-    assert not lost, lost[:10]
-    assert not reordered, reordered
-    assert converged
+    assert not result.not_in_ledger, result.not_in_ledger[:10]
+    assert not result.lost, result.lost[:10]
+    assert not result.reordered, result.reordered
+    assert result.converged

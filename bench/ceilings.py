@@ -6,7 +6,7 @@
   columns and indexes, an outbox NOTIFY trigger on its own channel), so the relay and the
   propagator never see its rows.
 - pgbench running the same statements from C.
-- A trivial FastAPI GET on the same server setup (``consent.cli.servers.http_server``).
+- A trivial FastAPI GET on the same server setup (``consentctl.servers.http_server``).
 
 ``python -m bench.ceilings --port P`` serves the app (CONSENT_DATABASE_URL from the env).
 """
@@ -33,7 +33,7 @@ import asyncpg
 import orjson
 from fastapi import FastAPI, Request, Response
 
-from consent.adapters.db import plain_url
+from consent_common.db import plain_url
 
 TABLES = ("subjects", "consent_ledger", "consent_evidence", "consent_state", "outbox")
 SCHEMA = "bench_ceiling"
@@ -169,7 +169,7 @@ def run_pgbench(database_url: str, run_dir: Path, clients: int, seconds: int) ->
 
 
 def main() -> None:
-    from consent.cli.servers import http_server, run_service, serve_until
+    from consentctl.servers import http_server, run_service, serve_until
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)

@@ -18,7 +18,7 @@ import orjson
 from bench.profile import profiled
 from bench.sampler import Sampler
 from bench.stack import REPO, Stack
-from consent.adapters.db import plain_url
+from consent_common.db import plain_url
 
 
 @dataclass

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import asyncpg
 
-from consent.adapters.db import make_engine, make_sessionmaker, migrate, plain_url
+from consent.adapters.db import make_engine, make_sessionmaker, migrate
 from consent.adapters.kafka import ensure_topics
 from consent.domain.model import Actor
 from consent.embedded import TansuBroker, start_postgres, stop_postgres
@@ -34,6 +34,8 @@ from consent.service.context import WriteContext
 from consent.service.preferences import change_preferences
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings
+from consent_common.db import plain_url
+from propagator.db import migrate as migrate_propagator
 
 SEED = """
 INSERT INTO subjects (subject_id, sequence, jurisdiction)
@@ -49,7 +51,7 @@ FROM generate_series(1, $1) AS i;
 
 def start_relay(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "consent.cli.main", "serve", "relay"],
+        [sys.executable, "-m", "consentctl.main", "serve", "relay"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -176,6 +178,7 @@ async def main() -> None:
     bootstrap = broker.bootstrap
     settings = Settings(database_url=url, kafka_bootstrap=bootstrap, topic_prefix="bench.")
     await migrate(url)
+    await migrate_propagator(url)
     await ensure_topics(settings, partitions=6)
     env = {
         **os.environ,

@@ -32,6 +32,7 @@ from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
 from consent.embedded import TansuBroker, start_postgres, stop_postgres
 from consent.settings import Settings
+from propagator.db import migrate as migrate_propagator
 
 
 def rss_mib(pids: list[int]) -> float:
@@ -69,6 +70,7 @@ async def main() -> int:
         database_url=url, kafka_bootstrap=bootstrap, topic_prefix=f"soak{uuid.uuid4().hex[:6]}."
     )
     await migrate(url)
+    await migrate_propagator(url)
     await ensure_topics(settings, partitions=3)
     os.environ["TEST_EMAIL_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     processor = RecordingProcessor("email", os.environ["TEST_EMAIL_SECRET"])

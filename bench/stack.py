@@ -24,11 +24,13 @@ import asyncpg
 import psutil
 import yaml
 
-from consent.adapters.db import migrate, plain_url
+from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
 from consent.api.auth import hash_key
 from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
 from consent.settings import Settings
+from consent_common.db import plain_url
+from propagator.db import migrate as migrate_propagator
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -145,7 +147,7 @@ def start(run_dir: Path) -> Stack:
     )
     try:
         asyncio.run(_prepare(stack))
-        cli = ["-m", "consent.cli.main", "serve"]
+        cli = ["-m", "consentctl.main", "serve"]
         stack.procs = {
             "api": _spawn(
                 "api",
@@ -194,6 +196,7 @@ async def _prepare(stack: Stack) -> None:
         database_url=stack.database_url, kafka_bootstrap=stack.bootstrap, topic_prefix=stack.prefix
     )
     await migrate(stack.database_url)
+    await migrate_propagator(stack.database_url)
     await ensure_topics(settings)
     conn = await asyncpg.connect(plain_url(stack.database_url))
     try:
@@ -231,7 +234,7 @@ async def backlog(database_url: str) -> dict[str, int]:
         return {
             "outbox": await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"),
             "pending": await conn.fetchval(
-                "SELECT count(*) FROM deliveries WHERE status = 'pending'"
+                "SELECT count(*) FROM propagator.deliveries WHERE status = 'pending'"
             ),
         }
     finally:

@@ -20,14 +20,17 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consent.adapters.db import make_engine, make_sessionmaker, migrate, plain_url, with_database
+from consent.adapters.db import make_engine, make_sessionmaker, migrate
 from consent.adapters.kafka import ensure_topics
 from consent.api.app import create_app
 from consent.settings import Settings
+from consent_common.db import plain_url, with_database
+from propagator.db import migrate as migrate_propagator
 from tests import contracts, infra
 
 ADMIN_KEY = "test-admin-key"
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123"
+PROPAGATOR_KEY = "test-propagator-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +62,7 @@ async def template_db(pg_url: str) -> str:
     finally:
         await conn.close()
     await migrate(with_database(pg_url, name))
+    await migrate_propagator(with_database(pg_url, name))
     return name
 
 
@@ -87,9 +91,32 @@ async def db_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def settings(db_url: str, kafka_bootstrap: str, tmp_path: Path) -> Settings:
+async def propagator_api(db_url: str) -> AsyncIterator[str]:
+    """The propagator's own HTTP API on the test database (deliveries, parked records), which
+    the consent API's admin endpoints forward to."""
+    from consent.embedded import free_port
+    from consent_common.settings import CommonSettings
+    from consentctl.servers import http_server, serve_until
+    from propagator.api import create_api
+
+    port = free_port()
+    own = CommonSettings(database_url=db_url, propagator_api_key=SecretStr(PROPAGATOR_KEY))
+    server = http_server(create_api(own), "127.0.0.1", port)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_until(server, stop))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    stop.set()
+    await task
+
+
+@pytest.fixture
+def settings(db_url: str, kafka_bootstrap: str, tmp_path: Path, propagator_api: str) -> Settings:
     return Settings(
         database_url=db_url,
+        propagator_url=propagator_api,
+        propagator_api_key=SecretStr(PROPAGATOR_KEY),
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
         dev_admin_key=SecretStr(ADMIN_KEY),
@@ -117,7 +144,8 @@ async def engines(settings: Settings) -> AsyncIterator[list[async_sessionmaker[A
 
 @pytest.fixture
 async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(db_url)
+    """A superuser's look at the whole database: both services' schemas."""
+    conn = await asyncpg.connect(db_url, server_settings={"search_path": "public, propagator"})
     yield conn
     await conn.close()
 
@@ -174,6 +202,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"preference center screenshots ({len(browser.WRITTEN)}): {browser.ARTIFACTS}"
         )
+    boundaries = __import__("sys").modules.get("tests.test_service_boundaries")
+    for line in getattr(boundaries, "STALENESS", []):
+        terminalreporter.write_line(line)
     if contracts.SEEN:
         seen = ", ".join(f"{t} x{n}" for t, n in sorted(contracts.SEEN.items()))
         terminalreporter.write_line(f"event contracts validated: {seen}")

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from consent.cli.ledger import verify_all
 from consent.settings import Settings
+from consentctl.ledger import verify_all
 from tests.conftest import admin, user
 from tests.test_minors_guardians import make_key, verification
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from consent.cli.ledger import verify_all
+from consentctl.ledger import verify_all
 from tests.conftest import admin, user
 
 N = 50

@@ -20,8 +20,8 @@ from fastapi.routing import APIRoute
 
 from consent.api.app import create_app
 from consent.api.auth import SCOPES
-from consent.cli.serve import health_app
 from consent.settings import Settings
+from consentctl.serve import health_app
 from propagator.demo import demo_processor_app
 from tests.conftest import admin, user, webhook_secret
 from tests.test_minors_guardians import born_years_ago, make_key, verification

@@ -86,7 +86,7 @@ def test_asyncapi_parses_and_references_only_existing_schemas():
 
 
 def test_checked_in_openapi_is_current(tmp_path: Path):
-    """Regenerate with: uv run python -m consent.cli.main openapi > schemas/openapi.json"""
+    """Regenerate with: uv run python -m consentctl.main openapi > schemas/openapi.json"""
     app = create_app(Settings(database_url="postgresql://unused/db", data_dir=tmp_path))
     current = json.loads((SCHEMAS / "openapi.json").read_text())
     assert current == json.loads(json.dumps(app.openapi())), (

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consent.adapters.db import make_engine, make_sessionmaker, plain_url
+from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.repositories import SubjectRepository
 from consent.domain.model import Actor, DomainError
 from consent.service import erasure, guardians, policies, preferences
@@ -37,6 +37,7 @@ from consent.service.reconsent import announce_reconsent
 from consent.service.recorder import invalidate_policies, load_policies
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings
+from consent_common.db import plain_url
 from tests.support import RecordingProcessor, running_stack, serving
 
 EXAMPLES = int(os.environ.get("CONSENT_MODEL_EXAMPLES", "4"))

@@ -8,7 +8,8 @@ import uuid
 
 import asyncpg
 
-from consent.adapters.db import plain_url
+from consent_common.db import plain_url
+from propagator.db import SERVER_SETTINGS
 from propagator.store import DeliveryStore
 
 ROW = """
@@ -37,7 +38,9 @@ async def test_claim_leases_due_rows_and_supersedes_what_was_already_applied(
     for event_id, (etype, subject, seq, replay) in rows.items():
         await db.execute(ROW, uuid.uuid4(), event_id, etype, subject, seq, replay)
 
-    pool = await asyncpg.create_pool(plain_url(db_url), min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(
+        plain_url(db_url), min_size=1, max_size=2, server_settings=SERVER_SETTINGS
+    )
     assert pool is not None
     try:
         claimed = await DeliveryStore(pool).claim("email", 32, 30.0)

@@ -33,8 +33,8 @@ from typer.testing import CliRunner
 
 from consent.adapters import kafka as kafka_adapter
 from consent.adapters.kafka import make_producer, topic_specs
-from consent.cli.main import app
 from consent.settings import Settings
+from consentctl.main import app
 from propagator.config import ProcessorsFile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +85,7 @@ SECRET_ENV = {
     "CONSENT_IP_HASH_SALT",
     "CONSENT_KAFKA_SASL_USERNAME",
     "CONSENT_KAFKA_SASL_PASSWORD",
+    "CONSENT_PROPAGATOR_API_KEY",  # issue 16: the propagator's own API credential
 }
 # Secrets the operator creates (docs/operations.md says how); the manifests reference them.
 EXTERNAL_SECRETS = {
@@ -214,7 +215,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_without_build_tools() -> None:
     assert len(cmd) == 1
     assert_consentctl_accepts(cmd[0])
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["consentctl"] == "consent.cli.main:app"
+    assert scripts["consentctl"] == "consentctl.main:app"
 
 
 def docker_pattern(pattern: str) -> re.Pattern[str]:
@@ -262,7 +263,7 @@ def test_dockerignore_sends_only_what_the_build_copies() -> None:
         assert (ROOT / src).exists(), src
         assert not dockerignored(src.rstrip("/"), patterns), f"{src} is excluded"
     for needed in (
-        "services/consent/consent/cli/main.py",
+        "services/consent/consentctl/main.py",
         "services/propagator/propagator/demo.py",
     ):
         assert not dockerignored(needed, patterns), needed
@@ -403,8 +404,8 @@ def test_compose_runs_with_published_dev_secrets_only_when_told() -> None:
     """The compose file comes up with one command on published secrets: every consent
     service says so with --insecure-dev-defaults, every published default it carries is one
     `serve` recognises (so without the flag it would refuse), and no dev admin key."""
-    from consent.cli import dev_defaults
     from consent.settings import Settings as S
+    from consentctl import dev_defaults
 
     for name in CONSENT_SERVICES:
         env = service_env(name)
@@ -624,7 +625,7 @@ def test_k8s_manifests_validate_against_kubernetes_schemas(overlay: str, version
         "HorizontalPodAutoscaler": 1,
         "PodDisruptionBudget": 3,
         "NetworkPolicy": 2,
-        "Service": 1,
+        "Service": 2,  # the API, and the propagator's own API (issue 16)
         "ConfigMap": 4,
         "ServiceAccount": 1,
     }.items():
@@ -795,7 +796,7 @@ def test_k8s_base_config_lists_the_defaults(monkeypatch: pytest.MonkeyPatch) -> 
     defaults = Settings()
     clean_env(monkeypatch, config)
     configured = Settings()
-    deliberate = {"data_dir", "kafka_bootstrap", "processors_file"}
+    deliberate = {"data_dir", "kafka_bootstrap", "processors_file", "propagator_url"}
     for field in set(Settings.model_fields) - deliberate:
         assert getattr(configured, field) == getattr(defaults, field), (
             f"deploy/k8s/base/config.env: CONSENT_{field.upper()} differs from the default"

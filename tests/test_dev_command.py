@@ -60,7 +60,7 @@ def _start(tmp: Path, port: int) -> subprocess.Popen[bytes]:
     env["CONSENT_DATA_DIR"] = str(tmp / "dev")
     env["CONSENT_LOG_JSON"] = "true"
     return subprocess.Popen(
-        [sys.executable, "-m", "consent.cli.main", "dev", "--port", str(port)],
+        [sys.executable, "-m", "consentctl.main", "dev", "--port", str(port)],
         cwd=tmp,
         env=env,
         stdout=subprocess.PIPE,

@@ -21,9 +21,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from consent.api.app import create_app
-from consent.cli.servers import http_server
 from consent.embedded import free_port
 from consent.settings import Settings
+from consentctl.servers import http_server
 from tests.conftest import ADMIN_KEY
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "openapi.json"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from consent.adapters.db import make_engine, make_sessionmaker
-from consent.cli.ledger import verify_all
-from consent.cli.maintenance import rebuild
 from consent.service import replay as replay_svc
 from consent.service.retention import purge_evidence
 from consent.service.unit_of_work import UnitOfWork
+from consentctl.ledger import verify_all
+from consentctl.maintenance import rebuild
 from tests.conftest import admin
 
 

@@ -15,13 +15,14 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from consent.adapters.db import make_engine, make_sessionmaker
-from consent.adapters.kafka import client_kwargs
 from consent.api.auth import hash_key, new_key
-from consent.cli.maintenance import rewind
 from consent.service import replay as replay_svc
 from consent.service.processors import known_processors
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings
+from consent_common.kafka import client_kwargs
+from consentctl.maintenance import rewind
+from propagator.config import load_processors
 from tests.conftest import admin, eventually, user
 from tests.support import RecordingProcessor, read_topic, running_stack, serving, write_changes
 
@@ -68,7 +69,7 @@ def since() -> str:
 @pytest.mark.timeout(120)
 async def test_replay_one_subject_to_one_processor(ops_client, ops_settings, procs, db):
     email, payment = procs
-    configs = list(known_processors(ops_settings.processors_file).values())
+    configs = load_processors(ops_settings.processors_file)  # the propagator's own loader
     async with serving(email, payment), running_stack(ops_settings, configs):
         for sid in ("s1", "s2"):
             r = await ops_client.patch(
@@ -155,7 +156,11 @@ async def test_replay_interrupted_and_resumed_sends_each_subject_once(ops_settin
             pass
     finally:
         await engine.dispose()
-    rows = await db.fetch("SELECT subject_id, processor FROM deliveries WHERE replay")
+    # what the consent service published for the propagator (consent.replays.v1)
+    rows = await db.fetch(
+        "SELECT aggregateid AS subject_id, targets AS processor FROM outbox "
+        "WHERE aggregatetype = 'replay'"
+    )
     assert sorted(r["subject_id"] for r in rows) == subjects  # every subject, none twice
     assert {r["processor"] for r in rows} == {"email"}
     status = await db.fetchrow(
@@ -169,7 +174,7 @@ async def test_redrive_dead_delivery_after_recovery(ops_client, ops_settings, pr
     email, payment = procs
     broken = {"v": True}
     email.responder = lambda _r: 400 if broken["v"] else 204
-    configs = list(known_processors(ops_settings.processors_file).values())
+    configs = load_processors(ops_settings.processors_file)  # the propagator's own loader
     async with serving(email, payment), running_stack(ops_settings, configs):
         r = await ops_client.patch(
             "/v1/subjects/d1/preferences",
@@ -304,7 +309,7 @@ def test_cli_rejects_bad_arguments_clearly(ops_settings: Settings, args, message
         "CONSENT_PROCESSORS_FILE": str(ops_settings.processors_file),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "consent.cli.main", *args],
+        [sys.executable, "-m", "consentctl.main", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consent.adapters.kafka import client_kwargs, cloudevent_headers
 from consent.settings import Settings
+from consent_common.kafka import client_kwargs, cloudevent_headers
 from propagator.intake import GROUP_ID
 from propagator.parking import headers_json
 from tests.conftest import admin, eventually
@@ -164,9 +164,11 @@ async def test_poison_records_are_parked_and_the_flow_goes_on(
 async def _park_valid_record(settings: Settings, subject_id: str) -> int:
     import asyncpg
 
-    from consent.adapters.db import plain_url
+    from consent_common.db import plain_url
 
-    conn = await asyncpg.connect(plain_url(settings.database_url or ""))
+    conn = await asyncpg.connect(
+        plain_url(settings.database_url or ""), server_settings={"search_path": "propagator"}
+    )
     try:
         headers = ce()
         return int(

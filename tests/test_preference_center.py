@@ -25,9 +25,9 @@ import jwt
 import pytest
 
 from consent.api.app import create_app
-from consent.cli.servers import http_server
 from consent.embedded import free_port
 from consent.settings import Settings
+from consentctl.servers import http_server
 from tests.conftest import ADMIN_KEY, JWT_SECRET
 from tests.gpp import axe_source
 

@@ -26,7 +26,7 @@ def propagator_process(settings: Settings, processors_file: Path) -> subprocess.
         "CONSENT_PROCESSORS_FILE": str(processors_file),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "consent.cli.main", "serve", "propagator"],
+        [sys.executable, "-m", "consentctl.main", "serve", "propagator"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -28,7 +28,7 @@ def relay_process(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
         **env,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "consent.cli.main", "serve", "relay"],
+        [sys.executable, "-m", "consentctl.main", "serve", "relay"],
         env=full,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -16,8 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.service import scheduler
-from consent.service.retention import purge_deliveries, purge_idempotency, purge_inbox
+from consent.service.retention import purge_idempotency
 from consent.settings import Settings
+from consent_common.db import plain_url
+from propagator.db import SERVER_SETTINGS
+from propagator.retention import purge_deliveries, purge_inbox
 from tests.conftest import eventually
 
 NOW = datetime.now(UTC)
@@ -29,6 +32,20 @@ async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[Async
     engine = make_engine(settings.database_url or "", pool_size=2)
     yield make_sessionmaker(engine)
     await engine.dispose()
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """The propagator's own pool: its retention jobs are its own (issue 16)."""
+    made = await asyncpg.create_pool(
+        plain_url(settings.database_url or ""),
+        min_size=1,
+        max_size=2,
+        server_settings=SERVER_SETTINGS,
+    )
+    assert made is not None
+    yield made
+    await made.close()
 
 
 async def delivery(
@@ -59,7 +76,7 @@ async def receipt(db: asyncpg.Connection, subject: str, event_id: str, sequence:
 
 
 async def test_finished_deliveries_are_purged_but_proof_and_state_stay(
-    sessions: Any, db: asyncpg.Connection
+    pool: asyncpg.Pool, db: asyncpg.Connection
 ) -> None:
     await delivery(db, "a", "s1", 1, "delivered")  # superseded by later ones: purged
     await delivery(db, "b", "s1", 2, "delivered")  # the processor's last acknowledgement
@@ -74,14 +91,14 @@ async def test_finished_deliveries_are_purged_but_proof_and_state_stay(
     await delivery(db, "j", "s4", 2, "delivered", at=OLD + timedelta(hours=1), replay=True)
     await receipt(db, "s4", "j", 2)
 
-    assert await purge_deliveries(sessions, NOW) == 2
+    assert await purge_deliveries(pool, NOW) == 2
     left = {r["event_id"] for r in await db.fetch("SELECT event_id FROM deliveries")}
     assert left == {"b", "e", "f", "g", "h", "h0", "i", "j"}
-    assert await purge_deliveries(sessions, NOW) == 0
+    assert await purge_deliveries(pool, NOW) == 0
 
 
 async def test_idempotency_responses_and_inbox_entries_expire(
-    sessions: Any, db: asyncpg.Connection
+    sessions: Any, pool: asyncpg.Pool, db: asyncpg.Connection
 ) -> None:
     for key, at in (("old", NOW - timedelta(hours=25)), ("new", NOW - timedelta(hours=23))):
         await db.execute(
@@ -92,7 +109,7 @@ async def test_idempotency_responses_and_inbox_entries_expire(
     for event_id, at in (("old", NOW - timedelta(days=15)), ("new", NOW - timedelta(days=13))):
         await db.execute("INSERT INTO propagator_inbox VALUES ($1, 't', 0, 1, $2)", event_id, at)
     assert await purge_idempotency(sessions, NOW) == 1
-    assert await purge_inbox(sessions, NOW) == 1
+    assert await purge_inbox(pool, NOW) == 1
     assert await db.fetchval("SELECT array_agg(key) FROM idempotency_keys") == ["new"]
     assert await db.fetchval("SELECT array_agg(event_id) FROM propagator_inbox") == ["new"]
 

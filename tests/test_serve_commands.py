@@ -17,13 +17,15 @@ import yaml
 from consent.adapters.db import migrate
 from consent.embedded import free_port
 from consent.settings import Settings
+from propagator.db import migrate as migrate_propagator
 
 
 @pytest.mark.timeout(120)
 async def test_serve_commands_start_ready_and_stop_on_sigterm(
     topics: Settings, tmp_path, processor_secrets
 ):
-    await migrate(topics.database_url or "")  # what the migrate job runs (idempotent)
+    await migrate(topics.database_url or "")  # what the migrate jobs run (idempotent)
+    await migrate_propagator(topics.database_url or "")
     procs_file = tmp_path / "processors.yaml"
     procs_file.write_text(
         yaml.safe_dump(
@@ -66,7 +68,7 @@ async def test_serve_commands_start_ready_and_stop_on_sigterm(
     }
     running = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "consent.cli.main", *args],
+            [sys.executable, "-m", "consentctl.main", *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -118,7 +120,7 @@ COMPOSE_SECRETS = {
 def _consentctl(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
     return subprocess.run(
-        [sys.executable, "-m", "consent.cli.main", *args],
+        [sys.executable, "-m", "consentctl.main", *args],
         env={**clean, **env},
         capture_output=True,
         text=True,

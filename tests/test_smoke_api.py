@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from consent.cli.ledger import verify_all
+from consentctl.ledger import verify_all
 from tests.conftest import admin, user
 
 

@@ -17,8 +17,6 @@ import asyncpg
 import pytest
 
 from consent.adapters.repositories import SubjectRepository
-from consent.cli.ledger import verify_all
-from consent.cli.maintenance import rebuild
 from consent.domain.model import Actor
 from consent.service import preferences, reconsent
 from consent.service.age_transitions import record_age_transitions
@@ -28,6 +26,8 @@ from consent.service.reconsent import announce_reconsent
 from consent.service.recorder import load_policies
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings
+from consentctl.ledger import verify_all
+from consentctl.maintenance import rebuild
 from tests.conftest import admin
 from tests.test_minors_coming_of_age import Sessions, birthday_ahead, born
 

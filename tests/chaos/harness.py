@@ -23,9 +23,9 @@ import httpx
 import psutil
 import yaml
 
-from consent.adapters.db import plain_url
 from consent.embedded import free_port
 from consent.settings import Settings
+from consent_common.db import plain_url
 from tests.support import RecordingProcessor, headers_of, read_topic
 
 SUBJECTS = [f"chaos-{i}" for i in range(12)]
@@ -42,7 +42,7 @@ class Service:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consent.cli.main", *self.args],
+            [sys.executable, "-m", "consentctl.main", *self.args],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -179,7 +179,7 @@ async def stack(
 
 def admin_key(settings: Settings) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "consent.cli.main", "keys", "create", "--scope", "admin"],
+        [sys.executable, "-m", "consentctl.main", "keys", "create", "--scope", "admin"],
         env={**os.environ, "CONSENT_DATABASE_URL": settings.database_url or ""},
         capture_output=True,
         text=True,

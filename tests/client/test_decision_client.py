@@ -12,11 +12,11 @@ import httpx
 import pytest
 
 from consent.api.app import create_app
-from consent.cli.servers import http_server, serve_until
 from consent.embedded import free_port
 from consent.settings import Settings
 from consent_client import AsyncDecisionClient, DecisionClient, DecisionError, Query
 from consent_client.decisions import retry_after
+from consentctl.servers import http_server, serve_until
 from tests.conftest import ADMIN_KEY, admin
 
 

@@ -15,7 +15,6 @@ import pytest
 from fastapi import FastAPI
 from standardwebhooks.webhooks import Webhook
 
-from consent.cli.servers import http_server, serve_until
 from consent.embedded import free_port
 from consent.settings import Settings
 from consent_client import (
@@ -31,6 +30,7 @@ from consent_client import (
 )
 from consent_client.fastapi import webhook_router
 from consent_client.processor import sign
+from consentctl.servers import http_server, serve_until
 from propagator.config import ProcessorConfig
 from tests.conftest import admin, eventually, webhook_secret
 from tests.support import running_stack

@@ -8,9 +8,9 @@ import json
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consent.adapters.kafka import client_kwargs
 from consent.settings import Settings
 from consent_client import DecisionEvent, Delivery, MemoryStore, Reject, Subscriber
+from consent_common.kafka import client_kwargs
 from tests.conftest import admin
 from tests.support import headers_of, read_topic, running_stack
 

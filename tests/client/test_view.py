@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from consent.adapters.kafka import client_kwargs
-from consent.cli.republish import republish
 from consent.settings import Settings
 from consent_client import ConsentView, consent_token
+from consent_common.kafka import client_kwargs
+from consentctl.republish import republish
 from tests.conftest import admin, eventually
 from tests.support import running_stack
 

@@ -34,6 +34,7 @@ from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
 from consent.embedded import free_port
 from consent.settings import Settings
+from propagator.db import migrate as migrate_propagator
 
 NS, HOST_IF, NS_IF = "consentdrill", "cdrill0", "cdrill1"
 HOST_IP, NS_IP = "10.215.15.1", "10.215.15.2"
@@ -109,12 +110,12 @@ WITHOUT_KEEPALIVES = (  # the relay as it was before keepalives, for comparison
     "import consent.adapters.db as db; db.KEEPALIVE_SETTINGS.clear(); "
     "db.tune_keepalive = lambda conn: None; "
     "import sys; sys.argv = ['consentctl', 'serve', 'relay']; "
-    "from consent.cli.main import app; app()"
+    "from consentctl.main import app; app()"
 )
 
 
 def relay(env: dict[str, str], in_namespace: bool) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "consent.cli.main", "serve", "relay"]
+    cmd = [sys.executable, "-m", "consentctl.main", "serve", "relay"]
     if env.get("DRILL_WITHOUT_KEEPALIVES") == "1":
         cmd = [sys.executable, "-c", WITHOUT_KEEPALIVES]
     if in_namespace:
@@ -188,6 +189,7 @@ async def main(rounds: int) -> None:
         url = f"postgresql://postgres@{HOST_IP}:{pg_port}/postgres"
         settings = Settings(database_url=url, kafka_bootstrap=f"{HOST_IP}:{kafka_port}")
         await migrate(url)
+        await migrate_propagator(url)
         await asyncio.sleep(1)
         await ensure_topics(settings, partitions=1)
         env = {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates the three consent topics; safe to run again (existing topics are left alone).
+# Creates the consent topics; safe to run again (existing topics are left alone).
 # Runs in the apache/kafka image: the topic Job of deploy/k8s and the `topics` service of
 # deploy/compose.yaml. Mirrors consent.adapters.kafka.topic_specs: the events and state
 # topics share one partition count (the key is the subject id, so one subject's events
@@ -38,7 +38,12 @@ create() {
 create consent.events.v1 "$partitions"
 create consent.state.v1 "$partitions" --config cleanup.policy=compact
 create consent.deadletter.v1 1
+# between the two services (issue 16): receipts and audit entries, propagator → consent;
+# replays restricted to processors, consent → propagator. Nobody else reads them.
+create consent.receipts.v1 "$partitions"
+create consent.replays.v1 "$partitions"
 
-for name in consent.events.v1 consent.state.v1 consent.deadletter.v1; do
+for name in consent.events.v1 consent.state.v1 consent.deadletter.v1 consent.receipts.v1 \
+  consent.replays.v1; do
   kt --describe --topic "${prefix}${name}"
 done

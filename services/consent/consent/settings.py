@@ -5,22 +5,17 @@ from __future__ import annotations
 import ipaddress
 import json
 from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
 from consent.domain.signals import GppNotices
+from consent_common.settings import CommonSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CONSENT_", extra="ignore")
-
-    data_dir: Path = Path(".consent/dev")
-    database_url: str | None = None
-    kafka_bootstrap: str | None = None
-    topic_prefix: str = ""
+class Settings(CommonSettings):
+    """The consent service's settings (and, for ``consentctl``, everything)."""
 
     jwt_secret: SecretStr | None = None
     jwt_jwks_url: str | None = None
@@ -35,7 +30,6 @@ class Settings(BaseSettings):
     # Hops (CIDRs) whose X-Forwarded-For is believed; without them the peer address counts.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    processors_file: Path | None = None
     event_source: str = "urn:consent:consent-api"
     db_pool_size: int = 20
     db_pool_timeout_s: float = 5.0  # waiting longer for a connection is answered 429
@@ -45,10 +39,11 @@ class Settings(BaseSettings):
     evidence_retention_days: int = 365 * 3
     outbox_retention_hours: int = 24 * 7
     idempotency_retention_hours: int = Field(default=24, ge=1, le=24 * 366)
-    inbox_retention_days: int = Field(default=14, ge=1, le=3660)
-    delivery_retention_days: int = Field(default=30, ge=1, le=3660)
     scheduler_interval_s: float = 30.0
     scheduler_enabled: bool = True
+    # project consent.receipts.v1 (the propagator's receipts and audit entries) into this
+    # service's read model; one API replica at a time does it (an advisory lease)
+    receipts_projection: bool = True
     # bulk time-driven jobs (re-consent announcements) pause while the outbox holds this many
     # unpublished rows, so a person's own change never queues behind a million of them
     scheduler_max_outbox_backlog: int = 1000
@@ -73,8 +68,6 @@ class Settings(BaseSettings):
     preference_center_frame_ancestors: list[str] = Field(default_factory=list)
     # the dev-only token helper at /preference-center/dev (consentctl dev turns it on)
     preference_center_dev: bool = False
-    log_level: str = "INFO"
-    log_json: bool = True
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -117,26 +110,6 @@ class Settings(BaseSettings):
         return GppNotices(
             **{f: getattr(self, f"gpp_{f}") for f in GppNotices.__dataclass_fields__}
         )
-
-    def topic(self, name: str) -> str:
-        return f"{self.topic_prefix}{name}"
-
-    @property
-    def events_topic(self) -> str:
-        return self.topic("consent.events.v1")
-
-    @property
-    def state_topic(self) -> str:
-        return self.topic("consent.state.v1")
-
-    @property
-    def deadletter_topic(self) -> str:
-        return self.topic("consent.deadletter.v1")
-
-    @property
-    def warmup_topic(self) -> str:
-        """Private to `consentctl dev`: its warm-up record never reaches subscribers."""
-        return self.topic("consent.warmup.v1")
 
 
 @lru_cache

@@ -17,8 +17,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consent.adapters.kafka import client_kwargs
-from consent.settings import Settings
+from consent_common.kafka import client_kwargs
+from consent_common.settings import CommonSettings
 from propagator import metrics
 from propagator.decode import Park, Skip, Usable, decode
 from propagator.parking import (
@@ -40,6 +40,7 @@ class Waker(Protocol):
 
 
 GROUP_ID = "consent-propagator"
+TARGETS_HEADER = "consent_processors"  # on consent.replays.v1: the processors named
 # errors about the data itself: retrying the same batch would fail forever
 REJECTED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
@@ -50,8 +51,10 @@ def plan(
     event_type: str,
     data: dict[str, Any],
     occurred_at: datetime,
+    only: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The deliveries one event needs: one per processor that wants it."""
+    """The deliveries one event needs: one per processor that wants it, or, for a replay
+    restricted to processors (``only``), one per processor named."""
     return [
         {
             "event_id": event_id,
@@ -65,14 +68,22 @@ def plan(
             "replay": bool(data.get("replay", False)),
         }
         for a in adapters
-        if a.relevant(event_type, data)
+        if (a.config.name in only if only is not None else a.relevant(event_type, data))
     ]
+
+
+def replay_targets(rec: ConsumerRecord[Any, Any]) -> frozenset[str]:
+    """The processors a record of the private replays topic is for."""
+    for key, value in rec.headers or ():
+        if key == TARGETS_HEADER and value:
+            return frozenset(n for n in bytes(value).decode(errors="replace").split(",") if n)
+    return frozenset()
 
 
 class Intake:
     def __init__(
         self,
-        settings: Settings,
+        settings: CommonSettings,
         store: DeliveryStore,
         adapters: list[ProcessorAdapter],
         wake: Waker,
@@ -80,8 +91,11 @@ class Intake:
         warmup: bool = False,
     ) -> None:
         self.settings, self.store, self.adapters, self.wake = settings, store, adapters, wake
-        # the dev stack's private warm-up topic joins the subscription (same consumer group)
-        self.topics = [settings.events_topic] + ([settings.warmup_topic] if warmup else [])
+        # the private replays topic, and the dev stack's private warm-up topic, join the
+        # subscription (same consumer group)
+        self.topics = [settings.events_topic, settings.replays_topic] + (
+            [settings.warmup_topic] if warmup else []
+        )
         self.recorded = 0
         self.ready = asyncio.Event()  # set once the consumer group has assigned partitions
         self.consumed = asyncio.Event()  # set once any record went through (warm-up)
@@ -108,6 +122,7 @@ class Intake:
                 decoded.event_type,
                 decoded.data,
                 decoded.occurred_at,
+                replay_targets(rec) if rec.topic == self.settings.replays_topic else None,
             )
             seen.append((decoded.event_id, rec.topic, rec.partition, rec.offset))
         planned = [d for eid, *_ in seen for d in candidates[eid]]
@@ -160,12 +175,22 @@ class Intake:
                     still += 1
                     continue
                 if isinstance(decoded, Usable):
+                    only = None
+                    if row["topic"] == self.settings.replays_topic:
+                        only = frozenset(
+                            n
+                            for k, v in headers_from_json(row["headers"])
+                            if k == TARGETS_HEADER and v
+                            for n in bytes(v).decode(errors="replace").split(",")
+                            if n
+                        )
                     deliveries = plan(
                         self.adapters,
                         decoded.event_id,
                         decoded.event_type,
                         decoded.data,
                         decoded.occurred_at,
+                        only,
                     )
                     position = (decoded.event_id, row["topic"], row["partition"], row["offset"])
                     self.recorded += await self.store.record_intake(conn, [position], deliveries)

@@ -9,11 +9,14 @@ import aiohttp
 import asyncpg
 import structlog
 
-from consent.adapters.db import KEEPALIVE_SETTINGS, connect_durable, plain_url, tune_keepalive
-from consent.settings import Settings
+from consent_common.db import KEEPALIVE_SETTINGS, connect_durable, plain_url, tune_keepalive
+from consent_common.settings import CommonSettings
 from propagator.config import ProcessorConfig
+from propagator.db import SERVER_SETTINGS
 from propagator.intake import Intake
 from propagator.processors import adapter_for
+from propagator.publisher import OutboxPublisher
+from propagator.retention import run_retention
 from propagator.store import DeliveryStore
 from propagator.worker import ProcessorWorker
 
@@ -22,7 +25,7 @@ log = structlog.get_logger()
 
 class Propagator:
     def __init__(
-        self, settings: Settings, processors: list[ProcessorConfig], *, warmup: bool = False
+        self, settings: CommonSettings, processors: list[ProcessorConfig], *, warmup: bool = False
     ) -> None:
         self.settings, self.warmup = settings, warmup
         for p in processors:
@@ -32,6 +35,7 @@ class Propagator:
         self.ready = asyncio.Event()  # the intake consumer has its partitions
         self.consumed = asyncio.Event()  # the intake consumer has received a record
         self.workers: list[ProcessorWorker] = []
+        self.publisher: OutboxPublisher | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         assert self.settings.database_url
@@ -39,11 +43,16 @@ class Propagator:
             plain_url(self.settings.database_url),
             min_size=1,
             max_size=10,
-            server_settings={"application_name": "consent-propagator", **KEEPALIVE_SETTINGS},
+            server_settings={
+                "application_name": "consent-propagator",
+                **KEEPALIVE_SETTINGS,
+                **SERVER_SETTINGS,
+            },
             init=_tune,
         )
         assert pool is not None
         store = DeliveryStore(pool)
+        self.publisher = publisher = OutboxPublisher(self.settings, pool)
         connector = aiohttp.TCPConnector(limit=200, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as client:
             self.workers = [ProcessorWorker(a, store, client) for a in self.adapters]
@@ -52,7 +61,13 @@ class Propagator:
             log.info("propagator_started", processors=[a.config.name for a in self.adapters])
             self.intake.ready, self.intake.consumed = self.ready, self.consumed
             tasks = [asyncio.create_task(self.intake.run(stop), name="intake")]
-            tasks.append(asyncio.create_task(self._listen(stop, wake), name="listener"))
+            tasks.append(
+                asyncio.create_task(self._listen(stop, wake, publisher.wake), name="listener")
+            )
+            tasks.append(asyncio.create_task(publisher.run(stop), name="publisher"))
+            tasks.append(
+                asyncio.create_task(run_retention(self.settings, pool, stop), name="retention")
+            )
             tasks.append(
                 asyncio.create_task(self.intake.run_parked_retries(stop), name="parked-retries")
             )
@@ -76,9 +91,12 @@ class Propagator:
                 await asyncio.wait(tasks, timeout=8)
                 await pool.close()
 
-    async def _listen(self, stop: asyncio.Event, wake: _FanOut) -> None:
-        """Wake the workers on ``NOTIFY deliveries`` (replays and redrives committed by the
-        consent service). Polling stays the fallback: a lost connection only costs latency."""
+    async def _listen(
+        self, stop: asyncio.Event, wake: _FanOut, published: asyncio.Event | None = None
+    ) -> None:
+        """Wake the workers on ``NOTIFY deliveries`` (replays and redrives committed by another
+        process), the outbox publisher on ``NOTIFY propagator_outbox``. Polling stays the
+        fallback: a lost connection only costs latency."""
         assert self.settings.database_url
         while not stop.is_set():
             conn: asyncpg.Connection | None = None
@@ -87,6 +105,9 @@ class Propagator:
                     self.settings.database_url, "consent-propagator:listener"
                 )
                 await conn.add_listener("deliveries", lambda *_: wake.set())
+                if published is not None:
+                    await conn.add_listener("propagator_outbox", lambda *_: published.set())
+                    published.set()
                 wake.set()  # anything committed while not listening
                 while not stop.is_set() and not conn.is_closed():
                     with contextlib.suppress(asyncio.TimeoutError):

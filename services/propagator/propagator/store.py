@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -223,7 +224,7 @@ class DeliveryStore:
     async def dead_letter(
         self, conn: asyncpg.Connection, row: asyncpg.Record, error: str, code: int | None
     ) -> None:
-        """Copy a dead delivery to the outbox; the relay publishes it to the dead-letter topic."""
+        """Queue a dead delivery in the propagator's outbox, for the dead-letter topic."""
         payload = {
             "delivery_id": str(row["id"]),
             "event_id": row["event_id"],
@@ -235,13 +236,8 @@ class DeliveryStore:
             "last_error": error,
             "response_code": code,
         }
-        await conn.execute(
-            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, sequence, "
-            "occurred_at) VALUES ($1, 'delivery', $2, 'delivery.dead', $3::jsonb, $4, now())",
-            uuid.uuid4(),
-            row["subject_id"],
-            orjson.dumps(payload).decode(),
-            row["sequence"],
+        await queue(
+            conn, "deadletter", row["subject_id"], "delivery.dead", payload, row["sequence"]
         )
 
     async def probe_exhausted(self, processor: str) -> bool:
@@ -266,10 +262,61 @@ class DeliveryStore:
             processor,
         )
         if rows:
-            await conn.execute(
-                "INSERT INTO audit_log (actor, action, scope, counts) VALUES "
-                "('propagator', 'delivery.auto_redrive', $1::jsonb, $2::jsonb)",
-                orjson.dumps({"processor": processor}).decode(),
-                orjson.dumps({"redriven": len(rows)}).decode(),
+            await audit(
+                conn,
+                "propagator",
+                "delivery.auto_redrive",
+                {"processor": processor},
+                {"redriven": len(rows)},
             )
         return len(rows)
+
+
+async def queue(
+    conn: asyncpg.Connection,
+    kind: str,
+    key: str,
+    type_: str,
+    payload: dict[str, Any],
+    sequence: int | None = None,
+) -> None:
+    """A row for the propagator's outbox (published by ``publisher.OutboxPublisher``), in the
+    caller's transaction."""
+    await conn.execute(
+        "INSERT INTO propagator_outbox (kind, key, type, payload, sequence) "
+        "VALUES ($1, $2, $3, $4::jsonb, $5)",
+        kind,
+        key,
+        type_,
+        orjson.dumps(payload).decode(),
+        sequence,
+    )
+    await conn.execute("SELECT pg_notify('propagator_outbox', '')")
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    actor: str,
+    action: str,
+    scope: dict[str, Any],
+    counts: dict[str, Any],
+    reference: str | None = None,
+) -> None:
+    """An action the propagator took, for the one audit timeline: published as
+    ``audit.recorded`` on the receipts topic, which the consent service's audit log
+    projects (``consentctl audit``, ``GET /v1/admin/audit``)."""
+    await queue(
+        conn,
+        "audit",
+        "audit",
+        "audit.recorded",
+        {
+            "id": str(uuid.uuid4()),
+            "actor": actor,
+            "action": action,
+            "scope": scope,
+            "counts": counts,
+            "reference": reference,
+            "at": datetime.now(UTC).isoformat(),
+        },
+    )

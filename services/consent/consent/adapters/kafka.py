@@ -3,41 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from consent.settings import Settings
-from consent.timefmt import rfc3339
-
-SPEC_VERSION = "1.0"
-
-
-def client_kwargs(settings: Settings) -> dict[str, Any]:
-    """Bootstrap plus optional SASL/TLS, read from ``CONSENT_KAFKA_*`` variables."""
-    assert settings.kafka_bootstrap, "CONSENT_KAFKA_BOOTSTRAP must be resolved before start"
-    kw: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap}
-    protocol = os.environ.get("CONSENT_KAFKA_SECURITY_PROTOCOL")
-    if protocol:
-        kw["security_protocol"] = protocol
-        if "SSL" in protocol:
-            from aiokafka.helpers import create_ssl_context
-
-            kw["ssl_context"] = create_ssl_context(
-                cafile=os.environ.get("CONSENT_KAFKA_SSL_CAFILE")
-            )
-    mechanism = os.environ.get("CONSENT_KAFKA_SASL_MECHANISM")
-    if mechanism:
-        kw["sasl_mechanism"] = mechanism
-        kw["sasl_plain_username"] = os.environ.get("CONSENT_KAFKA_SASL_USERNAME")
-        kw["sasl_plain_password"] = os.environ.get("CONSENT_KAFKA_SASL_PASSWORD")
-    return kw
+from consent_common.kafka import client_kwargs
 
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
@@ -57,6 +30,10 @@ def topic_specs(settings: Settings, partitions: int = 6) -> list[NewTopic]:
         NewTopic(settings.events_topic, partitions, 1),
         NewTopic(settings.state_topic, partitions, 1, topic_configs={"cleanup.policy": "compact"}),
         NewTopic(settings.deadletter_topic, 1, 1),
+        # between the two services: receipts and audit entries (propagator → consent), and
+        # replays restricted to processors (consent → propagator); never read by others
+        NewTopic(settings.receipts_topic, partitions, 1),
+        NewTopic(settings.replays_topic, partitions, 1),
     ]
 
 
@@ -79,33 +56,3 @@ async def ensure_topics(
         return [t.name for t in missing]
     finally:
         await admin.close()
-
-
-def cloudevent_headers(
-    *,
-    event_id: str,
-    source: str,
-    type_: str,
-    time: datetime,
-    subject: str,
-    sequence: int | None,
-    extra: Mapping[str, str] | None = None,
-) -> list[tuple[str, bytes]]:
-    headers = [
-        ("ce_specversion", SPEC_VERSION.encode()),
-        ("ce_id", event_id.encode()),
-        ("ce_source", source.encode()),
-        ("ce_type", type_.encode()),
-        ("ce_time", rfc3339(time).encode()),
-        ("ce_subject", subject.encode()),
-    ]
-    if sequence is not None:
-        headers.append(("ce_subjectseq", f"{sequence:020d}".encode()))
-    headers.append(("content-type", b"application/json"))
-    for k, v in (extra or {}).items():
-        headers.append((k, v.encode()))
-    return headers
-
-
-def encode(data: Any) -> bytes:
-    return orjson.dumps(data)

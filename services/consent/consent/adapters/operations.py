@@ -1,4 +1,5 @@
-"""Operator queries: replay selection and jobs, deliveries admin, audit log."""
+"""Operator queries: replay selection and jobs, audit log. (Deliveries are the propagator's:
+its API, ``propagator.admin``.)"""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import uuid
 from datetime import datetime
 from typing import Any, cast
 
-import orjson
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,20 +23,6 @@ WHERE l.recorded_at >= :since AND l.recorded_at < :until AND l.subject_id > :aft
         WHERE c->>'purpose' = ANY(CAST(:purposes AS text[]))))
 ORDER BY l.subject_id LIMIT :limit
 """
-NOTIFY_DELIVERIES = text("SELECT pg_notify('deliveries', '')")
-ADD_DELIVERIES = text("""
-INSERT INTO deliveries (id, event_id, event_type, subject_id, sequence, processor, status,
-    attempts, max_attempts, payload, occurred_at, next_attempt_at, replay, created_at, updated_at)
-SELECT u.id, u.event_id, u.event_type, u.subject_id, u.sequence, u.processor, 'pending', 0,
-    u.max_attempts, u.payload::jsonb, u.occurred_at, now(), u.replay, now(), now()
-FROM unnest(CAST(:id AS uuid[]), CAST(:event_id AS text[]), CAST(:event_type AS text[]),
-            CAST(:subject_id AS text[]), CAST(:sequence AS bigint[]), CAST(:processor AS text[]),
-            CAST(:max_attempts AS int[]), CAST(:payload AS text[]),
-            CAST(:occurred_at AS timestamptz[]), CAST(:replay AS bool[]))
-    AS u(id, event_id, event_type, subject_id, sequence, processor, max_attempts, payload,
-         occurred_at, replay)
-ON CONFLICT (event_id, processor) DO NOTHING
-""")
 COUNT_SUBJECTS = """
 SELECT count(DISTINCT l.subject_id) FROM consent_ledger l
 WHERE l.recorded_at >= :since AND l.recorded_at < :until
@@ -85,70 +71,6 @@ class OperationsRepository:
         await self.session.execute(
             update(ReplayJob).where(col(ReplayJob.id) == job_id).values(**values)
         )
-
-    # --- deliveries -----------------------------------------------------------------
-    async def deliveries(
-        self, status: str | None, processor: str | None, after: str | None, limit: int
-    ) -> list[dict[str, Any]]:
-        rows = await self.session.execute(
-            text("""
-            SELECT id, event_id, event_type, subject_id, sequence, processor, status, attempts,
-                   last_error, response_code, replay, created_at, updated_at, delivered_at
-            FROM deliveries
-            WHERE (CAST(:status AS text) IS NULL OR status = :status)
-              AND (CAST(:processor AS text) IS NULL OR processor = :processor)
-              AND (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid))
-            ORDER BY id LIMIT :limit"""),
-            {"status": status, "processor": processor, "after": after, "limit": limit},
-        )
-        return [dict(r._mapping) for r in rows]
-
-    async def redrive(self, ids: list[uuid.UUID] | None, processor: str | None) -> list[str]:
-        """Dead deliveries back to pending, with a fresh attempt budget."""
-        rows = await self.session.execute(
-            text("""
-            UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),
-                   lease_until = NULL, updated_at = now()
-            WHERE status = 'dead'
-              AND (CAST(:ids AS uuid[]) IS NULL OR id = ANY(CAST(:ids AS uuid[])))
-              AND (CAST(:processor AS text) IS NULL OR processor = :processor)
-            RETURNING id"""),
-            {"ids": [str(i) for i in ids] if ids is not None else None, "processor": processor},
-        )
-        redriven = [str(r[0]) for r in rows]
-        if redriven:
-            await self.notify_deliveries()
-        return redriven
-
-    async def notify_deliveries(self) -> None:
-        """Wake the propagator's workers when this transaction commits (they would otherwise
-        find the new pending deliveries at their next poll, up to 0.2 s later)."""
-        await self.session.execute(NOTIFY_DELIVERIES)
-
-    async def add_deliveries(self, rows: list[dict[str, Any]]) -> int:
-        """Replayed deliveries, one statement of arrays whatever their number (a multi-row
-        VALUES would be compiled anew for every batch size)."""
-        if not rows:
-            return 0
-        res = await self.session.execute(
-            ADD_DELIVERIES,
-            {
-                "id": [r["id"] for r in rows],
-                "event_id": [r["event_id"] for r in rows],
-                "event_type": [r["event_type"] for r in rows],
-                "subject_id": [r["subject_id"] for r in rows],
-                "sequence": [r["sequence"] for r in rows],
-                "processor": [r["processor"] for r in rows],
-                "max_attempts": [r["max_attempts"] for r in rows],
-                "payload": [orjson.dumps(r["payload"]).decode() for r in rows],
-                "occurred_at": [r["occurred_at"] for r in rows],
-                "replay": [bool(r.get("replay")) for r in rows],
-            },
-        )
-        added = int(res.rowcount or 0)  # type: ignore[attr-defined]
-        if added:
-            await self.notify_deliveries()
-        return added
 
     # --- audit ----------------------------------------------------------------------
     async def audit(

@@ -1,5 +1,5 @@
-"""Operators' view of what could not be used: records the propagator's intake parked, and
-outbox rows the relay parked. Listing, retry and drop/skip; the callers audit each action."""
+"""Operators' view of outbox rows the relay parked: listing, retry and skip; the callers audit
+each action. (Records the propagator's intake parked are the propagator's: its API.)"""
 
 from __future__ import annotations
 
@@ -8,15 +8,6 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
-
-LIST_PARKED = text("""
-SELECT id, topic, partition, "offset", reason, parked_at, retry_requested_at, attempts
-FROM parked_records WHERE id > :after ORDER BY id LIMIT :limit
-""")
-RETRY_PARKED = text("""
-UPDATE parked_records SET retry_requested_at = :now WHERE id = :id RETURNING id
-""")
-DROP_PARKED = text('DELETE FROM parked_records WHERE id = :id RETURNING topic, partition, "offset"')
 
 LIST_OUTBOX = text("""
 SELECT id, aggregateid, type, sequence, parked_at, last_error FROM outbox
@@ -33,33 +24,18 @@ RETURNING aggregateid
 """)
 
 
-COUNTS = text("""
-SELECT (SELECT count(*) FROM parked_records) AS records,
-       (SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NULL) AS rows
-""")
+OUTBOX_COUNT = text(
+    "SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NULL"
+)
 
 
 class ParkedRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def counts(self) -> tuple[int, int]:
-        """(records parked by intake, outbox rows parked by the relay): gauges."""
-        row = (await self.session.execute(COUNTS)).one()
-        return int(row.records), int(row.rows)
-
-    async def records(self, after: int, limit: int) -> list[dict[str, Any]]:
-        rows = await self.session.execute(LIST_PARKED, {"after": after, "limit": limit})
-        return [dict(r._mapping) for r in rows]
-
-    async def request_retry(self, parked_id: int, now: datetime) -> bool:
-        """The propagator feeds it to intake again (within a second)."""
-        found = await self.session.execute(RETRY_PARKED, {"id": parked_id, "now": now})
-        return found.first() is not None
-
-    async def drop(self, parked_id: int) -> dict[str, Any] | None:
-        row = (await self.session.execute(DROP_PARKED, {"id": parked_id})).first()
-        return dict(row._mapping) if row else None
+    async def outbox_count(self) -> int:
+        """Outbox rows parked by the relay: a gauge."""
+        return int((await self.session.execute(OUTBOX_COUNT)).scalar() or 0)
 
     async def outbox_rows(self, limit: int) -> list[dict[str, Any]]:
         rows = await self.session.execute(LIST_OUTBOX, {"limit": limit})

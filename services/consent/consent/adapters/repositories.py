@@ -159,11 +159,13 @@ INSERT INTO subjects (subject_id, sequence) VALUES ($1, 0) ON CONFLICT DO NOTHIN
 RETURNING subject_id
 """
 OUTBOX_INSERT = """
-INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, sequence, occurred_at)
-SELECT u.id, u.aggregatetype, u.aggregateid, u.type, u.payload::jsonb, u.sequence, u.occurred_at
+INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, sequence, occurred_at,
+    targets)
+SELECT u.id, u.aggregatetype, u.aggregateid, u.type, u.payload::jsonb, u.sequence, u.occurred_at,
+    u.targets
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-            $7::timestamptz[]) WITH ORDINALITY
-    AS u(id, aggregatetype, aggregateid, type, payload, sequence, occurred_at, n)
+            $7::timestamptz[], $8::text[]) WITH ORDINALITY
+    AS u(id, aggregatetype, aggregateid, type, payload, sequence, occurred_at, targets, n)
 ORDER BY u.n
 """
 
@@ -191,6 +193,7 @@ class OutboxRepository:
             [orjson.dumps(e.data).decode() for e in events],
             [e.sequence for e in events],
             [e.occurred_at for e in events],
+            [e.targets for e in events],
         )
 
 

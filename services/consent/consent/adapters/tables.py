@@ -109,6 +109,7 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False, server_default=text("now()"))
     published_at: datetime | None = _ts(nullable=True)
     parked_at: datetime | None = _ts(nullable=True)  # the relay cannot publish it
+    targets: str | None = None  # a replay's processors (aggregatetype "replay")
     last_error: str | None = None
 
 

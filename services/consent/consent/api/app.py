@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from consent.adapters.db import make_engine, make_sessionmaker
+from consent.adapters.propagator_api import PropagatorAPI
 from consent.api import problems
 from consent.api.admission import AdmissionLimit
 from consent.api.client_limit import ClientLimit, parse_networks
@@ -27,6 +28,7 @@ from consent.api.routes import (
     rights,
     signals,
 )
+from consent.service.receipts import ReceiptProjector
 from consent.service.scheduler import run_scheduler
 from consent.settings import Settings, get_settings
 
@@ -61,6 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.scheduler_enabled
             else []
         )
+        if settings.kafka_bootstrap and settings.receipts_projection:
+            app.state.receipts = ReceiptProjector(
+                settings, app.state.sessions, settings.database_url
+            )
+            jobs.append(asyncio.create_task(app.state.receipts.run(stop)))
         try:
             yield
         finally:
@@ -68,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in list(app.state.background):
                 task.cancel()
             await asyncio.gather(*jobs, *app.state.background, return_exceptions=True)
+            await app.state.propagator.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -94,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     app.state.background = set()
+    app.state.propagator = PropagatorAPI(settings)
     problems.install(app)
     app.include_router(meta.router)
     app.include_router(preferences.router)

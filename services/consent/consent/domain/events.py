@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from consent.domain.model import Actor, Change, Decision
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 EVENT_NAMESPACE = uuid.UUID("6f1c2a0e-4d4b-4f7e-9a55-2c1f3e7b9d10")
 
@@ -28,7 +28,8 @@ class DomainEvent:
     occurred_at: datetime
     data: dict[str, Any]
     id: str = field(default="")
-    aggregatetype: str = "subject"
+    aggregatetype: str = "subject"  # "replay": for the private replays topic only
+    targets: str | None = None  # a replay's processors, comma-separated
 
     def __post_init__(self) -> None:
         if not self.id:

@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import consent.adapters.tables  # noqa: F401  (registers the tables)
-import propagator.tables  # noqa: F401
 
 target_metadata = SQLModel.metadata
 

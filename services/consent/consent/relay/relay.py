@@ -27,10 +27,11 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from consent.adapters.db import connect_durable
-from consent.adapters.kafka import cloudevent_headers, encode, make_producer
+from consent.adapters.kafka import make_producer
 from consent.relay import metrics
 from consent.settings import Settings
+from consent_common.db import connect_durable
+from consent_common.kafka import cloudevent_headers, encode
 
 log = structlog.get_logger()
 RELAY_LOCK_KEY = 0x636F6E73656E74  # "consent"
@@ -40,7 +41,8 @@ CLEANUP = "DELETE FROM outbox WHERE published_at < now() - make_interval(hours =
 # A parked row (one the broker or the encoder refuses) holds back its own subject's later
 # rows, to keep that subject's order, and nobody else's.
 FETCH = """
-SELECT id, aggregatetype, aggregateid, type, payload::text AS payload, sequence, occurred_at
+SELECT id, aggregatetype, aggregateid, type, payload::text AS payload, sequence, occurred_at,
+    targets
 FROM outbox o WHERE published_at IS NULL AND parked_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.aggregateid = o.aggregateid
                   AND p.parked_at IS NOT NULL AND p.published_at IS NULL)
@@ -71,8 +73,10 @@ class OutboxRelay:
 
     def _route(self, row: asyncpg.Record) -> list[tuple[str, bytes | None]]:
         """Topics and values for one outbox row."""
-        if row["aggregatetype"] == "delivery":
+        if row["aggregatetype"] == "delivery":  # dead letters queued before issue 16
             return [(self.settings.deadletter_topic, row["payload"].encode())]
+        if row["aggregatetype"] == "replay":  # restricted to processors: never the shared topic
+            return [(self.settings.replays_topic, row["payload"].encode())]
         out: list[tuple[str, bytes | None]] = [
             (self.settings.events_topic, row["payload"].encode())
         ]
@@ -150,6 +154,7 @@ class OutboxRelay:
             time=row["occurred_at"],
             subject=row["aggregateid"],
             sequence=row["sequence"],
+            extra={"consent_processors": row["targets"]} if row["targets"] else None,
         )
         key = row["aggregateid"].encode()
         return [

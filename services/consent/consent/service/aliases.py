@@ -21,7 +21,7 @@ from consent.service.context import WriteContext
 from consent.service.decisions import age_status_of, device_purposes
 from consent.service.recorder import load_policies, record
 from consent.service.unit_of_work import UnitOfWork
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 
 @dataclass(frozen=True)

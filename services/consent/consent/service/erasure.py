@@ -10,7 +10,7 @@ from consent.service.context import WriteContext
 from consent.service.preferences import refuse_personal_write
 from consent.service.recorder import record
 from consent.service.unit_of_work import UnitOfWork
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 MERGED_PERSON_ERASED = "merged_person_erased"
 

@@ -13,7 +13,7 @@ from consent.service.decisions import age_status_of
 from consent.service.preferences import refuse_personal_write
 from consent.service.recorder import record, records_after
 from consent.service.unit_of_work import UnitOfWork
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 
 async def link(

@@ -11,7 +11,7 @@ from consent.catalog import catalog_version
 from consent.domain.authority import Reader, visible_evidence
 from consent.service.preferences import get_preferences
 from consent.service.unit_of_work import UnitOfWork
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 
 class BadCursor(ValueError):

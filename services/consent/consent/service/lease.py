@@ -13,7 +13,7 @@ import contextlib
 import asyncpg
 import structlog
 
-from consent.adapters.db import connect_durable, plain_url
+from consent_common.db import connect_durable, plain_url
 
 log = structlog.get_logger()
 SCHEDULER_LEASE_KEY = 0x636F6E73656E7401  # "consent" + 1; the relay's lock is "consent"

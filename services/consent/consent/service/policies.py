@@ -12,7 +12,7 @@ from consent.domain.model import DomainError
 from consent.service.preferences import UnknownValue
 from consent.service.recorder import invalidate_policies
 from consent.service.unit_of_work import UnitOfWork
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 
 async def publish(

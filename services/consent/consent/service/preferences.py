@@ -30,7 +30,7 @@ from consent.service.decisions import (
 )
 from consent.service.recorder import as_answered, load_policies, record, records_after
 from consent.service.unit_of_work import UnitOfWork
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 
 @dataclass

@@ -3,9 +3,10 @@
 A job selects subjects with a ledger change recorded in ``[since, until)``, walks them in
 subject-id order, and records its cursor in the same transaction as what it emits, so an
 interrupted job resumes where it stopped and emits nothing twice. Event ids are stable per
-(subject, sequence, job). With ``processors`` the job writes deliveries for those
-processors only and never touches the shared topic; without, it publishes through the
-outbox to ``consent.events.v1`` (and so to every processor).
+(subject, sequence, job). With ``processors`` the job publishes, through the outbox, on the
+private topic ``consent.replays.v1`` with the processors named (header
+``consent_processors``), which only the propagator reads, and never touches the shared
+topic; without, it publishes to ``consent.events.v1`` (and so to every processor).
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ from consent.catalog import load_catalog
 from consent.domain.events import DomainEvent, consent_event, event_id
 from consent.domain.model import Actor
 from consent.service.decisions import decisions_for
+from consent.service.processors import KnownProcessor
 from consent.service.recorder import as_answered, load_policies
 from consent.service.unit_of_work import UnitOfWork
-from propagator.config import ProcessorConfig
-from propagator.processors import adapter_for
 
 
 class ReplayError(ValueError):
@@ -64,7 +64,7 @@ class ReplayRequest:
         return "processors:" + ",".join(sorted(self.processors)) if self.processors else "topic"
 
 
-def validate(req: ReplayRequest, known: dict[str, ProcessorConfig]) -> None:
+def validate(req: ReplayRequest, known: dict[str, KnownProcessor]) -> None:
     if req.since.tzinfo is None or req.until.tzinfo is None:
         raise ReplayError("times must carry a time zone (e.g. 2026-11-01T00:00:00Z)")
     if req.until <= req.since:
@@ -81,7 +81,7 @@ def validate(req: ReplayRequest, known: dict[str, ProcessorConfig]) -> None:
 
 
 async def create_job(
-    uow: UnitOfWork, req: ReplayRequest, known: dict[str, ProcessorConfig]
+    uow: UnitOfWork, req: ReplayRequest, known: dict[str, KnownProcessor]
 ) -> ReplayJob:
     validate(req, known)
     ops = OperationsRepository(uow.session)
@@ -121,7 +121,7 @@ class BatchResult:
 async def run_batch(
     sessions: async_sessionmaker[AsyncSession],
     job_id: uuid.UUID,
-    known: dict[str, ProcessorConfig],
+    known: dict[str, KnownProcessor],
     batch: int = 100,
 ) -> BatchResult | None:
     """Advance a job by one batch; None when another runner holds it."""
@@ -149,7 +149,6 @@ async def run_batch(
         snapshots = await load_snapshots(session, subjects, for_update=True)
         policies = await load_policies(uow)
         targets = [known[n] for n in job.params.get("processors") or []]
-        deliveries: list[dict[str, Any]] = []
         samples: list[dict[str, Any]] = []
         emitted = 0
         for sid in subjects:
@@ -172,37 +171,32 @@ async def run_batch(
                 occurred_at=now,
                 replay=True,
             )
-            event = DomainEvent(event.type, sid, snap.sequence, now, event.data, id=eid)
             if targets:
-                for cfg in targets:
-                    body = adapter_for(cfg).body(eid, event.type, event.data)
-                    deliveries.append(
-                        {
-                            "id": uuid.uuid4(),
-                            "event_id": eid,
-                            "event_type": event.type,
-                            "subject_id": sid,
-                            "sequence": snap.sequence,
-                            "processor": cfg.name,
-                            "status": "pending",
-                            "attempts": 0,
-                            "max_attempts": cfg.max_attempts,
-                            "payload": body,
-                            "occurred_at": now,
-                            "next_attempt_at": now,
-                            "replay": True,
-                        }
+                # one record on the private replays topic; the propagator builds each named
+                # processor's delivery from it
+                uow.emit(
+                    DomainEvent(
+                        event.type,
+                        sid,
+                        snap.sequence,
+                        now,
+                        event.data,
+                        id=eid,
+                        aggregatetype="replay",
+                        targets=",".join(cfg.name for cfg in targets),
                     )
+                )
+                for cfg in targets:
                     emitted += 1
                     if len(samples) < 5:
-                        samples.append({"processor": cfg.name, **body})
+                        samples.append(_sample(cfg, eid, event.type, event.data))
             else:
+                event = DomainEvent(event.type, sid, snap.sequence, now, event.data, id=eid)
                 uow.emit(event)
                 emitted += 1
                 if len(samples) < 5:
                     samples.append({"topic": "consent.events.v1", **event.data})
         if not job.dry_run:
-            await ops.add_deliveries(deliveries)
             await uow.flush_events()
         else:
             uow.events.clear()
@@ -216,6 +210,20 @@ async def run_batch(
         )
         await session.commit()
         return BatchResult(len(subjects), emitted, False, samples)
+
+
+def _sample(cfg: KnownProcessor, eid: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What the processor will be sent (as the propagator shapes it: its purposes only)."""
+    return {
+        "processor": cfg.name,
+        "event_id": eid,
+        "type": event_type,
+        "subject_id": data["subject_id"],
+        "sequence": data.get("sequence"),
+        "decisions": {p: v for p, v in data.get("decisions", {}).items() if p in cfg.purposes},
+        "occurred_at": data.get("occurred_at"),
+        "replay": True,
+    }
 
 
 async def interrupt(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> None:

@@ -3,12 +3,8 @@
 - Evidence details (hashed IP, user agent, notice): the chain committed only to their hash,
   so verification still holds.
 - Idempotency responses: a retried request within the window still gets its first answer.
-- The propagator's inbox (event ids seen, for dedupe): older than any record Kafka could
-  hand over again.
-- Finished deliveries (``delivered``, ``superseded``), except what is proof or state: every
-  erasure delivery (the erasure receipts), the delivery a processor last acknowledged per
-  subject (``processor_receipts``), and the newest delivery per subject and processor (what
-  ``/propagation`` shows). Pending and dead deliveries are work, never purged.
+
+(The propagator's inbox and deliveries are the propagator's to purge: propagator/retention.)
 
 Each job deletes in bounded batches, one transaction each, so no lock is held for long."""
 
@@ -27,26 +23,6 @@ IDEMPOTENCY = text("""
 DELETE FROM idempotency_keys WHERE (principal, key) IN (
     SELECT principal, key FROM idempotency_keys WHERE created_at < :cutoff LIMIT :n)
 """)
-INBOX = text("""
-DELETE FROM propagator_inbox WHERE event_id IN (
-    SELECT event_id FROM propagator_inbox WHERE received_at < :cutoff LIMIT :n)
-""")
-DELIVERIES = text("""
-DELETE FROM deliveries WHERE id IN (
-    SELECT d.id FROM deliveries d
-    WHERE d.status IN ('delivered', 'superseded')
-      AND d.created_at < :cutoff
-      AND d.event_type <> 'subject.erasure_requested'
-      AND NOT EXISTS (SELECT 1 FROM processor_receipts r WHERE r.processor = d.processor
-                      AND r.subject_id = d.subject_id AND r.last_event_id = d.event_id)
-      AND EXISTS (SELECT 1 FROM deliveries n WHERE n.processor = d.processor
-                  AND n.subject_id = d.subject_id
-                  AND (n.sequence, n.created_at) > (d.sequence, d.created_at)
-                  AND (d.replay OR NOT n.replay))
-    LIMIT :n)
-""")
-
-
 async def _purge(
     sessions: async_sessionmaker[AsyncSession], statement: TextClause, cutoff: datetime
 ) -> int:
@@ -74,13 +50,3 @@ async def purge_evidence(sessions: async_sessionmaker[AsyncSession], now: dateti
 async def purge_idempotency(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
     hours = get_settings().idempotency_retention_hours
     return await _purge(sessions, IDEMPOTENCY, now - timedelta(hours=hours))
-
-
-async def purge_inbox(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
-    days = get_settings().inbox_retention_days
-    return await _purge(sessions, INBOX, now - timedelta(days=days))
-
-
-async def purge_deliveries(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
-    days = get_settings().delivery_retention_days
-    return await _purge(sessions, DELIVERIES, now - timedelta(days=days))

@@ -19,12 +19,7 @@ from consent.service.context import utcnow
 from consent.service.expiry import expire_due
 from consent.service.lease import SCHEDULER_LEASE_KEY, AdvisoryLease
 from consent.service.reconsent import announce_reconsent
-from consent.service.retention import (
-    purge_deliveries,
-    purge_evidence,
-    purge_idempotency,
-    purge_inbox,
-)
+from consent.service.retention import purge_evidence, purge_idempotency
 
 log = structlog.get_logger()
 Job = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[int]]
@@ -55,8 +50,6 @@ JOBS: dict[str, Job] = {
     "replays": resume_abandoned_replays,
     "evidence_retention": purge_evidence,
     "idempotency_retention": purge_idempotency,
-    "inbox_retention": purge_inbox,
-    "delivery_retention": purge_deliveries,
 }
 
 

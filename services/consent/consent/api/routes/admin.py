@@ -7,17 +7,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import Field, StringConstraints
 
 from consent.adapters.operations import OperationsRepository
+from consent.adapters.propagator_api import PropagatorUnavailable
 from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS
 from consent.api.schemas import BIGINT_MAX, Strict, SubjectId, Timestamp
 from consent.service import replay as replay_svc
 from consent.service.processors import known_processors
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]
@@ -113,45 +115,36 @@ async def replay_status(
     return job_view(job)
 
 
-def _delivery(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **row,
-        "id": str(row["id"]),
-        "created_at": rfc3339(row["created_at"]),
-        "updated_at": rfc3339(row["updated_at"]),
-        "delivered_at": rfc3339(row["delivered_at"]),
-    }
-
-
 @router.get("/deliveries", responses=PROBLEMS)
 async def list_deliveries(
-    uow: UoW,
+    request: Request,
     principal: Caller,
     status: Annotated[str | None, Query(pattern="^(pending|delivered|superseded|dead)$")] = None,
     processor: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
     cursor: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
+    """Answered by the propagator, which owns deliveries (forwarded to its API)."""
     require_scope(principal, "admin")
-    rows = await OperationsRepository(uow.session).deliveries(
-        status, processor, str(cursor) if cursor else None, limit + 1
-    )
-    items = [_delivery(r) for r in rows[:limit]]
-    return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > limit else None}
+    params = {"status": status, "processor": processor, "limit": limit}
+    params["cursor"] = str(cursor) if cursor else None
+    r = await forward(request, "GET", "/v1/deliveries", params)
+    body: dict[str, Any] = r.json()
+    return {"items": body["items"], "next_cursor": body["next_cursor"]}
 
 
 @router.post("/deliveries/{delivery_id}/redrive", responses=PROBLEMS)
 async def redrive(
-    delivery_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
+    request: Request, delivery_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
 ) -> dict[str, Any]:
+    """Redriven by the propagator (forwarded to its API); audited here, by whom it was asked."""
     require_scope(principal, "admin")
-    ops = OperationsRepository(uow.session)
-    redriven = await ops.redrive([delivery_id], None)
-    if not redriven:
+    r = await forward(request, "POST", f"/v1/deliveries/{delivery_id}/redrive")
+    if r.status_code != 200:
         raise Problem(
             409, "Only a dead delivery can be redriven (or it does not exist).", code="not_dead"
         )
-    audit_id = await ops.audit(
+    audit_id = await OperationsRepository(uow.session).audit(
         principal.id,
         "delivery.redrive",
         {"delivery_id": str(delivery_id)},
@@ -160,6 +153,21 @@ async def redrive(
     )
     await uow.commit()
     return {"id": str(delivery_id), "status": "pending", "audit_id": audit_id}
+
+
+async def forward(
+    request: Request, method: str, path: str, params: dict[str, Any] | None = None
+) -> httpx.Response:
+    """The propagator's answer, or a 503 problem when its API cannot answer."""
+    try:
+        return await request.app.state.propagator.call(method, path, params)
+    except PropagatorUnavailable as exc:
+        raise Problem(
+            503,
+            f"The propagator's API cannot answer now ({exc}); try again shortly.",
+            code="propagator_unavailable",
+            headers={"Retry-After": "5"},
+        ) from exc
 
 
 @router.get("/audit", responses=PROBLEMS)

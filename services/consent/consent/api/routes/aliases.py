@@ -13,7 +13,7 @@ from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.schemas import Strict, SubjectId
 from consent.api.writes import write_context
 from consent.service import aliases as alias_svc
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 router = APIRouter(tags=["aliases"])
 

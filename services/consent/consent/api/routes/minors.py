@@ -17,7 +17,7 @@ from consent.api.schemas import Strict, StrictPart, SubjectId, Timestamp
 from consent.api.writes import write_context
 from consent.service import erasure as erasure_svc
 from consent.service import guardians as guardian_svc
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 router = APIRouter(tags=["minors"])
 Method = Literal[

@@ -1,56 +1,45 @@
 """Operator endpoints for records the propagator's intake parked (API.md's additions):
-list them, feed one to intake again, or drop it. All need ``admin``; actions are audited."""
+list them, feed one to intake again, or drop it. All need ``admin``; actions are audited.
+The records are the propagator's: these endpoints forward to its API."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from consent.adapters.operations import OperationsRepository
-from consent.adapters.parked import ParkedRepository
 from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
+from consent.api.routes.admin import forward
 from consent.api.routes.preferences import PROBLEMS
-from consent.service.context import utcnow
-from consent.timefmt import rfc3339
 
 router = APIRouter(prefix="/v1/admin/parked", tags=["admin"])
 ParkedId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
-def _view(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "topic": row["topic"],
-        "partition": row["partition"],
-        "offset": row["offset"],
-        "reason": row["reason"],
-        "parked_at": rfc3339(row["parked_at"]),
-        "retry_requested_at": rfc3339(row["retry_requested_at"]),
-        "attempts": row["attempts"],
-    }
-
-
 @router.get("", responses=PROBLEMS)
 async def list_parked(
-    uow: UoW,
+    request: Request,
     principal: Caller,
     cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     require_scope(principal, "admin")
-    rows = await ParkedRepository(uow.session).records(cursor or 0, limit + 1)
-    items = [_view(r) for r in rows[:limit]]
-    return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > limit else None}
+    r = await forward(request, "GET", "/v1/parked", {"cursor": cursor, "limit": limit})
+    body: dict[str, Any] = r.json()
+    return {"items": body["items"], "next_cursor": body["next_cursor"]}
 
 
 @router.post("/{parked_id}/retry", status_code=202, responses=PROBLEMS)
-async def retry_parked(parked_id: ParkedId, uow: UoW, principal: Caller) -> dict[str, Any]:
+async def retry_parked(
+    request: Request, parked_id: ParkedId, uow: UoW, principal: Caller
+) -> dict[str, Any]:
     """Intake takes it again within about a second: a record now usable is delivered and
     leaves the list; one still unusable stays, with its new reason and one more attempt."""
     require_scope(principal, "admin")
-    if not await ParkedRepository(uow.session).request_retry(parked_id, utcnow()):
+    r = await forward(request, "POST", f"/v1/parked/{parked_id}/retry")
+    if r.status_code == 404:
         raise Problem(404, "No such parked record.")
     audit_id = await OperationsRepository(uow.session).audit(
         principal.id, "parked.retry", {"parked_id": parked_id}, {}, reference=str(parked_id)
@@ -60,11 +49,14 @@ async def retry_parked(parked_id: ParkedId, uow: UoW, principal: Caller) -> dict
 
 
 @router.delete("/{parked_id}", status_code=204, responses=PROBLEMS)
-async def drop_parked(parked_id: ParkedId, uow: UoW, principal: Caller) -> Response:
+async def drop_parked(
+    request: Request, parked_id: ParkedId, uow: UoW, principal: Caller
+) -> Response:
     require_scope(principal, "admin")
-    dropped = await ParkedRepository(uow.session).drop(parked_id)
-    if dropped is None:
+    r = await forward(request, "DELETE", f"/v1/parked/{parked_id}")
+    if r.status_code == 404:
         raise Problem(404, "No such parked record.")
+    dropped = r.json()
     await OperationsRepository(uow.session).audit(
         principal.id,
         "parked.drop",

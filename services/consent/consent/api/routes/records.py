@@ -25,7 +25,7 @@ from consent.service import history as history_svc
 from consent.service import policies as policy_svc
 from consent.service import preferences as preferences_svc
 from consent.service.context import utcnow
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 router = APIRouter()
 

@@ -14,7 +14,7 @@ from consent.api.routes.minors import ErasureAccepted
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.writes import write_context
 from consent.service import erasure as erasure_svc
-from consent.timefmt import rfc3339
+from consent_common.timefmt import rfc3339
 
 router = APIRouter(tags=["rights"])
 

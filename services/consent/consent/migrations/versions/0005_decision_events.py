@@ -20,9 +20,7 @@ def upgrade() -> None:
     op.add_column("subjects", sa.Column("decisions", postgresql.JSONB(), nullable=True))
     # the age status recorded with the last event, and when it may next change
     op.add_column("subjects", sa.Column("age_status", sa.String(), nullable=True))
-    op.add_column(
-        "subjects", sa.Column("age_check_at", sa.DateTime(timezone=True), nullable=True)
-    )
+    op.add_column("subjects", sa.Column("age_check_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index(
         "ix_subjects_age_check",
         "subjects",
@@ -55,35 +53,9 @@ def upgrade() -> None:
         ["aggregateid"],
         postgresql_where=sa.text("parked_at IS NOT NULL AND published_at IS NULL"),
     )
-    # records the propagator's intake could not use (owned by the propagator)
-    op.create_table(
-        "parked_records",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=True), primary_key=True),
-        sa.Column("topic", sa.String(), nullable=False),
-        sa.Column("partition", sa.Integer(), nullable=False),
-        sa.Column("offset", sa.BigInteger(), nullable=False),
-        sa.Column("key", sa.LargeBinary(), nullable=True),
-        sa.Column("value", sa.LargeBinary(), nullable=True),
-        sa.Column("headers", postgresql.JSONB(), nullable=False),
-        sa.Column("reason", sa.String(), nullable=False),
-        sa.Column(
-            "parked_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.Column("retry_requested_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
-        sa.UniqueConstraint("topic", "partition", "offset", name="uq_parked_position"),
-    )
-    op.create_index(
-        "ix_parked_retry",
-        "parked_records",
-        ["retry_requested_at"],
-        postgresql_where=sa.text("retry_requested_at IS NOT NULL"),
-    )
 
 
 def downgrade() -> None:
-    op.drop_table("parked_records")
     op.drop_index("ix_outbox_parked", table_name="outbox")
     op.drop_column("outbox", "last_error")
     op.drop_column("outbox", "parked_at")

@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from consent.cli import maintenance, ops
-from consent.cli.parked import parked_app
-from consent.logs import configure_logging
 from consent.settings import Settings, get_settings
+from consent_common.logs import configure_logging
+from consentctl import maintenance, ops
+from consentctl.parked import parked_app
 
 app = typer.Typer(help="Consent platform operations.", no_args_is_help=True)
 keys_app = typer.Typer(help="Service API keys.", no_args_is_help=True)
@@ -62,7 +62,7 @@ def dev(
     host: Annotated[str, typer.Option(help="API host")] = "127.0.0.1",
 ) -> None:
     """Start the whole stack: PostgreSQL, Kafka broker, API, relay, propagator, demo processors."""
-    from consent.cli.dev import run_dev
+    from consentctl.dev import run_dev
 
     run_dev(_settings(), host, port)
 
@@ -74,7 +74,7 @@ def token(
     """Mint an HS256 user token for SUBJECT_ID with CONSENT_JWT_SECRET (dev and tests)."""
     import jwt
 
-    from consent.cli.dev_demo import dev_secrets
+    from consentctl.dev_demo import dev_secrets
 
     settings = get_settings()
     secret = (
@@ -102,14 +102,24 @@ def openapi() -> None:
 
 
 @app.command("migrate")
-def migrate_cmd() -> None:
-    """Apply database migrations."""
+def migrate_cmd(
+    service: str = typer.Option(
+        "all", "--service", help="all, consent or propagator: whose schema to migrate"
+    ),
+) -> None:
+    """Apply database migrations: each service's own, in its own schema (idempotent)."""
     from consent.adapters.db import migrate_sync
-    from consent.cli.runtime import resolve_database
+    from consentctl.runtime import resolve_database
+    from propagator.db import migrate_sync as migrate_propagator_sync
 
+    if service not in ("all", "consent", "propagator"):
+        raise typer.BadParameter("one of: all, consent, propagator", param_hint="--service")
     settings, _server = resolve_database(_settings())
     assert settings.database_url
-    migrate_sync(settings.database_url)
+    if service in ("all", "consent"):
+        migrate_sync(settings.database_url)
+    if service in ("all", "propagator"):
+        migrate_propagator_sync(settings.database_url)
     typer.echo("migrations applied")
 
 
@@ -119,7 +129,7 @@ def keys_create(
     name: Annotated[str | None, typer.Option(help="A label for the key")] = None,
 ) -> None:
     """Create an API key; the key is printed once, alone on the last line."""
-    from consent.cli import keys
+    from consentctl import keys
 
     keys.create(_settings(), scope, name)
 
@@ -127,7 +137,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List API keys (never the keys themselves)."""
-    from consent.cli import keys
+    from consentctl import keys
 
     keys.list_keys(_settings())
 
@@ -135,7 +145,7 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
     """Revoke an API key by id."""
-    from consent.cli import keys
+    from consentctl import keys
 
     keys.revoke(_settings(), key_id)
 
@@ -143,8 +153,8 @@ def keys_revoke(key_id: str) -> None:
 @ledger_app.command("verify")
 def ledger_verify() -> None:
     """Recompute every subject's hash chain and the current-state projection."""
-    from consent.cli.ledger import run_verify
-    from consent.cli.runtime import resolve_database
+    from consentctl.ledger import run_verify
+    from consentctl.runtime import resolve_database
 
     settings, _server = resolve_database(_settings())
     assert settings.database_url
@@ -154,7 +164,7 @@ def ledger_verify() -> None:
 @outbox_app.command("parked")
 def outbox_parked(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> None:
     """Rows the relay could not publish; each holds back only its own subject."""
-    from consent.cli.parked import outbox_parked as run
+    from consentctl.parked import outbox_parked as run
 
     run(limit)
 
@@ -162,7 +172,7 @@ def outbox_parked(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) 
 @outbox_app.command("retry")
 def outbox_retry(row_id: str) -> None:
     """Give a parked outbox row back to the relay (after fixing the cause)."""
-    from consent.cli.parked import outbox_retry as run
+    from consentctl.parked import outbox_retry as run
 
     run(row_id)
 
@@ -170,7 +180,7 @@ def outbox_retry(row_id: str) -> None:
 @outbox_app.command("skip")
 def outbox_skip(row_id: str) -> None:
     """Never publish a parked row: its subject's later rows (full decisions) go on."""
-    from consent.cli.parked import outbox_skip as run
+    from consentctl.parked import outbox_skip as run
 
     run(row_id)
 
@@ -178,8 +188,8 @@ def outbox_skip(row_id: str) -> None:
 @outbox_app.command("status")
 def outbox_status() -> None:
     """Backlog, oldest unpublished age, publish rate and the active relay."""
-    from consent.cli.outbox import print_status
-    from consent.cli.runtime import resolve_database
+    from consentctl.outbox import print_status
+    from consentctl.runtime import resolve_database
 
     settings, _server = resolve_database(_settings())
     assert settings.database_url
@@ -193,7 +203,7 @@ def serve_api(
     insecure_dev_defaults: InsecureDevDefaults = False,
 ) -> None:
     """The consent API. Refuses published development secrets (and the dev admin key)."""
-    from consent.cli import serve
+    from consentctl import serve
 
     serve.api(_settings(), host, port, insecure_dev_defaults)
 
@@ -206,7 +216,7 @@ def serve_relay(
     insecure_dev_defaults: InsecureDevDefaults = False,
 ) -> None:
     """The outbox relay (one active, others stand by)."""
-    from consent.cli import serve
+    from consentctl import serve
 
     serve.relay(_settings(), health_port, insecure_dev_defaults)
 
@@ -220,7 +230,7 @@ def serve_propagator(
     insecure_dev_defaults: InsecureDevDefaults = False,
 ) -> None:
     """The propagator (Kafka intake and delivery workers)."""
-    from consent.cli import serve
+    from consentctl import serve
 
     serve.propagator(_settings(), processors_file, health_port, insecure_dev_defaults)
 
@@ -234,7 +244,7 @@ def serve_demo_processor(
 ) -> None:
     """A demo processor that verifies signatures and logs what it receives.
     Its secret is read from ``<NAME>_PROCESSOR_SECRET`` (``whsec_…``)."""
-    from consent.cli import serve
+    from consentctl import serve
 
     serve.demo_processor(_settings(), name, host, port, insecure_dev_defaults)
 

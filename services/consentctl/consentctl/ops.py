@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -21,9 +22,12 @@ from rich.table import Table
 
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.operations import OperationsRepository
-from consent.cli.runtime import known_processors_for, resolve_database
 from consent.service import replay as replay_svc
 from consent.settings import Settings, get_settings
+from consent_common.db import plain_url
+from consentctl.runtime import known_processors_for, resolve_database
+from propagator import admin as propagator_admin
+from propagator.db import SERVER_SETTINGS as PROPAGATOR_SESSION
 
 console = Console(stderr=True)
 out = Console()
@@ -180,7 +184,10 @@ def deliveries_list(
     if status not in (None, "pending", "delivered", "superseded", "dead"):
         raise _fail(f"unknown status {status!r}")
     rows = asyncio.run(
-        _with_ops(_db(get_settings()), lambda ops: ops.deliveries(status, processor, None, limit))
+        _with_propagator(
+            _db(get_settings()),
+            lambda conn: propagator_admin.deliveries(conn, status, processor, None, limit),
+        )
     )
     table = Table("id", "processor", "subject", "seq", "type", "status", "attempts", "last error")
     for r in rows:
@@ -217,8 +224,13 @@ def deliveries_redrive(
     except ValueError:
         raise _fail(f"{delivery_id!r} is not a delivery id") from None
 
+    url = _db(settings)
+
     async def run(ops: OperationsRepository) -> list[str]:
-        redriven = await ops.redrive(ids, processor)
+        # the propagator's deliveries (its schema), audited in the one timeline
+        redriven: list[str] = await _with_propagator(
+            url, lambda conn: propagator_admin.redrive(conn, ids, processor)
+        )
         await ops.audit(
             "cli",
             "delivery.redrive",
@@ -228,7 +240,7 @@ def deliveries_redrive(
         )
         return redriven
 
-    redriven = asyncio.run(_with_ops(_db(settings), run, commit=True))
+    redriven = asyncio.run(_with_ops(url, run, commit=True))
     if delivery_id and not redriven:
         raise _fail("no dead delivery with that id", 1)
     out.print(f"redriven: {len(redriven)}")
@@ -249,6 +261,16 @@ def audit(limit: Annotated[int, typer.Option()] = 50) -> None:
             r.reference or "",
         )
     out.print(table)
+
+
+async def _with_propagator(url: str, fn: Any) -> Any:
+    """``fn(conn)`` on a connection to the propagator's schema, in one transaction."""
+    conn = await asyncpg.connect(plain_url(url), server_settings=PROPAGATOR_SESSION)
+    try:
+        async with conn.transaction():
+            return await fn(conn)
+    finally:
+        await conn.close()
 
 
 async def _with_ops(url: str, fn: Any, commit: bool = False) -> Any:

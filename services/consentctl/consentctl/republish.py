@@ -23,13 +23,13 @@ from typing import Any
 import asyncpg
 import orjson
 
-from consent.adapters.db import plain_url
 from consent.adapters.kafka import ensure_topics, make_producer
 from consent.adapters.subject_store import SNAPSHOT_SQL, _snapshot
 from consent.domain.model import Policy
 from consent.service.decisions import decisions_for
 from consent.settings import Settings
-from consent.timefmt import rfc3339
+from consent_common.db import plain_url
+from consent_common.timefmt import rfc3339
 
 COUNT_SQL = "SELECT count(*) FROM subjects WHERE sequence > 0"
 PAGE_SQL = """

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -14,9 +15,12 @@ from rich.table import Table
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.operations import OperationsRepository
 from consent.adapters.parked import ParkedRepository
-from consent.cli.runtime import resolve_database
 from consent.service.context import utcnow
 from consent.settings import get_settings
+from consent_common.db import plain_url
+from consentctl.runtime import resolve_database
+from propagator import admin as propagator_admin
+from propagator.db import SERVER_SETTINGS as PROPAGATOR_SESSION
 
 out = Console()
 err = Console(stderr=True)
@@ -24,19 +28,25 @@ parked_app = typer.Typer(help="Records the propagator's intake parked.", no_args
 T = TypeVar("T")
 
 
-def _run(fn: Callable[[ParkedRepository, OperationsRepository], Awaitable[T]]) -> T:
+def _run(
+    fn: Callable[[ParkedRepository, OperationsRepository, asyncpg.Connection], Awaitable[T]],
+) -> T:
+    """``fn`` gets the consent service's repositories (outbox rows, the audit log) and a
+    connection to the propagator's schema (its parked records): consentctl drives both."""
     settings, _server = resolve_database(get_settings())
     assert settings.database_url
     url = settings.database_url
 
     async def go() -> T:
         engine = make_engine(url, 1)
+        conn = await asyncpg.connect(plain_url(url), server_settings=PROPAGATOR_SESSION)
         try:
             async with make_sessionmaker(engine)() as session:
-                result = await fn(ParkedRepository(session), OperationsRepository(session))
+                result = await fn(ParkedRepository(session), OperationsRepository(session), conn)
                 await session.commit()
                 return result
         finally:
+            await conn.close()
             await engine.dispose()
 
     return asyncio.run(go())
@@ -51,8 +61,10 @@ def _missing(what: str) -> typer.Exit:
 def list_parked(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> None:
     """Parked records, oldest first: where they were and why."""
 
-    async def fn(repo: ParkedRepository, _: OperationsRepository) -> list[dict[str, Any]]:
-        return await repo.records(0, limit)
+    async def fn(
+        _: ParkedRepository, __: OperationsRepository, conn: asyncpg.Connection
+    ) -> list[dict[str, Any]]:
+        return await propagator_admin.parked(conn, 0, limit)
 
     table = Table("id", "topic", "partition", "offset", "reason", "parked at", "attempts")
     for r in _run(fn):
@@ -72,8 +84,8 @@ def list_parked(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) ->
 def retry(parked_id: int) -> None:
     """Feed a parked record to intake again (the running propagator takes it within ~1 s)."""
 
-    async def fn(repo: ParkedRepository, ops: OperationsRepository) -> bool:
-        found = await repo.request_retry(parked_id, utcnow())
+    async def fn(_: ParkedRepository, ops: OperationsRepository, conn: asyncpg.Connection) -> bool:
+        found = await propagator_admin.request_retry(conn, parked_id)
         if found:
             await ops.audit("cli", "parked.retry", {"parked_id": parked_id}, {})
         return found
@@ -87,8 +99,8 @@ def retry(parked_id: int) -> None:
 def drop(parked_id: int) -> None:
     """Drop a parked record for good (audited)."""
 
-    async def fn(repo: ParkedRepository, ops: OperationsRepository) -> bool:
-        dropped = await repo.drop(parked_id)
+    async def fn(_: ParkedRepository, ops: OperationsRepository, conn: asyncpg.Connection) -> bool:
+        dropped = await propagator_admin.drop(conn, parked_id)
         if dropped:
             scope = {"parked_id": parked_id, **dropped}
             await ops.audit("cli", "parked.drop", scope, {"dropped": 1})
@@ -102,7 +114,9 @@ def drop(parked_id: int) -> None:
 def outbox_parked(limit: int = 100) -> None:
     """Outbox rows the relay parked; each holds back its own subject's later rows."""
 
-    async def fn(repo: ParkedRepository, _: OperationsRepository) -> list[dict[str, Any]]:
+    async def fn(
+        repo: ParkedRepository, _: OperationsRepository, __: asyncpg.Connection
+    ) -> list[dict[str, Any]]:
         return await repo.outbox_rows(limit)
 
     table = Table("id", "subject", "type", "sequence", "parked at", "error")
@@ -119,7 +133,9 @@ def outbox_parked(limit: int = 100) -> None:
 
 
 def outbox_retry(row_id: str) -> None:
-    async def fn(repo: ParkedRepository, ops: OperationsRepository) -> str | None:
+    async def fn(
+        repo: ParkedRepository, ops: OperationsRepository, _: asyncpg.Connection
+    ) -> str | None:
         subject = await repo.retry_outbox(row_id)
         if subject:
             await ops.audit("cli", "outbox.retry", {"outbox_id": row_id}, {})
@@ -131,7 +147,9 @@ def outbox_retry(row_id: str) -> None:
 
 
 def outbox_skip(row_id: str) -> None:
-    async def fn(repo: ParkedRepository, ops: OperationsRepository) -> str | None:
+    async def fn(
+        repo: ParkedRepository, ops: OperationsRepository, _: asyncpg.Connection
+    ) -> str | None:
         subject = await repo.skip_outbox(row_id, utcnow())
         if subject:
             await ops.audit("cli", "outbox.skip", {"outbox_id": row_id}, {"skipped": 1})

@@ -9,7 +9,7 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from consent.adapters.db import plain_url
+from consent_common.db import plain_url
 
 STATUS_SQL = """
 SELECT

@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from consent.cli import dev_defaults
-from consent.cli.runtime import resolve_database, resolve_kafka
-from consent.cli.servers import Shutdown, http_server, run_service, serve_until, supervise
 from consent.settings import Settings
+from consentctl import dev_defaults
+from consentctl.runtime import resolve_database, resolve_kafka
+from consentctl.servers import Shutdown, http_server, run_service, serve_until, supervise
 
 SHUTDOWN = Shutdown()
 
@@ -48,8 +48,8 @@ def health_app(settings: Settings) -> Any:
     from fastapi.responses import JSONResponse, PlainTextResponse
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    from consent.adapters.db import plain_url
     from consent.api.routes.meta import broker_reachable
+    from consent_common.db import plain_url
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
@@ -89,10 +89,14 @@ async def _with_health(
     port: int | None,
     stop: asyncio.Event,
     run: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    extend: Callable[[Settings, Any], Any] | None = None,
 ) -> None:
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(run(stop))]
     if port is not None:
-        server = http_server(health_app(settings), "0.0.0.0", port)
+        app = health_app(settings)
+        if extend is not None:
+            app = extend(settings, app)
+        server = http_server(app, "0.0.0.0", port)
         tasks.append(asyncio.create_task(serve_until(server, stop)))
     await asyncio.gather(*tasks)
 
@@ -120,6 +124,7 @@ def propagator(
     insecure: bool = False,
 ) -> None:
     SHUTDOWN.install()
+    from propagator.api import create_api
     from propagator.config import load_processors
     from propagator.service import Propagator
 
@@ -135,7 +140,11 @@ def propagator(
     run_service(
         _until_signal(
             lambda stop: _with_health(
-                settings, health_port, stop, lambda s: supervise("propagator", prop.run, s)
+                settings,
+                health_port,
+                stop,
+                lambda s: supervise("propagator", prop.run, s),
+                extend=create_api,  # its own API, behind CONSENT_PROPAGATOR_API_KEY
             )
         )
     )

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ from rich.table import Table
 from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
 from consent.api.app import create_app
-from consent.cli.dev_demo import demo_processors, dev_secrets
-from consent.cli.runtime import stack_file
-from consent.cli.servers import (
+from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
+from consent.relay.relay import OutboxRelay
+from consent.settings import Settings
+from consentctl.dev_demo import demo_processors, dev_secrets
+from consentctl.runtime import stack_file
+from consentctl.servers import (
     Interrupted,
     Shutdown,
     http_server,
@@ -30,10 +34,9 @@ from consent.cli.servers import (
     serve_until,
     supervise,
 )
-from consent.embedded import TansuBroker, start_postgres, stop_postgres
-from consent.relay.relay import OutboxRelay
-from consent.settings import Settings
+from propagator.api import create_api
 from propagator.config import ProcessorConfig, load_processors
+from propagator.db import migrate as migrate_propagator
 from propagator.demo import demo_processor_app
 from propagator.service import Propagator
 
@@ -157,6 +160,7 @@ async def _start(
 ) -> None:
     assert settings.database_url and settings.kafka_bootstrap
     await migrate(settings.database_url)
+    await migrate_propagator(settings.database_url)
     await ensure_topics(settings, warmup=True)
     if settings.processors_file:
         processors = load_processors(settings.processors_file)
@@ -168,8 +172,25 @@ async def _start(
         path.write_text(yaml.safe_dump({"processors": [c.model_dump() for c in processors]}))
         settings = settings.model_copy(update={"processors_file": path})
         os.environ["CONSENT_PROCESSORS_FILE"] = str(path)
+    # the propagator's own API (deliveries, parked records), which the consent API's admin
+    # endpoints forward to; a fresh credential for each dev stack unless one is set
+    if settings.propagator_api_key is None or not settings.propagator_url:
+        api_port = free_port()
+        settings = settings.model_copy(
+            update={
+                "propagator_api_key": settings.propagator_api_key
+                or SecretStr(secrets.token_urlsafe(24)),
+                "propagator_url": f"http://127.0.0.1:{api_port}",
+            }
+        )
+        tasks.append(
+            asyncio.create_task(
+                serve_until(http_server(create_api(settings), "127.0.0.1", api_port), stop),
+                name="propagator-api",
+            )
+        )
     api = http_server(create_app(settings), host, port)
-    tasks.append(asyncio.create_task(serve_until(api, stop), name="api"))
+    tasks.insert(0, asyncio.create_task(serve_until(api, stop), name="api"))
     for cfg, p in demo:
         app = demo_processor_app(cfg.name, os.environ[cfg.secret_env])
         tasks.append(

@@ -11,8 +11,8 @@ import asyncpg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from consent.adapters.db import plain_url
 from consent.domain.ledger import ChainProblem, project, verify_chain
+from consent_common.db import plain_url
 
 console = Console(stderr=True)
 

@@ -17,8 +17,8 @@ from sqlmodel import col
 from consent.adapters.db import make_engine, make_sessionmaker, transaction
 from consent.adapters.tables import ApiKey
 from consent.api.auth import SCOPES, hash_key, new_key
-from consent.cli.runtime import resolve_database
 from consent.settings import Settings
+from consentctl.runtime import resolve_database
 
 T = TypeVar("T")
 

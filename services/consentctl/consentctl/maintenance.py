@@ -13,12 +13,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.table import Table
 
-from consent.adapters.db import plain_url
-from consent.adapters.kafka import client_kwargs
-from consent.cli.ops import _db, _fail, parse_time
-from consent.cli.runtime import resolve_kafka
 from consent.domain.ledger import project
 from consent.settings import Settings, get_settings
+from consent_common.db import plain_url
+from consent_common.kafka import client_kwargs
+from consentctl.ops import _db, _fail, parse_time
+from consentctl.runtime import resolve_kafka
 
 console = Console(stderr=True)
 out = Console()
@@ -210,7 +210,7 @@ def state_republish(
     decisions, a tombstone for each erased subject (for a new cluster or a fresh view)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from consent.cli.republish import republish
+    from consentctl.republish import republish
 
     settings = resolve_kafka(get_settings())
     settings = settings.model_copy(update={"database_url": _db(settings)})

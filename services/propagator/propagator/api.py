@@ -1,0 +1,174 @@
+"""The propagator's HTTP API, for operators and the consent service's admin endpoints
+(which forward here): deliveries and redrive, parked records. Served with ``/healthz`` and
+``/readyz`` on ``consentctl serve propagator --health-port``.
+
+Authenticated with a credential of its own, ``CONSENT_PROPAGATOR_API_KEY`` (header
+``X-API-Key``), never open: without the setting every endpoint here answers 503."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Path, Query, Request
+
+from consent_common.db import KEEPALIVE_SETTINGS, plain_url
+from consent_common.settings import CommonSettings
+from consent_common.timefmt import rfc3339
+from propagator import admin
+from propagator.db import SERVER_SETTINGS
+
+router = APIRouter(prefix="/v1")
+ParkedId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+def _check_key(request: Request, key: str | None) -> None:
+    expected = request.app.state.settings.propagator_api_key
+    if expected is None:
+        raise HTTPException(503, "CONSENT_PROPAGATOR_API_KEY is not set: the API is closed")
+    if key is None or not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(401, "a valid X-API-Key is required")
+
+
+async def _pool(request: Request) -> asyncpg.Pool:
+    app = request.app
+    if app.state.pool is None:
+        app.state.pool = await asyncpg.create_pool(
+            plain_url(app.state.settings.database_url),
+            min_size=0,
+            max_size=4,
+            server_settings={
+                "application_name": "consent-propagator:api",
+                **KEEPALIVE_SETTINGS,
+                **SERVER_SETTINGS,
+            },
+        )
+    pool: asyncpg.Pool = app.state.pool
+    return pool
+
+
+def _delivery(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "event_id": row["event_id"],
+        "event_type": row["event_type"],
+        "subject_id": row["subject_id"],
+        "sequence": row["sequence"],
+        "processor": row["processor"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "last_error": row["last_error"],
+        "response_code": row["response_code"],
+        "replay": row["replay"],
+        "created_at": rfc3339(row["created_at"]),
+        "updated_at": rfc3339(row["updated_at"]),
+        "delivered_at": rfc3339(row["delivered_at"]),
+    }
+
+
+def _parked(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "topic": row["topic"],
+        "partition": row["partition"],
+        "offset": row["offset"],
+        "reason": row["reason"],
+        "parked_at": rfc3339(row["parked_at"]),
+        "retry_requested_at": rfc3339(row["retry_requested_at"]),
+        "attempts": row["attempts"],
+    }
+
+
+Key = Annotated[str | None, Header(alias="X-API-Key")]
+
+
+@router.get("/deliveries")
+async def list_deliveries(
+    request: Request,
+    x_api_key: Key = None,
+    status: Annotated[str | None, Query(pattern="^(pending|delivered|superseded|dead)$")] = None,
+    processor: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+    cursor: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    _check_key(request, x_api_key)
+    async with (await _pool(request)).acquire() as conn:
+        rows = await admin.deliveries(conn, status, processor, cursor, limit + 1)
+    items = [_delivery(r) for r in rows[:limit]]
+    return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > limit else None}
+
+
+@router.post("/deliveries/{delivery_id}/redrive")
+async def redrive(
+    request: Request, delivery_id: Annotated[uuid.UUID, Path()], x_api_key: Key = None
+) -> dict[str, Any]:
+    _check_key(request, x_api_key)
+    async with (await _pool(request)).acquire() as conn, conn.transaction():
+        redriven = await admin.redrive(conn, [delivery_id], None)
+    if not redriven:
+        raise HTTPException(409, "Only a dead delivery can be redriven (or it does not exist).")
+    return {"id": str(delivery_id), "status": "pending"}
+
+
+@router.get("/parked")
+async def list_parked(
+    request: Request,
+    x_api_key: Key = None,
+    cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    _check_key(request, x_api_key)
+    async with (await _pool(request)).acquire() as conn:
+        rows = await admin.parked(conn, cursor or 0, limit + 1)
+        count = await admin.parked_count(conn)
+    items = [_parked(r) for r in rows[:limit]]
+    return {
+        "items": items,
+        "next_cursor": items[-1]["id"] if len(rows) > limit else None,
+        "count": count,
+    }
+
+
+@router.post("/parked/{parked_id}/retry", status_code=202)
+async def retry_parked(
+    request: Request, parked_id: ParkedId, x_api_key: Key = None
+) -> dict[str, Any]:
+    _check_key(request, x_api_key)
+    async with (await _pool(request)).acquire() as conn:
+        if not await admin.request_retry(conn, parked_id):
+            raise HTTPException(404, "No such parked record.")
+    return {"id": parked_id, "status": "retry_requested"}
+
+
+@router.delete("/parked/{parked_id}")
+async def drop_parked(
+    request: Request, parked_id: ParkedId, x_api_key: Key = None
+) -> dict[str, Any]:
+    _check_key(request, x_api_key)
+    async with (await _pool(request)).acquire() as conn:
+        dropped = await admin.drop(conn, parked_id)
+    if dropped is None:
+        raise HTTPException(404, "No such parked record.")
+    return dropped
+
+
+def create_api(settings: CommonSettings, app: FastAPI | None = None) -> FastAPI:
+    """The API on ``app`` (a health app, say), or on a new one."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if api.state.pool is not None:
+                await api.state.pool.close()
+
+    api = app or FastAPI(title="Consent propagator API", lifespan=lifespan)
+    api.state.settings = settings
+    api.state.pool = None
+    api.include_router(router)
+    return api

@@ -91,24 +91,28 @@ async def db_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def propagator_api(db_url: str) -> AsyncIterator[str]:
+def propagator_api(db_url: str) -> Iterator[str]:
     """The propagator's own HTTP API on the test database (deliveries, parked records), which
-    the consent API's admin endpoints forward to."""
+    the consent API's admin endpoints forward to. Served in its own thread and event loop,
+    so a test that blocks its loop (synchronous HTTP calls) still gets answers."""
+    import threading
+
     from consent.embedded import free_port
     from consent_common.settings import CommonSettings
-    from consentctl.servers import http_server, serve_until
+    from consentctl.servers import http_server
     from propagator.api import create_api
 
     port = free_port()
     own = CommonSettings(database_url=db_url, propagator_api_key=SecretStr(PROPAGATOR_KEY))
     server = http_server(create_api(own), "127.0.0.1", port)
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve_until(server, stop))
-    while not server.started and not task.done():
-        await asyncio.sleep(0.01)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
     yield f"http://127.0.0.1:{port}"
-    stop.set()
-    await task
+    server.should_exit = True
+    thread.join(10)
 
 
 @pytest.fixture

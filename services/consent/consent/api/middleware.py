@@ -10,6 +10,7 @@ import structlog
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from consent.api.freshness import TOKEN_HEADER, consent_token
 from consent.api.problems import problem_response
 
 MAX_BODY = 64 * 1024
@@ -79,6 +80,16 @@ class BodyLimit:
         await resp(scope, receive, send)
 
 
+def _etag_token(scope: Scope, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """A write that changed nothing (or an idempotent replay): the sequence it answers at."""
+    if scope["method"] not in ("PUT", "PATCH", "POST", "DELETE"):
+        return None
+    for k, v in headers:
+        if k.lower() == b"etag":
+            return v.strip(b'"') or None
+    return None
+
+
 class RequestContext:
     """Binds a request id to every log line of the request; logs one line per request.
     Paths are logged without query strings, which may carry identifiers."""
@@ -106,6 +117,9 @@ class RequestContext:
                     k.lower() == b"sec-gpc-honored" for k, _ in message["headers"]
                 ):
                     extra.append((b"sec-gpc-honored", b"1"))
+                token = consent_token(scope) or _etag_token(scope, message["headers"])
+                if token is not None:
+                    extra.append((TOKEN_HEADER, token))
                 message["headers"] = [*message["headers"], *extra]
             await send(message)
 

@@ -23,6 +23,8 @@ IDEMPOTENCY = text("""
 DELETE FROM idempotency_keys WHERE (principal, key) IN (
     SELECT principal, key FROM idempotency_keys WHERE created_at < :cutoff LIMIT :n)
 """)
+
+
 async def _purge(
     sessions: async_sessionmaker[AsyncSession], statement: TextClause, cutoff: datetime
 ) -> int:

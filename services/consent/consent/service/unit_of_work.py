@@ -32,6 +32,8 @@ class UnitOfWork:
         self.aliases = AliasRepository(session)
         self.events: list[DomainEvent] = []
         self.committed = False
+        # subject → the highest sequence this unit of work committed (the Consent-Token)
+        self.committed_sequences: dict[str, int] = {}
 
     def emit(self, event: DomainEvent) -> None:
         self.events.append(event)
@@ -42,9 +44,15 @@ class UnitOfWork:
         await self.outbox.add(events)
 
     async def commit(self) -> None:
+        written: dict[str, int] = {}
+        for e in self.events:
+            if e.sequence is not None and e.aggregatetype == "subject":
+                written[e.subject_id] = max(e.sequence, written.get(e.subject_id, 0))
         await self.flush_events()
         await self.session.commit()
         self.committed = True
+        for sid, seq in written.items():
+            self.committed_sequences[sid] = max(seq, self.committed_sequences.get(sid, 0))
 
     async def rollback(self) -> None:
         self.events.clear()

@@ -12,6 +12,7 @@ from consent.adapters.idempotency import IdempotencyRepository
 from consent.adapters.tables import IdempotencyRecord
 from consent.api.auth import Principal
 from consent.api.deps import Caller, UoW, require_subject_access
+from consent.api.freshness import Consistency, MinSequence, read_decisions
 from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.schemas import (
@@ -235,13 +236,23 @@ async def _apply_patch(
     return _respond(view, gpc and view.gpc_honored)
 
 
-@router.get("/{subject_id}/decisions", response_model=DecisionOut, responses=PROBLEMS)
+@router.get(
+    "/{subject_id}/decisions",
+    response_model=DecisionOut,
+    responses=PROBLEMS,
+    description="One purpose's decision, recomputed now from the worker's view of the "
+    "subject or the database; with `min_sequence` never from an older state. The common "
+    "case is answered by a lean path (api/fast_decisions.py) with the same answers.",
+)
 async def get_decision(
     subject_id: SubjectPath,
+    request: Request,
     uow: UoW,
     principal: Caller,
     _gpc: GpcSignal,
     purpose: Annotated[str, Query(max_length=64)],
+    min_sequence: MinSequence = None,
+    consistency: Consistency = None,
 ) -> Response:
     await require_subject_access(principal, "decisions:read", subject_id, uow)
     if purpose not in load_catalog():
@@ -252,6 +263,13 @@ async def get_decision(
                 {"loc": ["query", "purpose"], "msg": "unknown purpose", "type": "unknown_value"}
             ],
         )
-    [d] = await svc.get_decisions(uow, [(subject_id, purpose)], utcnow())
-    body = decision_doc(subject_id, purpose, d.allowed, d.reason)
+    answers = await read_decisions(
+        request,
+        [(subject_id, purpose)],
+        utcnow(),
+        {subject_id: min_sequence} if min_sequence else {},
+        consistency == "full",
+    )
+    [d] = answers.decisions
+    body = decision_doc(subject_id, purpose, d.allowed, d.reason, answers.sequences[subject_id])
     return Response(orjson.dumps(body), media_type="application/json")  # hot: no re-validation

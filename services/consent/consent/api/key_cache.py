@@ -38,7 +38,7 @@ class KeyCache:
     def put(self, raw: str, principal: Principal, generation: int) -> Principal:
         """Keep a principal read from the database (while the feed is live) unless the
         keys changed since ``generation`` was taken, before the read."""
-        if self.live and generation == self.generation and principal.id != "dev-admin":
+        if self.live and generation == self.generation:
             if len(self._keys) >= MAX_KEYS:
                 self._keys.clear()
             self._keys[self._digest(raw)] = (time.monotonic(), principal)

@@ -40,9 +40,11 @@ def upgrade() -> None:
             PERFORM pg_notify('consent_changes', 's|' || seq || '|'
                 || floor(extract(epoch FROM statement_timestamp()) * 1000)::bigint || '|' || sid);
             RETURN NULL;
-        END $$;
+        END $$
+    """)
+    op.execute("""
         CREATE FUNCTION consent_notify_table() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN PERFORM pg_notify('consent_changes', TG_ARGV[0]); RETURN NULL; END $$;
+        BEGIN PERFORM pg_notify('consent_changes', TG_ARGV[0]); RETURN NULL; END $$
     """)
     for table, (column, sequence) in SUBJECT_TABLES.items():
         op.execute(

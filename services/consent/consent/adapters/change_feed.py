@@ -43,6 +43,7 @@ class ChangeFeed:
         self.on_keys, self.on_policies, self.on_state = on_keys, on_policies, on_state
         self.retry_s = retry_s
         self.connected = asyncio.Event()
+        self.server_pid: int | None = None  # the LISTEN connection's backend
 
     def _set_live(self, live: bool) -> None:
         self.view.clear(live)
@@ -73,6 +74,7 @@ class ChangeFeed:
                 conn = await asyncio.wait_for(asyncpg.connect(self.url), 10)
                 conn.add_termination_listener(self._on_lost)
                 await conn.add_listener(CHANNEL, self._on_notify)
+                self.server_pid = conn.get_server_pid()
                 self._set_live(True)  # from empty: what happened before LISTEN is unknown
                 while not stop.is_set() and not conn.is_closed():
                     with contextlib.suppress(TimeoutError):

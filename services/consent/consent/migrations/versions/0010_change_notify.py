@@ -3,7 +3,8 @@ in-process views (``consent_changes``), from the write transaction itself: a tri
 writer (API replica, scheduler, ``consentctl``, an import) can forget to.
 
 Payloads: ``s|<sequence>|<epoch ms>|<subject_id>`` (a subject's head, its recorded
-statuses, guardian links, aliases; sequence -1 when the row does not carry it), ``k`` (API
+statuses, guardian links, aliases; sequence -1 when the change does not take a new one),
+``k`` (API
 keys), ``p`` (policy versions). PostgreSQL delivers them only after the commit, and folds
 identical payloads of one transaction into one.
 
@@ -37,6 +38,12 @@ def upgrade() -> None:
             seq text := CASE WHEN TG_OP = 'DELETE' OR TG_ARGV[1] = '' THEN '-1'
                              ELSE to_jsonb(rec) ->> TG_ARGV[1] END;
         BEGIN
+            -- a change that takes no new sequence (an operator's fix, a cleared birth date)
+            -- cannot be told apart by its sequence: "unknown", so it always invalidates
+            IF TG_OP = 'UPDATE' AND seq <> '-1'
+               AND (to_jsonb(OLD) ->> TG_ARGV[1]) = (to_jsonb(NEW) ->> TG_ARGV[1]) THEN
+                seq := '-1';
+            END IF;
             PERFORM pg_notify('consent_changes', 's|' || seq || '|'
                 || floor(extract(epoch FROM statement_timestamp()) * 1000)::bigint || '|' || sid);
             RETURN NULL;

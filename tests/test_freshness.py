@@ -26,6 +26,7 @@ from consent.api.auth import hash_key, new_key
 from consent.settings import Settings
 from tests.conftest import admin, eventually, user
 
+PURPOSE = "marketing_email"
 ROUNDS = int(os.environ.get("CONSENT_FRESHNESS_ROUNDS", "60"))
 
 

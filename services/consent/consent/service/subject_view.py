@@ -20,11 +20,12 @@ Bounded: an LRU of ``size`` snapshots and as many floors.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 from consent.domain.model import SubjectSnapshot
 
@@ -41,8 +42,11 @@ NOTIFICATIONS = Counter("consent_view_notifications_total", "Change notification
 LAG = Histogram(
     "consent_view_lag_seconds",
     "Write statement → this worker's view applying its notification",
-    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
 )
+# Which worker process answered a scrape (several share the port: CONSENT_API_WORKERS)
+WORKER = Info("consent_api_worker", "The API worker process that answered")
+WORKER.info({"pid": str(os.getpid())})
 SIZE = Gauge("consent_view_snapshots", "Snapshots held by this worker's view")
 LIVE = Gauge("consent_view_live", "1 while this worker's change feed is connected")
 
@@ -104,13 +108,13 @@ class SubjectView:
 
     # -- the change feed ---------------------------------------------------------------------
 
-    def changed(self, subject_id: str, sequence: int, written_ms: int | None = None) -> None:
+    def changed(self, subject_id: str, sequence: int, written_us: int | None = None) -> None:
         """A commit touched the subject; ``sequence`` -1 when the notification cannot say
         which (then nothing being read right now may enter the view)."""
         NOTIFICATIONS.inc()
         self.applied += 1
-        if written_ms:
-            LAG.observe(max(0.0, time.time() - written_ms / 1000))
+        if written_us:
+            LAG.observe(max(0.0, time.time() - written_us / 1e6))
         if sequence < 0:
             self.generation += 1
             if self._snapshots.pop(subject_id, None) is not None:

@@ -2,7 +2,7 @@
 in-process views (``consent_changes``), from the write transaction itself: a trigger, so no
 writer (API replica, scheduler, ``consentctl``, an import) can forget to.
 
-Payloads: ``s|<sequence>|<epoch ms>|<subject_id>`` (a subject's head, its recorded
+Payloads: ``s|<sequence>|<epoch µs of the write statement>|<subject_id>`` (a subject's head, its recorded
 statuses, guardian links, aliases; sequence -1 when the change does not take a new one),
 ``k`` (API
 keys), ``p`` (policy versions). PostgreSQL delivers them only after the commit, and folds
@@ -45,7 +45,7 @@ def upgrade() -> None:
                 seq := '-1';
             END IF;
             PERFORM pg_notify('consent_changes', 's|' || seq || '|'
-                || floor(extract(epoch FROM statement_timestamp()) * 1000)::bigint || '|' || sid);
+                || floor(extract(epoch FROM statement_timestamp()) * 1000000)::bigint || '|' || sid);
             RETURN NULL;
         END $$
     """)

@@ -1,0 +1,390 @@
+"""``uv run python -m bench.freshness``: the decision read path against its ceiling, in one run
+with the same number of worker processes on both sides (issue 20's targets).
+
+Rows: single decisions vs the trivial GET (closed loop), both at half the decisions' rate
+(p99), batches of 1,000 pairs one call at a time (pairs/s vs trivial GET req/s), a decision
+with a fresh Consent-Token right after a write vs a plain one (sequential, p99), and write →
+every worker's view updated (each worker's ``consent_view_lag_seconds``) vs the database's own
+commit → NOTIFY wake-up on a connection of the bench's.
+
+Options: ``--workers N`` (default: CPUs), ``--duration S`` per phase, ``--api-src DIR``
+(run the API from another checkout, e.g. ``git archive main``: the "before"), ``--profile``
+(py-spy every API process during the single-decision phase), ``--out FILE`` (JSON).
+PostgreSQL is embedded; no broker is needed (the API only writes its outbox here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import psutil
+
+from bench import dataset
+from bench.profile import summarize
+from bench.stack import PY, REPO, wait_http
+from consent.api.auth import hash_key
+from consent.embedded import free_port, start_postgres, stop_postgres
+from consent_common.db import plain_url
+from consentctl.workers import worker_count
+
+SUBJECTS = 5000
+
+
+def load(spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [PY, "-m", "bench.load"], input=orjson.dumps(spec), capture_output=True, cwd=REPO
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.decode()[-2000:])
+    return dict(orjson.loads(out.stdout))
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000, 2) if xs else float("nan")
+
+
+def source_env(api_src: Path | None) -> str:
+    if api_src is None:
+        return str(REPO)
+    parts = [api_src / "services" / n for n in ("consent", "common", "consentctl", "propagator")]
+    return os.pathsep.join([*map(str, parts), str(REPO)])
+
+
+async def seed(url: str, key: str) -> list[str]:
+    conn = await asyncpg.connect(plain_url(url))
+    try:
+        await dataset.grow_to(conn, SUBJECTS * dataset.PER_SUBJECT, 1)
+        await conn.execute(
+            "INSERT INTO api_keys (id, key_hash, name, scopes) VALUES ('fresh', $1, 'b', $2)",
+            hash_key(key),
+            ["admin"],
+        )
+        return [f"b-{i}" for i in range(1, SUBJECTS + 1)]
+    finally:
+        await conn.close()
+
+
+async def worker_metrics(base: str, workers: int) -> dict[str, str]:
+    """Each worker's /metrics (fresh connections until every pid answered)."""
+    seen: dict[str, str] = {}
+    for _ in range(400):
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as s, s.get(f"{base}/metrics") as r:
+            text = await r.text()
+        pid = next(
+            (ln.split('pid="')[1].split('"')[0] for ln in text.splitlines() if "pid=" in ln), "?"
+        )
+        seen[pid] = text
+        if len(seen) >= workers:
+            break
+    return seen
+
+
+def histogram_p99(text: str, name: str) -> tuple[float | None, int]:
+    """The upper bound of the bucket holding the 99th percentile, and the count."""
+    buckets = []
+    for ln in text.splitlines():
+        if ln.startswith(f"{name}_bucket"):
+            le = ln.split('le="')[1].split('"')[0]
+            buckets.append((float(le), float(ln.rsplit(" ", 1)[1])))
+    total = buckets[-1][1] if buckets else 0
+    for le, count in buckets:
+        if total and count >= 0.99 * total:
+            return le * 1000, int(total)
+    return None, int(total)
+
+
+async def fresh_token_rounds(base: str, key: str, subjects: list[str], n: int) -> dict[str, Any]:
+    """Sequential: write, then the decision with its token; and plain decisions alike."""
+    h = {"X-API-Key": key, "Content-Type": "application/json"}
+    fresh, plain, older = [], [], 0
+    async with aiohttp.ClientSession() as s:
+        for i in range(n):
+            sid = subjects[i % len(subjects)]
+            status = "granted" if i % 2 else "denied"
+            body = orjson.dumps({"purposes": {"marketing_sms": status}})
+            async with s.patch(f"{base}/v1/subjects/{sid}/preferences", data=body, headers=h) as r:
+                token = r.headers["Consent-Token"]
+            url = f"{base}/v1/subjects/{sid}/decisions?purpose=marketing_sms"
+            t0 = time.perf_counter()
+            async with s.get(f"{url}&min_sequence={token}", headers=h) as r:
+                doc = await r.json()
+            fresh.append(time.perf_counter() - t0)
+            older += doc["sequence"] < int(token) or doc["allowed"] != (status == "granted")
+            t0 = time.perf_counter()
+            async with s.get(url, headers=h) as r:
+                await r.read()
+            plain.append(time.perf_counter() - t0)
+    return {
+        "rounds": n,
+        "older_answers": older,
+        "fresh_p50": pct(fresh, 0.5),
+        "fresh_p99": pct(fresh, 0.99),
+        "plain_p50": pct(plain, 0.5),
+        "plain_p99": pct(plain, 0.99),
+    }
+
+
+async def notify_wakeups(url: str, stop: asyncio.Event, out: list[float]) -> None:
+    """The database's own commit → NOTIFY wake-up, on a connection of the bench's."""
+    conn = await asyncpg.connect(plain_url(url))
+
+    def on(_c: Any, _p: int, _ch: str, payload: str) -> None:
+        if payload.startswith("s|"):
+            out.append(time.time() - int(payload.split("|")[2]) / 1e6)
+
+    await conn.add_listener("consent_changes", on)
+    await stop.wait()
+    await conn.close()
+
+
+async def view_lag(url: str, base: str, key: str, subjects: list[str], workers: int) -> dict:
+    raw: list[float] = []
+    stop = asyncio.Event()
+    listener = asyncio.create_task(notify_wakeups(url, stop, raw))
+    await asyncio.sleep(0.3)
+    await fresh_token_rounds(base, key, subjects[:200], 200)  # 200 writes (and reads)
+    await asyncio.sleep(0.5)
+    stop.set()
+    await listener
+    per_worker = {
+        pid: histogram_p99(text, "consent_view_lag_seconds")
+        for pid, text in (await worker_metrics(base, workers)).items()
+    }
+    return {"raw_notify_p50": pct(raw, 0.5), "raw_notify_p99": pct(raw, 0.99), "n": len(raw)} | {
+        "workers": {pid: {"p99_bucket_ms": p, "count": c} for pid, (p, c) in per_worker.items()}
+    }
+
+
+def api_pids(proc: subprocess.Popen[bytes]) -> list[int]:
+    p = psutil.Process(proc.pid)
+    kids = [c.pid for c in p.children(recursive=True)]
+    return kids or [proc.pid]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.freshness", description=__doc__)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--duration", type=float, default=6.0)
+    parser.add_argument("--api-src", type=Path)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    workers = worker_count(args.workers)
+    run_dir = Path(tempfile.mkdtemp(prefix="consent-fresh-"))
+    url, pg = start_postgres(run_dir / "pg")
+    key = "fresh-" + secrets.token_urlsafe(16)
+    env = {
+        **os.environ,
+        "CONSENT_DATABASE_URL": url,
+        "CONSENT_KAFKA_BOOTSTRAP": "127.0.0.1:9",  # never dialled: no projection, no relay
+        "CONSENT_RECEIPTS_PROJECTION": "false",
+        "CONSENT_IP_HASH_SALT": secrets.token_urlsafe(32),
+        "CONSENT_DATA_DIR": str(run_dir / "data"),
+        "CONSENT_API_WORKERS": str(workers),
+        "PYTHONPATH": source_env(args.api_src),
+    }
+    res: dict[str, Any] = {
+        "workers": workers,
+        "api_src": str(args.api_src or REPO),
+        "load_before": os.getloadavg(),
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        mig = [PY, "-m", "consentctl.main", "migrate"]
+        subprocess.run(mig, env=env, cwd=REPO, check=True, capture_output=True)
+        subjects = asyncio.run(seed(url, key))
+        api_port, ceil_port = free_port(), free_port()
+        logs = {n: open(run_dir / f"{n}.log", "ab") for n in ("api", "ceiling")}  # noqa: SIM115
+        serve = [PY, "-m", "consentctl.main", "serve", "api", "--host", "127.0.0.1"]
+        procs.append(
+            subprocess.Popen(
+                [*serve, "--port", str(api_port)],
+                env=env,
+                cwd=REPO,
+                stdout=logs["api"],
+                stderr=subprocess.STDOUT,
+            )
+        )
+        ceiling = [PY, "-m", "bench.ceilings", "--port", str(ceil_port), "--workers", str(workers)]
+        procs.append(
+            subprocess.Popen(
+                ceiling,
+                env={**env, "PYTHONPATH": str(REPO)},
+                cwd=REPO,
+                stdout=logs["ceiling"],
+                stderr=subprocess.STDOUT,
+            )
+        )
+        api, ceil = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ceil_port}"
+
+        async def ready() -> None:
+            await wait_http(f"{api}/healthz", 90, procs[0])
+            await wait_http(f"{ceil}/trivial", 90, procs[1])
+
+        asyncio.run(ready())
+        time.sleep(2)  # every worker up
+        common = {"api_key": key, "subjects": subjects, "timeout": 10}
+        d = args.duration
+        # warm the views (every subject once per worker, roughly) and the connections
+        load(
+            {
+                **common,
+                "base": api,
+                "scenario": "decision",
+                "mode": "closed",
+                "concurrency": 16,
+                "duration": 3,
+                "warmup": 0.5,
+            }
+        )
+        spy = []
+        if args.profile:
+            exe = str(Path(PY).with_name("py-spy"))
+            for pid in api_pids(procs[0]):
+                raw = run_dir / f"profile-{pid}.txt"
+                spy.append(
+                    (
+                        raw,
+                        subprocess.Popen(
+                            [
+                                exe,
+                                "record",
+                                "-p",
+                                str(pid),
+                                "-r",
+                                "100",
+                                "-f",
+                                "raw",
+                                "--nonblocking",
+                                "-o",
+                                str(raw),
+                                "-d",
+                                str(int(d + 2)),
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        ),
+                    )
+                )
+        res["decision_max"] = load(
+            {
+                **common,
+                "base": api,
+                "scenario": "decision",
+                "mode": "closed",
+                "concurrency": 32,
+                "duration": d,
+            }
+        )
+        for _raw, p in spy:
+            p.wait(60)
+        if spy:
+            res["profile"] = [summarize(raw) for raw, _ in spy if raw.exists()]
+        res["trivial_max"] = load(
+            {
+                **common,
+                "base": f"{ceil}/trivial",
+                "scenario": "get",
+                "mode": "closed",
+                "concurrency": 32,
+                "duration": d,
+            }
+        )
+        half = max(50, int(res["decision_max"]["throughput"] / 2))
+        res["decision_half"] = load(
+            {
+                **common,
+                "base": api,
+                "scenario": "decision",
+                "mode": "open",
+                "rate": half,
+                "duration": d,
+            }
+        )
+        res["trivial_half"] = load(
+            {
+                **common,
+                "base": f"{ceil}/trivial",
+                "scenario": "get",
+                "mode": "open",
+                "rate": half,
+                "duration": d,
+            }
+        )
+        res["batch"] = load(
+            {
+                **common,
+                "base": api,
+                "scenario": "batch",
+                "pairs": 1000,
+                "mode": "closed",
+                "concurrency": 1,
+                "duration": d,
+            }
+        )
+        res["batch"]["pairs_per_s"] = round(res["batch"]["throughput"] * 1000)
+        if args.api_src is None:
+            res["fresh_token"] = asyncio.run(fresh_token_rounds(api, key, subjects, 500))
+            res["view_lag"] = asyncio.run(view_lag(url, api, key, subjects, workers))
+        res["api_rss_mib"] = round(
+            sum(psutil.Process(p).memory_info().rss for p in api_pids(procs[0])) / 2**20
+        )
+        res["load_after"] = os.getloadavg()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        stop_postgres(pg)
+    text = orjson.dumps(res, option=orjson.OPT_INDENT_2).decode()
+    if args.out:
+        args.out.write_text(text)
+    sys.stdout.write(text + "\n")
+    print(summary(res))
+
+
+def summary(res: dict[str, Any]) -> str:
+    dm, tm = res["decision_max"]["throughput"], res["trivial_max"]["throughput"]
+    lines = [
+        f"workers {res['workers']}; load before {res['load_before']}, after "
+        f"{res.get('load_after')}",
+        f"single decisions {dm}/s vs trivial GET {tm}/s = {dm / tm:.0%} (target >= 50%)",
+        f"at {res['decision_half']['offered_rate']}/s: decision p99 {res['decision_half']['p99']}"
+        f" ms vs trivial p99 {res['trivial_half']['p99']} ms (target <= 3x)",
+        f"batch 1,000: {res['batch']['pairs_per_s']} pairs/s = "
+        f"{res['batch']['pairs_per_s'] / tm:.1f}x trivial req/s (target >= 10x)",
+    ]
+    if "fresh_token" in res:
+        f = res["fresh_token"]
+        lines.append(
+            f"fresh token p99 {f['fresh_p99']} ms vs plain p99 {f['plain_p99']} ms "
+            f"(target <= 2x); older answers {f['older_answers']}"
+        )
+        v = res["view_lag"]
+        lines.append(
+            f"view lag per worker (p99 bucket): {v['workers']}; raw NOTIFY p99 "
+            f"{v['raw_notify_p99']} ms"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

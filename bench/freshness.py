@@ -107,7 +107,25 @@ def histogram_p99(text: str, name: str) -> tuple[float | None, int]:
     return None, int(total)
 
 
-async def fresh_token_rounds(base: str, key: str, subjects: list[str], n: int) -> dict[str, Any]:
+async def warm_views(base: str, key: str, subjects: list[str], workers: int) -> None:
+    """Every subject into every worker's view: all subjects in batches, sent over fresh
+    connections (the kernel spreads them over the workers) until each worker surely had
+    them; the figures are for a working set the views hold."""
+    h = {"X-API-Key": key, "Content-Type": "application/json"}
+    for _ in range(8 * workers if workers > 1 else 1):
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as s:
+            for i in range(0, len(subjects), 1000):
+                items = [{"subject_id": x, "purpose": "analytics"} for x in subjects[i : i + 1000]]
+                async with s.post(
+                    f"{base}/v1/decisions:batch", data=orjson.dumps({"items": items}), headers=h
+                ) as r:
+                    await r.read()
+
+
+async def fresh_token_rounds(
+    base: str, key: str, subjects: list[str], n: int, purpose: str = "marketing_sms"
+) -> dict[str, Any]:
     """Sequential: write, then the decision with its token; and plain decisions alike."""
     h = {"X-API-Key": key, "Content-Type": "application/json"}
     fresh, plain, older = [], [], 0
@@ -115,10 +133,10 @@ async def fresh_token_rounds(base: str, key: str, subjects: list[str], n: int) -
         for i in range(n):
             sid = subjects[i % len(subjects)]
             status = "granted" if i % 2 else "denied"
-            body = orjson.dumps({"purposes": {"marketing_sms": status}})
+            body = orjson.dumps({"purposes": {purpose: status}})
             async with s.patch(f"{base}/v1/subjects/{sid}/preferences", data=body, headers=h) as r:
                 token = r.headers["Consent-Token"]
-            url = f"{base}/v1/subjects/{sid}/decisions?purpose=marketing_sms"
+            url = f"{base}/v1/subjects/{sid}/decisions?purpose={purpose}"
             t0 = time.perf_counter()
             async with s.get(f"{url}&min_sequence={token}", headers=h) as r:
                 doc = await r.json()
@@ -156,7 +174,7 @@ async def view_lag(url: str, base: str, key: str, subjects: list[str], workers: 
     stop = asyncio.Event()
     listener = asyncio.create_task(notify_wakeups(url, stop, raw))
     await asyncio.sleep(0.3)
-    await fresh_token_rounds(base, key, subjects[:200], 200)  # 200 writes (and reads)
+    await fresh_token_rounds(base, key, subjects[:200], 200, "marketing_push")  # 200 writes
     await asyncio.sleep(0.5)
     stop.set()
     await listener
@@ -240,7 +258,7 @@ def main() -> None:
         time.sleep(2)  # every worker up
         common = {"api_key": key, "subjects": subjects, "timeout": 10}
         d = args.duration
-        # warm the views (every subject once per worker, roughly) and the connections
+        asyncio.run(warm_views(api, key, subjects, workers))
         load(
             {
                 **common,

@@ -284,3 +284,20 @@ async def test_every_write_answers_with_its_consent_token(client, db: asyncpg.Co
         "Consent-Token"
         not in (await client.get(f"/v1/subjects/{sid}/preferences", headers=admin())).headers
     )
+
+
+async def test_the_writers_own_view_holds_exactly_what_it_committed(replicas):
+    writer, _ = replicas
+    sid = "fresh-through"
+    await writer.client.put(f"/v1/subjects/{sid}", json={"jurisdiction": "US-CA"}, headers=admin())
+    w = await patch(writer, sid, marketing_email="granted", sale="denied", analytics="granted")
+    token = int(w.headers["Consent-Token"])
+    held = writer.view.get(sid)
+    assert held is not None and held.sequence == token  # written through, no read needed
+    hits = metric("consent_view_hits_total")
+    purposes = (await writer.client.get("/v1/purposes")).json()["items"]
+    for p in (x["key"] for x in purposes):
+        cached = (await writer.decision(sid, p, min_sequence=token)).json()
+        fresh = (await writer.decision(sid, p, consistency="full")).json()
+        assert cached == fresh, p
+    assert metric("consent_view_hits_total") - hits == len(purposes)

@@ -47,7 +47,10 @@ def api_worker(settings: Settings, host: str, port: int, reuse_port: bool = True
     """One API process (in a worker: its own signal handling, its own socket on the port)."""
     SHUTDOWN.install()
     from consent.api.app import create_app
+    from consent_common.logs import configure_logging
     from consentctl.workers import reuseport_socket
+
+    configure_logging(settings.log_level, settings.log_json)  # a spawned process starts bare
 
     sockets = [reuseport_socket(host, port)] if reuse_port else None
     server = http_server(create_app(settings), host, port)

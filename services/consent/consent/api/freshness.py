@@ -58,6 +58,20 @@ async def read_decisions(
         raise not_reached(exc) from exc
 
 
+def remember_written(request: Request, uow: Any) -> None:
+    """Write-through: the snapshot a PATCH just committed enters this worker's view, so a
+    read with its token on the same connection (the same worker) is answered from memory.
+    Only the subject's own, whole snapshot at exactly the committed sequence; the view's
+    floors refuse it if a newer commit was announced meanwhile."""
+    snapshot = getattr(request.state, "written", None)
+    if snapshot is None or snapshot.merged_into is not None:
+        return
+    if uow.committed_sequences.get(snapshot.subject_id) != snapshot.sequence:
+        return  # nothing new was committed (a no-op), or not this
+    view = request.app.state.view
+    view.put(view.ticket(), snapshot)
+
+
 def path_subject(path: str) -> str | None:
     if not path.startswith(SUBJECTS):
         return None

@@ -35,6 +35,8 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
+        if length is None and b"transfer-encoding" not in headers:
+            return await self.app(scope, receive, send)  # HTTP/1.1: no body follows
         if length is not None and not length.isdigit():
             resp = problem_response(400, "Content-Length must be a whole number of bytes.")
             return await resp(scope, receive, send)

@@ -12,7 +12,7 @@ from consent.adapters.idempotency import IdempotencyRepository
 from consent.adapters.tables import IdempotencyRecord
 from consent.api.auth import Principal
 from consent.api.deps import Caller, UoW, require_subject_access
-from consent.api.freshness import Consistency, MinSequence, read_decisions
+from consent.api.freshness import Consistency, MinSequence, read_decisions, remember_written
 from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.schemas import (
@@ -188,6 +188,7 @@ async def patch_preferences(
             )
         )
     await uow.commit()
+    remember_written(request, uow)
     return response
 
 
@@ -233,6 +234,7 @@ async def _apply_patch(
         gpc=gpc,
         precondition=lambda sequence: _check_if_match(if_match, sequence),
     )
+    request.state.written = view.snapshot
     return _respond(view, gpc and view.gpc_honored)
 
 

@@ -357,7 +357,7 @@ def main() -> None:
         )
         res["batch"]["pairs_per_s"] = round(res["batch"]["throughput"] * 1000)
         if args.api_src is None:
-            res["fresh_token"] = asyncio.run(fresh_token_rounds(api, key, subjects, 500))
+            res["fresh_token"] = asyncio.run(fresh_token_rounds(api, key, subjects, 2000))
             res["view_lag"] = asyncio.run(view_lag(url, api, key, subjects, workers))
         res["api_rss_mib"] = round(
             sum(psutil.Process(p).memory_info().rss for p in api_pids(procs[0])) / 2**20

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consent.adapters.db import driver
 from consent.adapters.subject_store import fetch_snapshots
 from consent.domain.merge import device_view
-from consent.domain.model import Decision, Policy, SubjectSnapshot
+from consent.domain.model import Decision, SubjectSnapshot
 from consent.service.decisions import decide_pairs, device_purposes
 from consent.service.recorder import cached_policies, load_policies
 from consent.service.subject_view import HITS, MISSES, READ_THROUGHS, SubjectView
@@ -70,7 +70,7 @@ class DecisionReader:
             if snap is not None and snap.sequence < need:
                 raise SequenceNotReached(sid, need, snap.sequence)
         sequences = {sid: snap.sequence for sid, snap in snapshots.items()}
-        await self._answer_for_persons(snapshots)
+        await self._answer_for_persons(snapshots, wanted)
         return Answers(decide_pairs(snapshots, pairs, policies, now), sequences)
 
     def _from_view(
@@ -104,24 +104,18 @@ class DecisionReader:
             out[sid] = snap
         return out
 
-    async def _answer_for_persons(self, snapshots: dict[str, SubjectSnapshot]) -> None:
+    async def _answer_for_persons(
+        self, snapshots: dict[str, SubjectSnapshot], wanted: Mapping[str, int]
+    ) -> None:
         """A merged anonymous id answers for its person (its device purposes aside); its
-        reported sequence stays its own."""
+        reported sequence stays its own. A token for the person holds for the person."""
         merged = {sid: s.merged_into for sid, s in snapshots.items() if s.merged_into}
         if not merged:
             return
-        people, absent = self._from_view(sorted(set(merged.values())), {}, False)
+        people, absent = self._from_view(sorted(set(merged.values())), wanted, False)
         if absent:
             async with self.sessions() as session:
                 people.update(await self._from_database(session, absent))
         device = device_purposes()
         for sid, person in merged.items():
             snapshots[sid] = device_view(snapshots[sid], people[person], device)
-
-
-def policy_key_of(sessions: async_sessionmaker[AsyncSession]) -> str:
-    bind = sessions.kw.get("bind")
-    return str(bind.engine.url) if bind is not None else ""
-
-
-__all__ = ["Answers", "DecisionReader", "Policy", "SequenceNotReached", "policy_key_of"]

@@ -324,6 +324,7 @@ def main() -> None:
             }
         )
         half = max(50, int(res["decision_max"]["throughput"] / 2))
+        asyncio.run(warm_views(api, key, subjects, workers))  # within the views' max age
         res["decision_half"] = load(
             {
                 **common,

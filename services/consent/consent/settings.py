@@ -39,7 +39,7 @@ class Settings(CommonSettings):
     # each API worker's view of decision inputs (service/subject_view.py): how many subject
     # snapshots it holds (0: off), and the backstop age after which one is read again
     view_size: int = Field(default=20_000, ge=0, le=10_000_000)
-    view_max_age_s: float = Field(default=30.0, gt=0, le=3600)
+    view_max_age_s: float = Field(default=60.0, gt=0, le=3600)
     # API worker processes behind one port (`consentctl serve api`); 0: one per CPU
     api_workers: int = Field(default=0, ge=0, le=256)
     evidence_retention_days: int = 365 * 3

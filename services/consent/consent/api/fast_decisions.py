@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 import orjson
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from consent.api.auth import Principal, principal_from_jwt
@@ -74,12 +75,23 @@ class FastDecisions:
             return await problem_response(problem.status, problem.detail, code=problem.code)(
                 scope, receive, send
             )
+        except Exception as exc:  # e.g. no pool connection free: the app's handlers answer
+            return await self._handled(scope, receive, send, exc)
         [d] = answers.decisions
         body = orjson.dumps(
             decision_doc(subject_id, purpose, d.allowed, d.reason, answers.sequences[subject_id])
         )
         await send({"type": "http.response.start", "status": 200, "headers": JSON})
         await send({"type": "http.response.body", "body": body})
+
+    async def _handled(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+        """What the FastAPI route would answer for this exception (api/problems.py)."""
+        handlers = scope["app"].exception_handlers
+        for cls in type(exc).__mro__:
+            if cls in handlers:
+                response = await handlers[cls](Request(scope), exc)
+                return await response(scope, receive, send)
+        raise exc
 
     def _query(self, raw: bytes) -> tuple[str, int | None, bool] | None:
         """(purpose, min_sequence, full) when the query is plainly valid, else None."""

@@ -13,7 +13,8 @@ Correctness rests on three rules:
   older than its floor is gone, and a snapshot read from the database is kept only when it
   is at least its floor and nothing was invalidated without a known sequence (or a floor
   evicted, or the view cleared) while it was being read (``Ticket``);
-- a maximum age is the backstop for anything else.
+- a maximum age is the backstop for anything else (each entry's lifetime is drawn between
+  half of it and all of it, so a view filled at once is not read again all at once).
 
 Bounded: an LRU of ``size`` snapshots and as many floors.
 """
@@ -21,6 +22,7 @@ Bounded: an LRU of ``size`` snapshots and as many floors.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -61,6 +63,7 @@ class Ticket:
 class SubjectView:
     def __init__(self, size: int, max_age_s: float) -> None:
         self.size, self.max_age_s = max(0, size), max_age_s
+        # subject → (monotonic expiry, snapshot)
         self._snapshots: OrderedDict[str, tuple[float, SubjectSnapshot]] = OrderedDict()
         self._floors: OrderedDict[str, int] = OrderedDict()
         self.generation = 0  # bumped by anything a floor cannot express
@@ -75,8 +78,8 @@ class SubjectView:
         hit = self._snapshots.get(subject_id)
         if hit is None:
             return None
-        stored_at, snapshot = hit
-        if time.monotonic() - stored_at > self.max_age_s:
+        expires_at, snapshot = hit
+        if time.monotonic() > expires_at:
             del self._snapshots[subject_id]
             return None
         self._snapshots.move_to_end(subject_id)
@@ -100,7 +103,10 @@ class SubjectView:
         current = self._snapshots.get(sid)
         if current is not None and current[1].sequence > snapshot.sequence:
             return
-        self._snapshots[sid] = (time.monotonic(), snapshot)
+        # each its own lifetime in [max_age / 2, max_age]: a view filled at once (a restart,
+        # a burst) is not read again all at once
+        life = self.max_age_s * (0.5 + 0.5 * random.random())
+        self._snapshots[sid] = (time.monotonic() + life, snapshot)
         self._snapshots.move_to_end(sid)
         while len(self._snapshots) > self.size:
             self._snapshots.popitem(last=False)

@@ -9,7 +9,8 @@ commit → NOTIFY wake-up on a connection of the bench's.
 
 Options: ``--workers N`` (default: CPUs), ``--duration S`` per phase, ``--api-src DIR``
 (run the API from another checkout, e.g. ``git archive main``: the "before"), ``--profile``
-(py-spy every API process during the single-decision phase), ``--out FILE`` (JSON).
+(py-spy every API process during an extra single-decision phase, after the measured
+ones), ``--out FILE`` (JSON).
 PostgreSQL is embedded; no broker is needed (the API only writes its outbox here).
 """
 
@@ -291,35 +292,6 @@ def main() -> None:
                 "warmup": 0.5,
             }
         )
-        spy = []
-        if args.profile:
-            exe = str(Path(PY).with_name("py-spy"))
-            for pid in api_pids(procs[0]):
-                raw = run_dir / f"profile-{pid}.txt"
-                spy.append(
-                    (
-                        raw,
-                        subprocess.Popen(
-                            [
-                                exe,
-                                "record",
-                                "-p",
-                                str(pid),
-                                "-r",
-                                "100",
-                                "-f",
-                                "raw",
-                                "--nonblocking",
-                                "-o",
-                                str(raw),
-                                "-d",
-                                str(int(d + 2)),
-                            ],
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                        ),
-                    )
-                )
         apis, ceils = api_pids(procs[0]), api_pids(procs[1])
         res["decision_max"] = measured(
             apis,
@@ -332,10 +304,6 @@ def main() -> None:
                 "duration": d,
             },
         )
-        for _raw, p in spy:
-            p.wait(60)
-        if spy:
-            res["profile"] = [summarize(raw) for raw, _ in spy if raw.exists()]
         res["trivial_max"] = measured(
             ceils,
             {
@@ -387,6 +355,50 @@ def main() -> None:
         if args.api_src is None:
             res["fresh_token"] = asyncio.run(fresh_token_rounds(api, key, subjects, 2000))
             res["view_lag"] = asyncio.run(view_lag(url, api, key, subjects, workers))
+        spy = []
+        if args.profile:
+            exe = str(Path(PY).with_name("py-spy"))
+            for pid in api_pids(procs[0]):
+                raw = run_dir / f"profile-{pid}.txt"
+                spy.append(
+                    (
+                        raw,
+                        subprocess.Popen(
+                            [
+                                exe,
+                                "record",
+                                "-p",
+                                str(pid),
+                                "-r",
+                                "100",
+                                "-f",
+                                "raw",
+                                "--nonblocking",
+                                "-o",
+                                str(raw),
+                                "-d",
+                                str(int(d + 2)),
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        ),
+                    )
+                )
+        if spy:  # a phase of its own: the sampler's cost stays out of the figures above
+            load(
+                {
+                    **common,
+                    "base": api,
+                    "scenario": "decision",
+                    "mode": "closed",
+                    "concurrency": 32,
+                    "duration": d,
+                }
+            )
+        for _raw, p in spy:
+            p.wait(60)
+        if spy:
+            res["profile"] = [summarize(raw) for raw, _ in spy if raw.exists()]
         res["api_rss_mib"] = round(
             sum(psutil.Process(p).memory_info().rss for p in api_pids(procs[0])) / 2**20
         )

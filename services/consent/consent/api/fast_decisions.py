@@ -81,7 +81,8 @@ class FastDecisions:
         body = orjson.dumps(
             decision_doc(subject_id, purpose, d.allowed, d.reason, answers.sequences[subject_id])
         )
-        await send({"type": "http.response.start", "status": 200, "headers": JSON})
+        headers = [*JSON, (b"content-length", str(len(body)).encode())]  # never chunked
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _handled(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:

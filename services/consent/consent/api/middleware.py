@@ -10,6 +10,7 @@ import structlog
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from consent.api import request_metrics
 from consent.api.problems import problem_response
 
 MAX_BODY = 64 * 1024
@@ -112,12 +113,14 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            route = request_metrics.route_label(scope.get("route"))
+            elapsed = time.perf_counter() - start
+            request_metrics.observe(route, scope["method"], status, elapsed)
             log.info(
                 "request",
                 method=scope["method"],
-                route=getattr(route, "path", scope["path"]),
+                route=route,  # the template: paths carry subject ids
                 status=status,
-                ms=round((time.perf_counter() - start) * 1000, 2),
+                ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")

@@ -136,7 +136,7 @@ def test_dashboard_shows_what_matters() -> None:
         "consent_drift",
     ):
         assert metric in text, metric
-    assert 'decisions' in text and 'PATCH' in text
+    assert "decisions" in text and "PATCH" in text
 
 
 def github_anchor(heading: str) -> str:

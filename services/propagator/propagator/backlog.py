@@ -1,10 +1,11 @@
 """Gauges of the work the propagator still holds, sampled from its own tables.
 
 Counters say what happened in one process; an operator (and the alert rules in
-``deploy/observability``) needs what is still owed, across replicas: deliveries pending,
-retrying and dead per processor, the age of the oldest one not delivered (propagation lag),
-and how close the nearest erasure due date is for an erasure not yet acknowledged. Every
-replica samples the same tables, so the figures agree whichever replica is scraped."""
+``deploy/k8s/components/monitoring``) needs what is still owed, across replicas: deliveries
+pending, retrying and dead per processor, the age of the oldest one not delivered
+(propagation lag), whether a processor is disabled, and how close the nearest erasure due
+date is for an erasure not yet acknowledged. Every replica samples the same tables, so the
+figures agree whichever replica is scraped."""
 
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ ERASURE_OPEN = Gauge(
     "Erasure deliveries a processor has not acknowledged yet",
     ["processor"],
 )
+DISABLED = Gauge(
+    "consent_processor_disabled",
+    "1 while the processor is disabled after failing too long (an operator enables it)",
+    ["processor"],
+)
 ERASURE_DUE_IN = Gauge(
     "consent_erasure_delivery_due_in_seconds",
     "Seconds until the nearest due date of an unacknowledged erasure delivery "
@@ -64,9 +70,16 @@ async def sample(pool: asyncpg.Pool, processors: list[str]) -> None:
     """Set every gauge from one query; processors with nothing open read 0."""
     async with pool.acquire() as conn:
         rows = {r["processor"]: r for r in await conn.fetch(SAMPLE)}
+        disabled = {
+            r["processor"]
+            for r in await conn.fetch(
+                "SELECT processor FROM processor_health WHERE disabled_at IS NOT NULL"
+            )
+        }
         now: datetime = await conn.fetchval("SELECT now()")
-    for name in sorted({*processors, *rows}):
+    for name in sorted({*processors, *rows, *disabled}):
         row = rows.get(name)
+        DISABLED.labels(name).set(1 if name in disabled else 0)
         for state in ("pending", "retrying", "dead"):
             OPEN.labels(name, state).set(row[state] if row else 0)
         oldest = row["oldest"] if row else None

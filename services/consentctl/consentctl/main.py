@@ -11,6 +11,7 @@ import typer
 from consent.settings import Settings, get_settings
 from consent_common.logs import configure_logging
 from consentctl import maintenance, ops
+from consentctl.imports import import_file
 from consentctl.parked import parked_app
 from consentctl.processors import processors_app
 
@@ -26,6 +27,7 @@ app.add_typer(outbox_app, name="outbox")
 app.add_typer(ops.deliveries_app, name="deliveries")
 app.command("replay")(ops.replay)
 app.command("audit")(ops.audit)
+app.command("import")(import_file)
 app.add_typer(maintenance.topic_app, name="topic")
 app.add_typer(maintenance.state_app, name="state")
 app.add_typer(parked_app, name="parked")

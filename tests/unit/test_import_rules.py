@@ -48,7 +48,7 @@ def plan(snapshot: SubjectSnapshot, rows: list[rules.ImportRow], age: str = "adu
         (row(purpose="telepathy"), "purpose", "not a purpose of the catalog"),
         (row(status="maybe"), "status", "granted or denied"),
         (row(occurred_at="yesterday"), "occurred_at", "an RFC 3339 time with a UTC offset"),
-        (row(occurred_at="2026-06-01T10:00:00"), "occurred_at", "an RFC 3339 time with a UTC offset"),
+        (row(occurred_at="2026-06-01T10:00"), "occurred_at", "an RFC 3339 time with a UTC offset"),
         (row(occurred_at="2027-01-01T00:00:00Z"), "occurred_at", "in the future"),
         (row(jurisdiction="Mars"), "jurisdiction", "an ISO 3166 code (US-CA, DE, ...)"),
         (row(policy_version="1999"), "policy_version", "not a published policy version"),
@@ -69,7 +69,10 @@ def test_a_bad_row_is_reported_with_its_column_and_reason(
 
 def test_csv_and_json_lines_read_the_same_rows() -> None:
     csv = b"subject_id,purpose,status,occurred_at\ns1,sale,denied,2026-01-01T00:00:00Z\n"
-    jsonl = b'{"subject_id":"s1","purpose":"sale","status":"denied","occurred_at":"2026-01-01T00:00:00Z"}\n'
+    jsonl = (
+        b'{"subject_id":"s1","purpose":"sale","status":"denied",'
+        b'"occurred_at":"2026-01-01T00:00:00Z"}\n'
+    )
     (line_c, a), = rules.read_rows(csv, "csv")
     (line_j, b), = rules.read_rows(jsonl, "jsonl")
     assert a == b and (line_c, line_j) == (2, 1)
@@ -122,7 +125,10 @@ def test_an_older_imported_choice_never_overrides_a_newer_recorded_one() -> None
 def test_erased_and_merged_subjects_are_refused_row_by_row() -> None:
     erased = SubjectSnapshot("s1", erased_at=NOW)
     p = plan(erased, [valid(row(), 1), valid(row(purpose="sale"), 2)])
-    assert [(e.line, e.reason) for e in p.rejected] == [(1, "subject_erased"), (2, "subject_erased")]
+    assert [(e.line, e.reason) for e in p.rejected] == [
+        (1, "subject_erased"),
+        (2, "subject_erased"),
+    ]
     merged = SubjectSnapshot("s1", merged_into="person")
     assert plan(merged, [valid(row())]).rejected[0].reason.startswith("subject_merged")
 

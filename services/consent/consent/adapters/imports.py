@@ -141,17 +141,35 @@ class ImportRepository:
         )
         return {r[0] for r in rows}
 
+    async def create_subjects(self, subject_ids: Sequence[str]) -> None:
+        """Subjects seen for the first time get their row (sequence 0), so they can be
+        locked like any other."""
+        await self.session.execute(
+            text(
+                "INSERT INTO subjects (subject_id, sequence) "
+                "SELECT unnest(CAST(:ids AS text[])), 0 ON CONFLICT DO NOTHING"
+            ),
+            {"ids": list(subject_ids)},
+        )
+
     async def remember(
-        self, job_id: uuid.UUID, subject_id: str, keys: dict[str, int | None]
+        self, job_id: uuid.UUID, settled: Sequence[tuple[str, str, int | None]]
     ) -> None:
-        """Keys of rows this run settled (applied or skipped), with the change's sequence."""
-        if not keys:
+        """Keys of rows this run settled (applied or skipped): (key, subject, the change's
+        sequence or None)."""
+        if not settled:
             return
         await self.session.execute(
             text(
                 "INSERT INTO import_keys (idempotency_key, job_id, subject_id, sequence) "
-                "SELECT k, :job, :subject, s FROM unnest(CAST(:keys AS text[]), "
-                "CAST(:seqs AS bigint[])) AS u(k, s) ON CONFLICT DO NOTHING"
+                "SELECT k, :job, s, q FROM unnest(CAST(:keys AS text[]), "
+                "CAST(:subjects AS text[]), CAST(:seqs AS bigint[])) AS u(k, s, q) "
+                "ON CONFLICT DO NOTHING"
             ),
-            {"job": job_id, "subject": subject_id, "keys": list(keys), "seqs": list(keys.values())},
+            {
+                "job": job_id,
+                "keys": [k for k, _, _ in settled],
+                "subjects": [s for _, s, _ in settled],
+                "seqs": [q for _, _, q in settled],
+            },
         )

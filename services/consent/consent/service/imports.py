@@ -22,7 +22,7 @@ from consent.adapters.imports import ImportJob, ImportRepository
 from consent.catalog import load_catalog
 from consent.domain import imports as rules
 from consent.domain.import_mappings import MAPPERS, MappingError
-from consent.domain.model import Actor, Policy
+from consent.domain.model import Actor, Policy, SubjectSnapshot
 from consent.service.context import WriteContext, utcnow
 from consent.service.decisions import age_status_of
 from consent.service.recorder import load_policies, record
@@ -170,15 +170,14 @@ async def run(
             todo = [s for s in subjects if locked.cursor is None or s > locked.cursor][:chunk]
             counts, rejected = dict(locked.counts), list(locked.rejected)
             policies = await load_policies(uow)
-            for subject_id in todo:
-                outcome = await import_subject(
-                    uow, subject_id, source.by_subject[subject_id], job_id, locked.created_by,
-                    policies,
-                )  # fmt: skip
-                for k, v in outcome.counts.items():
-                    counts[k] = counts.get(k, 0) + v
-                rejected += [r.as_dict() for r in outcome.rejected]
-                counts["rejected"] = counts.get("rejected", 0) + len(outcome.rejected)
+            outcome = await import_chunk(
+                uow, {s: source.by_subject[s] for s in todo}, job_id, locked.created_by,
+                policies,
+            )  # fmt: skip
+            for k, v in outcome.counts.items():
+                counts[k] = counts.get(k, 0) + v
+            rejected += [r.as_dict() for r in outcome.rejected]
+            counts["rejected"] = counts.get("rejected", 0) + len(outcome.rejected)
             finished = len(todo) < chunk or todo[-1] == subjects[-1]
             cursor = todo[-1] if todo else locked.cursor
             await repo.save(
@@ -194,73 +193,93 @@ async def run(
 
 
 @dataclass
-class SubjectOutcome:
+class ChunkOutcome:
     counts: dict[str, int]
     rejected: list[rules.RowError]
 
 
-async def import_subject(
+async def import_chunk(
     uow: UnitOfWork,
-    subject_id: str,
-    rows: list[rules.ImportRow],
+    rows_by_subject: Mapping[str, list[rules.ImportRow]],
     job_id: uuid.UUID,
     actor_id: str,
     policies: list[Policy],
-) -> SubjectOutcome:
-    """One subject's rows as one accepted change, with the rules of ``plan_subject``."""
+) -> ChunkOutcome:
+    """Several subjects' rows, each subject's as one accepted change (``plan_subject``), in
+    the caller's transaction. The statements that do not depend on one subject (keys seen,
+    locks, snapshots, keys remembered) are one each for the chunk."""
     repo = ImportRepository(uow.session)
-    seen = await repo.seen([r.idempotency_key for r in rows])
-    fresh = [r for r in rows if r.idempotency_key not in seen]
-    counts = {"already_imported": len(rows) - len(fresh)}
+    seen = await repo.seen([r.idempotency_key for rows in rows_by_subject.values() for r in rows])
+    fresh = {
+        s: [r for r in rows if r.idempotency_key not in seen]
+        for s, rows in rows_by_subject.items()
+    }
+    fresh = {s: rows for s, rows in fresh.items() if rows}
+    counts = {"already_imported": len(seen), "applied": 0, "skipped": 0, "subjects_changed": 0}
+    rejected: list[rules.RowError] = []
     if not fresh:
-        return SubjectOutcome(counts, [])
+        return ChunkOutcome(counts, rejected)
+    await repo.create_subjects(sorted(fresh))
+    snapshots = await uow.subjects.locked_snapshots(sorted(fresh))
     now = utcnow()
     actor = Actor("operator", actor_id)
-    snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
-    catalog = load_catalog()
-    plan = rules.plan_subject(
-        snapshot,
-        fresh,
-        now=now,
-        policies=policies,
-        age_status=age_status_of(snapshot, now),
-        validity_days={k: p.validity_days for k, p in catalog.items()},
-        sequence=snapshot.sequence + 1,
-        actor=actor,
-    )
-    sequence: int | None = None
-    if plan.records:
-        newest = max(plan.applied, key=lambda r: r.occurred_at)
-        ctx = WriteContext(
-            channel="import",
-            actor=actor,
-            now=now,
-            policy_version=newest.policy_version,
-            evidence={
-                "import": {"job_id": str(job_id), "rows": [r.evidence() for r in plan.applied]}
-            },
-        )
-        after, _ = await record(
-            uow,
+    validity = {k: p.validity_days for k, p in load_catalog().items()}
+    settled: list[tuple[str, str, int | None]] = []
+    for subject_id, rows in fresh.items():
+        snapshot = snapshots[subject_id]
+        plan = rules.plan_subject(
             snapshot,
-            event_type="consent.changed",
-            ctx=ctx,
-            changes=plan.changes,
-            new_records=plan.records,
-            profile={"jurisdiction": plan.jurisdiction} if plan.jurisdiction else None,
-            detail={"import": {"job_id": str(job_id), "rows": len(plan.applied)}},
+            rows,
+            now=now,
             policies=policies,
+            age_status=age_status_of(snapshot, now),
+            validity_days=validity,
+            sequence=snapshot.sequence + 1,
+            actor=actor,
         )
-        sequence = after.sequence
-    settled = {r.idempotency_key: sequence for r in plan.applied}
-    settled |= {r.idempotency_key: None for r, _ in plan.skipped}
-    await repo.remember(job_id, subject_id, settled)
-    counts |= {
-        "applied": len(plan.applied),
-        "skipped": len(plan.skipped),
-        "subjects_changed": 1 if plan.records else 0,
-    }
-    return SubjectOutcome(counts, plan.rejected)
+        sequence = await _record_plan(uow, snapshot, plan, job_id, actor, now, policies)
+        settled += [(r.idempotency_key, subject_id, sequence) for r in plan.applied]
+        settled += [(r.idempotency_key, subject_id, None) for r, _ in plan.skipped]
+        counts["applied"] += len(plan.applied)
+        counts["skipped"] += len(plan.skipped)
+        counts["subjects_changed"] += 1 if plan.records else 0
+        rejected += plan.rejected
+    await repo.remember(job_id, settled)
+    return ChunkOutcome(counts, rejected)
+
+
+async def _record_plan(
+    uow: UnitOfWork,
+    snapshot: SubjectSnapshot,
+    plan: rules.SubjectPlan,
+    job_id: uuid.UUID,
+    actor: Actor,
+    now: datetime,
+    policies: list[Policy],
+) -> int | None:
+    """The plan as one ledger entry and one event; its sequence (None: nothing to record)."""
+    if not plan.records:
+        return None
+    newest = max(plan.applied, key=lambda r: r.occurred_at)
+    ctx = WriteContext(
+        channel="import",
+        actor=actor,
+        now=now,
+        policy_version=newest.policy_version,
+        evidence={"import": {"job_id": str(job_id), "rows": [r.evidence() for r in plan.applied]}},
+    )
+    after, _ = await record(
+        uow,
+        snapshot,
+        event_type="consent.changed",
+        ctx=ctx,
+        changes=plan.changes,
+        new_records=plan.records,
+        profile={"jurisdiction": plan.jurisdiction} if plan.jurisdiction else None,
+        detail={"import": {"job_id": str(job_id), "rows": len(plan.applied)}},
+        policies=policies,
+    )
+    return after.sequence
 
 
 async def resume_abandoned_imports(

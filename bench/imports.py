@@ -5,7 +5,7 @@ event).
     uv run python -m bench.imports [--subjects 20000] [--purposes 3] [--chunk 200]
 
 Starts embedded PostgreSQL (or uses CONSENT_DATABASE_URL), writes a JSON Lines file of
-``subjects × purposes`` rows, then measures: the ceiling (``COPY`` of those rows), and the
+``subjects x purposes`` rows, then measures: the ceiling (``COPY`` of those rows), and the
 import (``service/imports.py``: read and check every row, then one ledger entry, one
 projection update and one outbox event per subject, idempotency keys, job progress).
 Prints rows per second for both and the ratio (issue 24's target: ≥ 25%).

@@ -27,6 +27,19 @@ CONTENT_TYPES = {
     "application/jsonl": "jsonl",
     "application/json-lines": "jsonl",
 }
+UPLOAD_PROBLEMS = {
+    **PROBLEMS,
+    415: {"description": "Not CSV or JSON Lines", "content": {"application/problem+json": {}}},
+}
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    }
+}
 MapEntry = Annotated[str, Query(pattern=r"^[^=\s]{1,200}=[a-z0-9_]{1,64}$")]
 
 
@@ -42,7 +55,7 @@ def _format(request: Request, fmt: str | None) -> str:
     return CONTENT_TYPES[ctype]
 
 
-@router.post("", status_code=202, responses=PROBLEMS)
+@router.post("", status_code=202, responses=UPLOAD_PROBLEMS, openapi_extra=UPLOAD_BODY)
 async def start_import(
     request: Request,
     principal: Caller,

@@ -15,8 +15,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE propagator.deliveries ADD COLUMN traceparent text")
+    op.execute("ALTER TABLE propagator.deliveries ADD COLUMN IF NOT EXISTS traceparent text")
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE propagator.deliveries DROP COLUMN traceparent")
+    op.execute("ALTER TABLE propagator.deliveries DROP COLUMN IF EXISTS traceparent")

@@ -39,6 +39,7 @@ from consent.service.recorder import invalidate_policies, policies_followed
 from consent.service.scheduler import run_scheduler
 from consent.service.subject_view import SubjectView
 from consent.settings import Settings, get_settings
+from consent_common import tracing
 
 
 def _follow(app: FastAPI, live: bool, max_age_s: float) -> None:
@@ -184,4 +185,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
         )
     app.add_middleware(RequestContext)
+    if tracing.configure("consent-api"):  # OTEL_TRACES_EXPORTER set
+        from consent.api.tracing import instrument
+
+        instrument(app)
     return app

@@ -79,6 +79,7 @@ async def patch(r: Replica, sid: str, **purposes: str) -> httpx.Response:
     return resp
 
 
+@pytest.mark.timeout(120 + ROUNDS * 0.2)  # the long profile: 10,000 rounds
 async def test_reader_given_the_writers_token_never_answers_older(replicas):
     writer, reader = replicas
     sid = "fresh-rounds"

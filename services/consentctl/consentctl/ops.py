@@ -22,6 +22,7 @@ from rich.table import Table
 
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.operations import OperationsRepository
+from consent.catalog import unknown_purposes
 from consent.service import replay as replay_svc
 from consent.settings import Settings, get_settings
 from consent_common.db import plain_url
@@ -89,6 +90,8 @@ def replay(
             else:
                 if since is None:
                     raise _fail("--since is required (or --resume JOB_ID)")
+                if bad := unknown_purposes(purpose or []):
+                    raise _fail(f"unknown purpose(s): {', '.join(bad)}")
                 req = replay_svc.ReplayRequest(
                     since=parse_time(since, "--since"),
                     until=parse_time(until, "--until") if until else datetime.now(UTC),

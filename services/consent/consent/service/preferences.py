@@ -172,11 +172,8 @@ async def change_preferences(
     gpc: bool = False,
     precondition: Callable[[int], None] | None = None,
 ) -> PreferencesView:
-    """``precondition`` sees the locked subject's sequence first (HTTP If-Match)."""
-    catalog = load_catalog()
-    unknown = sorted(set(requested) - set(catalog))
-    if unknown:
-        raise UnknownValue("purposes", f"unknown purpose(s): {', '.join(unknown)}")
+    """``precondition`` sees the locked subject's sequence first (HTTP If-Match). Purpose
+    keys were checked against the catalog at the edge (api/vocabulary.py)."""
     await _resolve_policy_version(uow, ctx)
     policies = await load_policies(uow)
     snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
@@ -198,7 +195,7 @@ async def change_preferences(
         acting_guardian=ctx.acting_guardian,
     )
     if changes:
-        validity = {k: p.validity_days for k, p in catalog.items()}
+        validity = {k: p.validity_days for k, p in load_catalog().items()}
         new = records_after(snapshot, changes, ctx, snapshot.sequence + 1, validity)
         snapshot, _ = await record(
             uow,

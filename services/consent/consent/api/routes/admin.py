@@ -17,6 +17,8 @@ from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS
 from consent.api.schemas import BIGINT_MAX, Strict, SubjectId, Timestamp
+from consent.api.views import Audited, AuditPage, DeliveryPage, ReplayJobOut
+from consent.api.vocabulary import PurposeKey
 from consent.service import replay as replay_svc
 from consent.service.processors import known_processors
 from consent_common.timefmt import rfc3339
@@ -27,11 +29,9 @@ Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]
 
 class ReplayIn(Strict):
     since: Timestamp
-    until: Timestamp | None = None
+    until: Timestamp | None = Field(default=None, description="After ``since``; default: now")
     subject_id: SubjectId | None = None
-    purposes: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
-        default_factory=list, max_length=64
-    )
+    purposes: list[PurposeKey] = Field(default_factory=list, max_length=64)
     processors: list[Name] = Field(default_factory=list, max_length=32)
     dry_run: bool = False
     rate: float | None = Field(default=None, gt=0, le=100_000)
@@ -71,7 +71,7 @@ async def run_job(request: Request, job_id: uuid.UUID) -> None:
             await asyncio.sleep(result.subjects / float(rate))
 
 
-@router.post("/replays", status_code=202, responses=PROBLEMS)
+@router.post("/replays", status_code=202, response_model=ReplayJobOut, responses=PROBLEMS)
 async def start_replay(
     body: ReplayIn, request: Request, uow: UoW, principal: Caller
 ) -> dict[str, Any]:
@@ -104,7 +104,7 @@ async def start_replay(
     return view
 
 
-@router.get("/replays/{job_id}", responses=PROBLEMS)
+@router.get("/replays/{job_id}", response_model=ReplayJobOut, responses=PROBLEMS)
 async def replay_status(
     job_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
 ) -> dict[str, Any]:
@@ -115,7 +115,7 @@ async def replay_status(
     return job_view(job)
 
 
-@router.get("/deliveries", responses=PROBLEMS)
+@router.get("/deliveries", response_model=DeliveryPage, responses=PROBLEMS)
 async def list_deliveries(
     request: Request,
     principal: Caller,
@@ -133,7 +133,7 @@ async def list_deliveries(
     return {"items": body["items"], "next_cursor": body["next_cursor"]}
 
 
-@router.post("/deliveries/{delivery_id}/redrive", responses=PROBLEMS)
+@router.post("/deliveries/{delivery_id}/redrive", response_model=Audited, responses=PROBLEMS)
 async def redrive(
     request: Request, delivery_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
 ) -> dict[str, Any]:
@@ -170,7 +170,7 @@ async def forward(
         ) from exc
 
 
-@router.get("/audit", responses=PROBLEMS)
+@router.get("/audit", response_model=AuditPage, responses=PROBLEMS)
 async def audit(
     uow: UoW,
     principal: Caller,

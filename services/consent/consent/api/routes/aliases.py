@@ -11,6 +11,7 @@ from consent.api.deps import Caller, UoW, require_scope, require_subject_access
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.schemas import Strict, SubjectId
+from consent.api.views import AliasList
 from consent.api.writes import write_context
 from consent.service import aliases as alias_svc
 from consent_common.timefmt import rfc3339
@@ -45,7 +46,10 @@ def _out(result: alias_svc.LinkResult, status: int) -> Response:
     "/v1/subjects/{subject_id}/aliases",
     status_code=201,
     response_model=AliasOut,
-    responses={**PROBLEMS, 200: {"description": "Already linked to this subject: unchanged"}},
+    responses={
+        **PROBLEMS,
+        200: {"description": "Already linked to this subject: unchanged", "model": AliasOut},
+    },
 )
 async def merge_alias(
     subject_id: SubjectPath, body: AliasIn, request: Request, uow: UoW, principal: Caller
@@ -88,7 +92,7 @@ async def undo_merge(
     return _out(result, 200)
 
 
-@router.get("/v1/subjects/{subject_id}/aliases", responses=PROBLEMS)
+@router.get("/v1/subjects/{subject_id}/aliases", response_model=AliasList, responses=PROBLEMS)
 async def list_aliases(subject_id: SubjectPath, uow: UoW, principal: Caller) -> dict[str, Any]:
     """Links of a person (or of an anonymous id), ended ones included."""
     await require_subject_access(principal, "preferences:read", subject_id, uow)

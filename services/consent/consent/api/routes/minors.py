@@ -14,6 +14,7 @@ from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.schemas import Strict, StrictPart, SubjectId, Timestamp
+from consent.api.views import GuardianList
 from consent.api.writes import write_context
 from consent.service import erasure as erasure_svc
 from consent.service import guardians as guardian_svc
@@ -148,7 +149,7 @@ async def revoke_guardian(
     return Response(status_code=204)
 
 
-@router.get("/v1/subjects/{subject_id}/guardians", responses=PROBLEMS)
+@router.get("/v1/subjects/{subject_id}/guardians", response_model=GuardianList, responses=PROBLEMS)
 async def list_guardians(
     subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
 ) -> dict[str, Any]:

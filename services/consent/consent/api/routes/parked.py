@@ -13,12 +13,13 @@ from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
 from consent.api.routes.admin import forward
 from consent.api.routes.preferences import PROBLEMS
+from consent.api.views import Audited, ParkedPage
 
 router = APIRouter(prefix="/v1/admin/parked", tags=["admin"])
 ParkedId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
-@router.get("", responses=PROBLEMS)
+@router.get("", response_model=ParkedPage, responses=PROBLEMS)
 async def list_parked(
     request: Request,
     principal: Caller,
@@ -31,7 +32,7 @@ async def list_parked(
     return {"items": body["items"], "next_cursor": body["next_cursor"]}
 
 
-@router.post("/{parked_id}/retry", status_code=202, responses=PROBLEMS)
+@router.post("/{parked_id}/retry", status_code=202, response_model=Audited, responses=PROBLEMS)
 async def retry_parked(
     request: Request, parked_id: ParkedId, uow: UoW, principal: Caller
 ) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from consent.api.schemas import (
     SubjectIn,
     decision_doc,
 )
+from consent.api.vocabulary import PurposeKey
 from consent.api.writes import actor_for, evidence_from, ip_salt, write_context
-from consent.catalog import load_catalog
 from consent.domain.authority import choose_channel
 from consent.service import preferences as svc
 from consent.service.context import WriteContext, utcnow
@@ -200,9 +200,6 @@ async def _apply_patch(
     if_match: str | None,
     sec_gpc: str | None,
 ) -> Response:
-    unknown = sorted(set(body.purposes) - set(load_catalog()))
-    if unknown:
-        raise svc.UnknownValue("purposes", f"unknown purpose(s): {', '.join(unknown)}")
     context = body.context
     choice = choose_channel(
         principal.kind, context.channel if context else None, acting_guardian=bool(guardian)
@@ -241,17 +238,9 @@ async def get_decision(
     uow: UoW,
     principal: Caller,
     _gpc: GpcSignal,
-    purpose: Annotated[str, Query(max_length=64)],
+    purpose: Annotated[PurposeKey, Query()],
 ) -> Response:
     await require_subject_access(principal, "decisions:read", subject_id, uow)
-    if purpose not in load_catalog():
-        raise Problem(
-            422,
-            f"unknown purpose {purpose!r}",
-            errors=[
-                {"loc": ["query", "purpose"], "msg": "unknown purpose", "type": "unknown_value"}
-            ],
-        )
     [d] = await svc.get_decisions(uow, [(subject_id, purpose)], utcnow())
     body = decision_doc(subject_id, purpose, d.allowed, d.reason)
     return Response(orjson.dumps(body), media_type="application/json")  # hot: no re-validation

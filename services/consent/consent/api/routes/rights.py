@@ -12,6 +12,7 @@ from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.minors import ErasureAccepted
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
+from consent.api.views import ErasureStatus, Propagation
 from consent.api.writes import write_context
 from consent.service import erasure as erasure_svc
 from consent_common.timefmt import rfc3339
@@ -50,7 +51,7 @@ def _status(receipts: list[dict[str, Any]]) -> str:
     return "in_progress"
 
 
-@router.get("/v1/subjects/{subject_id}/erasure", responses=PROBLEMS)
+@router.get("/v1/subjects/{subject_id}/erasure", response_model=ErasureStatus, responses=PROBLEMS)
 async def erasure_status(
     subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
 ) -> dict[str, Any]:
@@ -80,7 +81,7 @@ async def erasure_status(
     }
 
 
-@router.get("/v1/subjects/{subject_id}/propagation", responses=PROBLEMS)
+@router.get("/v1/subjects/{subject_id}/propagation", response_model=Propagation, responses=PROBLEMS)
 async def propagation(
     subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
 ) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -129,7 +130,10 @@ def test_closed_vocabularies_are_enums_generated_from_the_catalog():
     assert schemas["PolicyIn"]["properties"]["affected_purposes"]["items"]["enum"] == list(
         purpose_keys()
     )
-    assert schemas["SubjectIn"]["properties"]["jurisdiction"]["enum"] == list(known_codes())
+    pattern = re.compile(schemas["SubjectIn"]["properties"]["jurisdiction"]["pattern"])
+    assert all(pattern.match(code) for code in known_codes())
     assert {"US-CA", "DE", "GB"} <= set(known_codes())
+    for unknown in ("XX", "US-ZZ", "DE-CA", "U", "USA", "us-ca"):
+        assert not pattern.match(unknown), unknown
     channel = schemas["WriteContextIn"]["properties"]["channel"]
     assert {"web", "ios", "android", "api", "import"} == set(channel["anyOf"][0]["enum"])

@@ -1,4 +1,5 @@
-"""Operator commands: replay, deliveries, audit, topic rewind, state rebuild."""
+"""Operator commands: replay, deliveries (list, redrive) and the audit log. Topic rewind and
+state rebuild are in maintenance.py."""
 
 from __future__ import annotations
 

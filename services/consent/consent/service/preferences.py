@@ -12,7 +12,6 @@ from consent.domain import ages, preferences
 from consent.domain.authority import check_minor_profile_change
 from consent.domain.merge import device_view
 from consent.domain.model import (
-    Actor,
     Decision,
     DomainError,
     Policy,
@@ -287,6 +286,3 @@ async def put_subject(
             policies=policies,
         )
     return view(snapshot, policies, ctx.now)
-
-
-SYSTEM = Actor("system", "consent-service")

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.adapters.db import driver
 from consent.service.lease import AdvisoryLease
+from consent.service.unit_of_work import unit_of_work
 from consent_common.kafka import client_kwargs
 from consent_common.settings import CommonSettings
 
@@ -179,8 +180,8 @@ class ReceiptProjector:
                     log.warning("receipt_skipped", offset=rec.offset, error=type(exc).__name__)
             if records:
                 offsets.append((tp.topic, tp.partition, records[-1].offset + 1))
-        async with self.sessions() as session:
-            raw = await driver(session)
+        async with unit_of_work(self.sessions) as uow:
+            raw = await driver(uow.session)
             if receipts:
                 await raw.executemany(UPSERT_RECEIPT, receipts)
             if acks:
@@ -188,7 +189,6 @@ class ReceiptProjector:
             if audits:
                 await raw.executemany(INSERT_AUDIT, audits)
             await raw.executemany(SAVE_OFFSET, offsets)
-            await session.commit()
         self.projected += len(receipts) + len(audits)
 
     @staticmethod

@@ -27,7 +27,7 @@ from consent.domain.model import Actor
 from consent.service.decisions import decisions_for
 from consent.service.processors import KnownProcessor
 from consent.service.recorder import as_answered, load_policies
-from consent.service.unit_of_work import UnitOfWork
+from consent.service.unit_of_work import UnitOfWork, unit_of_work
 
 
 class ReplayError(ValueError):
@@ -121,8 +121,8 @@ async def run_batch(
     batch: int = 100,
 ) -> BatchResult | None:
     """Advance a job by one batch; None when another runner holds it."""
-    async with sessions() as session:
-        uow = UnitOfWork(session)
+    async with unit_of_work(sessions) as uow:
+        session = uow.session
         ops = OperationsRepository(session)
         job = await ops.job(job_id, for_update=True)
         if job is None or job.status not in ("running", "pending"):
@@ -138,7 +138,6 @@ async def run_batch(
                 {"subjects": job.done, "emitted": job.emitted},
                 reference=str(job.id),
             )
-            await session.commit()
             return BatchResult(0, 0, True, [])
         # locked until this batch commits: a concurrent change then gets a later outbox
         # position than the replayed state, so an older state never lands after a newer one
@@ -192,10 +191,8 @@ async def run_batch(
                 emitted += 1
                 if len(samples) < 5:
                     samples.append({"topic": "consent.events.v1", **event.data})
-        if not job.dry_run:
-            await uow.flush_events()
-        else:
-            uow.events.clear()
+        if job.dry_run:
+            uow.events.clear()  # nothing reaches the outbox
         await ops.update_job(
             job.id,
             cursor=subjects[-1],
@@ -204,7 +201,6 @@ async def run_batch(
             heartbeat_at=now,
             status="running",
         )
-        await session.commit()
         return BatchResult(len(subjects), emitted, False, samples)
 
 
@@ -223,23 +219,23 @@ def _sample(cfg: KnownProcessor, eid: str, event_type: str, data: dict[str, Any]
 
 
 async def interrupt(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> None:
-    async with sessions() as session:
-        await OperationsRepository(session).update_job(job_id, status="interrupted")
-        await session.commit()
+    async with unit_of_work(sessions) as uow:
+        await OperationsRepository(uow.session).update_job(job_id, status="interrupted")
 
 
 async def resume(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> ReplayJob:
-    async with sessions() as session:
-        ops = OperationsRepository(session)
-        job = await ops.job(job_id)
-        if job is None:
-            raise ReplayError(f"no replay job {job_id}")
-        if job.status == "completed":
-            raise ReplayError(f"replay job {job_id} has already completed")
-        try:
+    scope = "?"
+    try:
+        async with unit_of_work(sessions) as uow:
+            ops = OperationsRepository(uow.session)
+            job = await ops.job(job_id)
+            if job is None:
+                raise ReplayError(f"no replay job {job_id}")
+            if job.status == "completed":
+                raise ReplayError(f"replay job {job_id} has already completed")
+            scope = job.scope_key
             await ops.update_job(job_id, status="running", heartbeat_at=datetime.now(UTC))
-            await session.commit()
-        except IntegrityError as exc:
-            raise ReplayConflict(f"another replay is running for scope {job.scope_key}") from exc
-        job.status = "running"
-        return job
+    except IntegrityError as exc:  # the unique running job per scope, on update or commit
+        raise ReplayConflict(f"another replay is running for scope {scope}") from exc
+    job.status = "running"
+    return job

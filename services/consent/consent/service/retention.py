@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from consent.service.unit_of_work import unit_of_work
 from consent.settings import get_settings
 
 BATCH = 5000
@@ -28,9 +29,8 @@ async def _purge(
 ) -> int:
     total = 0
     while True:
-        async with sessions() as session:
-            result = await session.execute(statement, {"cutoff": cutoff, "n": BATCH})
-            await session.commit()
+        async with unit_of_work(sessions) as uow:
+            result = await uow.session.execute(statement, {"cutoff": cutoff, "n": BATCH})
         deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
         total += deleted
         if deleted < BATCH:
@@ -39,12 +39,11 @@ async def _purge(
 
 async def purge_evidence(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
     cutoff = now - timedelta(days=get_settings().evidence_retention_days)
-    async with sessions() as session:
-        result = await session.execute(
+    async with unit_of_work(sessions) as uow:
+        result = await uow.session.execute(
             text("DELETE FROM consent_evidence WHERE recorded_at < :cutoff"), {"cutoff": cutoff}
         )
-        await session.commit()
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def purge_idempotency(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
 from pydantic import Field, StringConstraints
 
 from consent.adapters.operations import OperationsRepository
@@ -73,7 +73,7 @@ async def run_job(request: Request, job_id: uuid.UUID) -> None:
 
 @router.post("/replays", status_code=202, response_model=ReplayJobOut, responses=PROBLEMS)
 async def start_replay(
-    body: ReplayIn, request: Request, uow: UoW, principal: Caller
+    body: ReplayIn, request: Request, uow: UoW, principal: Caller, after: BackgroundTasks
 ) -> dict[str, Any]:
     require_scope(principal, "admin")
     req = replay_svc.ReplayRequest(
@@ -96,12 +96,14 @@ async def start_replay(
         ) from exc
     except replay_svc.ReplayConflict as exc:
         raise Problem(409, str(exc), code="replay_in_progress") from exc
-    view = job_view(job)
-    await uow.commit()
-    task = asyncio.create_task(run_job(request, job.id))
+    after.add_task(_start_job, request, job.id)  # once the job is committed
+    return job_view(job)
+
+
+async def _start_job(request: Request, job_id: uuid.UUID) -> None:
+    task = asyncio.create_task(run_job(request, job_id))
     request.app.state.background.add(task)
     task.add_done_callback(request.app.state.background.discard)
-    return view
 
 
 @router.get("/replays/{job_id}", response_model=ReplayJobOut, responses=PROBLEMS)
@@ -151,7 +153,6 @@ async def redrive(
         {"redriven": 1},
         reference=str(delivery_id),
     )
-    await uow.commit()
     return {"id": str(delivery_id), "status": "pending", "audit_id": audit_id}
 
 

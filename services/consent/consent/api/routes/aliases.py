@@ -61,7 +61,6 @@ async def merge_alias(
         raise Problem(403, "Merges are recorded by the site's backend (an API key).")
     ctx = write_context(request, principal, "operator" if principal.has("admin") else "api")
     result = await alias_svc.link(uow, subject_id, body.anonymous_id, ctx)
-    await uow.commit()
     return _out(result, 201 if result.created else 200)
 
 
@@ -88,7 +87,6 @@ async def undo_merge(
         result = await alias_svc.unlink(uow, subject_id, anonymous_id, ctx)
     except LookupError as exc:
         raise Problem(404, "This anonymous id is not merged into this subject.") from exc
-    await uow.commit()
     return _out(result, 200)
 
 

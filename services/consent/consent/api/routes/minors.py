@@ -116,7 +116,6 @@ async def link_guardian(
         linked_at=rfc3339(link.linked_at),
         sequence=subject.sequence if subject else 0,
     )
-    await uow.commit()
     return out
 
 
@@ -145,7 +144,6 @@ async def revoke_guardian(
         await guardian_svc.revoke(uow, subject_id, guardian_id, ctx)
     except LookupError as exc:
         raise Problem(404, "No active link between this subject and guardian.") from exc
-    await uow.commit()
     return Response(status_code=204)
 
 
@@ -188,5 +186,4 @@ async def collected_without_consent(
         uow, subject_id, ctx, reason="collected_without_guardian_consent"
     )
     out = ErasureAccepted.of(req)
-    await uow.commit()
     return out

@@ -45,7 +45,6 @@ async def retry_parked(
     audit_id = await OperationsRepository(uow.session).audit(
         principal.id, "parked.retry", {"parked_id": parked_id}, {}, reference=str(parked_id)
     )
-    await uow.commit()
     return {"id": parked_id, "status": "retry_requested", "audit_id": audit_id}
 
 
@@ -65,5 +64,4 @@ async def drop_parked(
         {"dropped": 1},
         reference=str(parked_id),
     )
-    await uow.commit()
     return Response(status_code=204)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 
 from consent.api.deps import Caller, UoW, reader_of, require_scope, require_subject_access
 from consent.api.gpc import GpcSignal
@@ -107,7 +107,7 @@ async def list_policies(uow: UoW, principal: Caller) -> PolicyList:
     "/v1/policies", response_model=PolicyOut, status_code=201, responses=PROBLEMS, tags=["policies"]
 )
 async def publish_policy(
-    body: PolicyIn, uow: UoW, principal: Caller, request: Request
+    body: PolicyIn, uow: UoW, principal: Caller, request: Request, after: BackgroundTasks
 ) -> PolicyOut:
     require_scope(principal, "admin")
     now = utcnow()
@@ -120,8 +120,6 @@ async def publish_policy(
         description=body.description,
         now=now,
     )
-    out = _policy_out(row)
-    await uow.commit()
-    if row.material and row.effective_at <= now:  # already in effect: announce it now
-        request.app.state.scheduler_wake.set()
-    return out
+    if row.material and row.effective_at <= now:  # already in effect: announce it now,
+        after.add_task(request.app.state.scheduler_wake.set)  # once committed
+    return _policy_out(row)

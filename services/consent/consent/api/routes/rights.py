@@ -37,7 +37,6 @@ async def request_erasure(
     )
     req, _new = await erasure_svc.request_erasure(uow, subject_id, ctx)
     out = ErasureAccepted.of(req)
-    await uow.commit()
     return out
 
 

@@ -5,7 +5,7 @@ snapshot and write statements). None commits: the unit of work's owner does."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from consent.adapters.db import driver
-from consent.adapters.subject_store import load_snapshots
+from consent.adapters.subject_store import TellState, append_change, load_snapshots
 from consent.adapters.tables import (
     ConsentState,
     ErasureRequest,
@@ -26,7 +26,7 @@ from consent.adapters.tables import (
     Subject,
 )
 from consent.domain.events import DomainEvent
-from consent.domain.model import Policy, SubjectSnapshot
+from consent.domain.model import Policy, PurposeRecord, SubjectSnapshot
 from consent.relay.metrics import BACKLOG_SQL
 
 
@@ -71,6 +71,17 @@ class SubjectRepository:
 class LedgerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def append_change(
+        self,
+        entry: dict[str, Any],
+        evidence: Mapping[str, Any],
+        records: Iterable[PurposeRecord],
+        profile: dict[str, Any],
+        told: TellState,
+    ) -> None:
+        """Ledger row, evidence, projection rows and subject head (subject_store.py)."""
+        await append_change(self.session, entry, evidence, records, profile, told)
 
     async def history(
         self, subject_id: str, *, before: int | None, limit: int

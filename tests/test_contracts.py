@@ -137,3 +137,12 @@ def test_closed_vocabularies_are_enums_generated_from_the_catalog():
         assert not pattern.match(unknown), unknown
     channel = schemas["WriteContextIn"]["properties"]["channel"]
     assert {"web", "ios", "android", "api", "import"} == set(channel["anyOf"][0]["enum"])
+
+
+def test_scopes_and_credentials_are_in_the_document():
+    from consent.api.auth import SCOPES
+
+    components = json.loads((SCHEMAS / "openapi.json").read_text())["components"]
+    assert components["schemas"]["Scope"]["enum"] == list(SCOPES)
+    assert components["securitySchemes"]["ApiKey"]["name"] == "X-API-Key"
+    assert components["securitySchemes"]["UserToken"]["scheme"] == "bearer"

@@ -141,6 +141,11 @@ def test_dockerignore_sends_only_what_the_build_copies() -> None:
         "services/propagator/propagator/demo.py",
     ):
         assert not dockerignored(needed, patterns), needed
-    for excluded in (".venv/bin/python", ".git/HEAD", "tests/test_deploy_docker.py", ".consent/dev"):
+    for excluded in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/test_deploy_docker.py",
+        ".consent/dev",
+    ):
         assert dockerignored(excluded, patterns), excluded
     assert dockerignored("services/consent/consent/__pycache__/x.pyc", patterns)

@@ -13,6 +13,7 @@ from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.schemas import Strict, SubjectId
 from consent.api.views import AliasList
 from consent.api.writes import write_context
+from consent.domain.authority import default_channel
 from consent.service import aliases as alias_svc
 from consent_common.timefmt import rfc3339
 
@@ -59,7 +60,7 @@ async def merge_alias(
     require_scope(principal, "preferences:write")
     if principal.kind != "key":
         raise Problem(403, "Merges are recorded by the site's backend (an API key).")
-    ctx = write_context(request, principal, "operator" if principal.has("admin") else "api")
+    ctx = write_context(request, principal, default_channel("key", admin=principal.has("admin")))
     result = await alias_svc.link(uow, subject_id, body.anonymous_id, ctx)
     return _out(result, 201 if result.created else 200)
 
@@ -79,9 +80,7 @@ async def undo_merge(
     require_scope(principal, "preferences:write")
     if principal.kind == "user" and principal.id != subject_id:
         raise Problem(403, "Only the person or a service may undo this merge.")
-    channel = "web" if principal.kind == "user" else "api"
-    if principal.kind == "key" and principal.has("admin"):
-        channel = "operator"
+    channel = default_channel(principal.kind, admin=principal.has("admin"))
     ctx = write_context(request, principal, channel)
     try:
         result = await alias_svc.unlink(uow, subject_id, anonymous_id, ctx)

@@ -16,6 +16,7 @@ from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.schemas import Strict, StrictPart, SubjectId, Timestamp
 from consent.api.views import GuardianList
 from consent.api.writes import write_context
+from consent.domain.authority import default_channel
 from consent.service import erasure as erasure_svc
 from consent.service import guardians as guardian_svc
 from consent_common.timefmt import rfc3339
@@ -96,7 +97,7 @@ async def link_guardian(
     require_scope(principal, "minors:write")
     if principal.kind != "key":
         raise Problem(403, "Guardian links are recorded by a verification service (API key).")
-    ctx = write_context(request, principal, "operator" if principal.has("admin") else "api")
+    ctx = write_context(request, principal, default_channel("key", admin=principal.has("admin")))
     v = body.verification
     link = await guardian_svc.link(
         uow,

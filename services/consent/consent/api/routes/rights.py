@@ -14,6 +14,7 @@ from consent.api.routes.minors import ErasureAccepted
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.views import ErasureStatus, Propagation
 from consent.api.writes import write_context
+from consent.domain.authority import default_channel
 from consent.service import erasure as erasure_svc
 from consent_common.timefmt import rfc3339
 
@@ -32,9 +33,7 @@ async def request_erasure(
     """Irreversible and pushed to every processor: ``rights:erase`` (a user token may erase
     its own subject, and a guardian a linked minor)."""
     guardian = await require_subject_access(principal, "rights:erase", subject_id, uow)
-    ctx = write_context(
-        request, principal, "api" if principal.kind == "key" else "web", guardian=guardian
-    )
+    ctx = write_context(request, principal, default_channel(principal.kind), guardian=guardian)
     req, _new = await erasure_svc.request_erasure(uow, subject_id, ctx)
     out = ErasureAccepted.of(req)
     return out

@@ -6,6 +6,7 @@ commits, or resets a flag to commit twice, fails here."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "services"
@@ -60,3 +61,20 @@ def test_the_request_dependency_ends_before_the_answer_is_sent():
 
     depends = UoW.__metadata__[0]
     assert depends.scope == "function"
+
+
+def test_routes_reach_tables_through_the_unit_of_works_repositories():
+    """One way to the database from a route: ``uow.<repository>``, never a repository built
+    on the session by hand, nor SQL."""
+    routes = ROOT / "consent" / "consent" / "api" / "routes"
+    offenders = [
+        f"{path.name}:{n}"
+        for path in sorted(routes.glob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"uow\.session|\btext\(|Repository\(", line)
+    ]
+    assert offenders == [
+        "meta.py:75",  # /readyz: SELECT 1 on the engine, under a timeout
+        "meta.py:115",  # /metrics: a read of its own, on the autocommit pool, never a 5xx
+        "meta.py:116",
+    ]

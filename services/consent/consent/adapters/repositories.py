@@ -58,6 +58,11 @@ class SubjectRepository:
         their records (a read-only partial snapshot, enough to decide on them)."""
         return await load_snapshots(self.session, subject_ids, purposes=purposes)
 
+    async def locked_snapshots(self, subject_ids: Sequence[str]) -> dict[str, SubjectSnapshot]:
+        """Existing subjects among ``subject_ids``, their rows locked until the end of the
+        transaction (a replay batch: a concurrent change then follows it)."""
+        return await load_snapshots(self.session, subject_ids, for_update=True)
+
     async def try_lock(self, subject_id: str) -> bool:
         """Lock the subject row unless another transaction holds it (schedulers)."""
         stmt = (

@@ -19,8 +19,6 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consent.adapters.operations import OperationsRepository
-from consent.adapters.subject_store import load_snapshots
 from consent.adapters.tables import ReplayJob
 from consent.domain.events import DomainEvent, consent_event, event_id
 from consent.domain.model import Actor
@@ -80,7 +78,7 @@ async def create_job(
     uow: UnitOfWork, req: ReplayRequest, known: dict[str, KnownProcessor]
 ) -> ReplayJob:
     validate(req, known)
-    ops = OperationsRepository(uow.session)
+    ops = uow.operations
     job = ReplayJob(
         id=uuid.uuid4(),
         scope_key=req.scope_key(),
@@ -122,8 +120,7 @@ async def run_batch(
 ) -> BatchResult | None:
     """Advance a job by one batch; None when another runner holds it."""
     async with unit_of_work(sessions) as uow:
-        session = uow.session
-        ops = OperationsRepository(session)
+        ops = uow.operations
         job = await ops.job(job_id, for_update=True)
         if job is None or job.status not in ("running", "pending"):
             return None
@@ -141,7 +138,7 @@ async def run_batch(
             return BatchResult(0, 0, True, [])
         # locked until this batch commits: a concurrent change then gets a later outbox
         # position than the replayed state, so an older state never lands after a newer one
-        snapshots = await load_snapshots(session, subjects, for_update=True)
+        snapshots = await uow.subjects.locked_snapshots(subjects)
         policies = await load_policies(uow)
         targets = [known[n] for n in job.params.get("processors") or []]
         samples: list[dict[str, Any]] = []
@@ -220,14 +217,14 @@ def _sample(cfg: KnownProcessor, eid: str, event_type: str, data: dict[str, Any]
 
 async def interrupt(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> None:
     async with unit_of_work(sessions) as uow:
-        await OperationsRepository(uow.session).update_job(job_id, status="interrupted")
+        await uow.operations.update_job(job_id, status="interrupted")
 
 
 async def resume(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> ReplayJob:
     scope = "?"
     try:
         async with unit_of_work(sessions) as uow:
-            ops = OperationsRepository(uow.session)
+            ops = uow.operations
             job = await ops.job(job_id)
             if job is None:
                 raise ReplayError(f"no replay job {job_id}")

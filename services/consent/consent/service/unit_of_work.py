@@ -16,6 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.adapters.aliases import AliasRepository
 from consent.adapters.due import DueRepository
+from consent.adapters.idempotency import IdempotencyRepository
+from consent.adapters.operations import OperationsRepository
+from consent.adapters.receipts import ReceiptRepository
 from consent.adapters.repositories import (
     ErasureRepository,
     GuardianRepository,
@@ -25,10 +28,14 @@ from consent.adapters.repositories import (
     StateRepository,
     SubjectRepository,
 )
+from consent.adapters.retention import RetentionRepository
 from consent.domain.events import DomainEvent
 
 
 class UnitOfWork:
+    """The one way a service, route or job reaches the consent service's tables: a
+    repository of this unit of work (adapters/), all on its one session."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.subjects = SubjectRepository(session)
@@ -40,6 +47,10 @@ class UnitOfWork:
         self.erasures = ErasureRepository(session)
         self.due = DueRepository(session)
         self.aliases = AliasRepository(session)
+        self.operations = OperationsRepository(session)
+        self.idempotency = IdempotencyRepository(session)
+        self.receipts = ReceiptRepository(session)
+        self.retention = RetentionRepository(session)
         self.events: list[DomainEvent] = []
 
     def emit(self, event: DomainEvent) -> None:

@@ -11,7 +11,6 @@ import httpx
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
 from pydantic import Field, StringConstraints
 
-from consent.adapters.operations import OperationsRepository
 from consent.adapters.propagator_api import PropagatorUnavailable
 from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
@@ -21,6 +20,7 @@ from consent.api.views import Audited, AuditPage, DeliveryPage, ReplayJobOut
 from consent.api.vocabulary import PurposeKey
 from consent.service import replay as replay_svc
 from consent.service.processors import known_processors
+from consent.service.unit_of_work import unit_of_work
 from consent_common.timefmt import rfc3339
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -64,8 +64,8 @@ async def run_job(request: Request, job_id: uuid.UUID) -> None:
         result = await replay_svc.run_batch(app.state.sessions, job_id, known)
         if result is None or result.finished:
             return
-        async with app.state.sessions() as session:
-            job = await OperationsRepository(session).job(job_id)
+        async with unit_of_work(app.state.sessions) as uow:
+            job = await uow.operations.job(job_id)
             rate = job.params.get("rate") if job else None
         if rate:
             await asyncio.sleep(result.subjects / float(rate))
@@ -111,7 +111,7 @@ async def replay_status(
     job_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
 ) -> dict[str, Any]:
     require_scope(principal, "admin")
-    job = await OperationsRepository(uow.session).job(job_id)
+    job = await uow.operations.job(job_id)
     if job is None:
         raise Problem(404, "No such replay job.")
     return job_view(job)
@@ -146,7 +146,7 @@ async def redrive(
         raise Problem(
             409, "Only a dead delivery can be redriven (or it does not exist).", code="not_dead"
         )
-    audit_id = await OperationsRepository(uow.session).audit(
+    audit_id = await uow.operations.audit(
         principal.id,
         "delivery.redrive",
         {"delivery_id": str(delivery_id)},
@@ -179,7 +179,7 @@ async def audit(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     require_scope(principal, "admin")
-    rows = await OperationsRepository(uow.session).audit_entries(before, limit)
+    rows = await uow.operations.audit_entries(before, limit)
     return {
         "items": [
             {

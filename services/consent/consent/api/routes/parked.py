@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from consent.adapters.operations import OperationsRepository
 from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
 from consent.api.routes.admin import forward
@@ -42,7 +41,7 @@ async def retry_parked(
     r = await forward(request, "POST", f"/v1/parked/{parked_id}/retry")
     if r.status_code == 404:
         raise Problem(404, "No such parked record.")
-    audit_id = await OperationsRepository(uow.session).audit(
+    audit_id = await uow.operations.audit(
         principal.id, "parked.retry", {"parked_id": parked_id}, {}, reference=str(parked_id)
     )
     return {"id": parked_id, "status": "retry_requested", "audit_id": audit_id}
@@ -57,7 +56,7 @@ async def drop_parked(
     if r.status_code == 404:
         raise Problem(404, "No such parked record.")
     dropped = r.json()
-    await OperationsRepository(uow.session).audit(
+    await uow.operations.audit(
         principal.id,
         "parked.drop",
         {"parked_id": parked_id, **dropped},

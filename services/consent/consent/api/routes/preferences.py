@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from consent.adapters.idempotency import IdempotencyRepository
 from consent.adapters.tables import IdempotencyRecord
 from consent.api.auth import Principal
 from consent.api.deps import Caller, UoW, require_subject_access
@@ -135,7 +134,7 @@ async def patch_preferences(
     sec_gpc: SecGpc = None,
 ) -> Response:
     guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
-    idem = IdempotencyRepository(uow.session)
+    idem = uow.idempotency
     request_hash = _request_hash(subject_id, body, sec_gpc) if idempotency_key else ""
     owner = f"{principal.kind}:{principal.id}"  # a subject id never collides with a key id
     if idempotency_key:

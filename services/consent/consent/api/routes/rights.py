@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from consent.adapters.receipts import ReceiptRepository
 from consent.api.deps import Caller, UoW, require_subject_access
 from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
@@ -57,7 +56,7 @@ async def erasure_status(
     req = await uow.erasures.latest(subject_id)
     if req is None:
         raise Problem(404, "No erasure was requested for this subject.")
-    receipts = await ReceiptRepository(uow.session).for_event(req.event_id)
+    receipts = await uow.receipts.for_event(req.event_id)
     return {
         "request_id": str(req.request_id),
         "subject_id": subject_id,
@@ -84,7 +83,7 @@ async def propagation(
     subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
 ) -> dict[str, Any]:
     await require_subject_access(principal, "preferences:read", subject_id, uow)
-    rows = await ReceiptRepository(uow.session).per_processor(subject_id)
+    rows = await uow.receipts.per_processor(subject_id)
     return {
         "subject_id": subject_id,
         "processors": [

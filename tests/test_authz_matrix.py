@@ -104,6 +104,8 @@ CONSENT_API: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/admin/parked"): ADMIN,
     ("POST", "/v1/admin/parked/{parked_id}/retry"): ADMIN,
     ("DELETE", "/v1/admin/parked/{parked_id}"): ADMIN,
+    ("POST", "/v1/admin/imports"): ADMIN,
+    ("GET", "/v1/admin/imports/{job_id}"): ADMIN,
 }
 # The health endpoints of `consentctl serve relay|propagator --health-port`.
 WORKER_HEALTH = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}

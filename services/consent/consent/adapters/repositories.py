@@ -51,6 +51,11 @@ class SubjectRepository:
             found = await load_snapshots(self.session, [subject_id], for_update=True)
         return found.get(subject_id) or SubjectSnapshot(subject_id=subject_id)
 
+    async def locked_snapshots(self, subject_ids: Sequence[str]) -> dict[str, SubjectSnapshot]:
+        """Many existing subjects, locked in id order (bulk import): one lock statement and
+        one read."""
+        return await load_snapshots(self.session, subject_ids, for_update=True)
+
     async def snapshots(
         self, subject_ids: Sequence[str], purposes: Sequence[str] | None = None
     ) -> dict[str, SubjectSnapshot]:

@@ -19,6 +19,7 @@ from consent.api.middleware import BodyLimit, RequestContext
 from consent.api.routes import (
     admin,
     aliases,
+    imports,
     meta,
     minors,
     parked,
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rights.router)
     app.include_router(admin.router)
     app.include_router(parked.router)
+    app.include_router(imports.router)
     app.include_router(signals.router)
     app.include_router(preference_center.router)
     app.include_router(aliases.router)
@@ -119,7 +121,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # admitted only once its body is here), then CORS (so a 429, 408 or 413 carries its
     # headers and preflights are never shed)
     app.add_middleware(AdmissionLimit, limit=settings.max_in_flight)
-    app.add_middleware(BodyLimit, timeout_s=settings.body_timeout_s)
+    app.add_middleware(
+        BodyLimit,
+        timeout_s=settings.body_timeout_s,
+        uploads={"/v1/admin/imports": settings.import_max_bytes},
+    )
     # per-client cap, body upload included: only when the trusted-proxy setting (issue 14)
     # tells who the client is; without it, every caller behind an ingress shares one address
     trusted = parse_networks(getattr(settings, "trusted_proxies", None))

@@ -78,6 +78,7 @@ class WebhookAdapter:
         }
         if event_type == "subject.erasure_requested":
             out["request_id"] = data.get("request_id")
+            out["due_at"] = data.get("due_at")  # the processor's deadline; our erasure alert's
         else:
             decisions = data.get("decisions", {})
             out["decisions"] = {p: decisions[p] for p in self.config.purposes if p in decisions}

@@ -52,8 +52,8 @@ class SubjectRepository:
         return found.get(subject_id) or SubjectSnapshot(subject_id=subject_id)
 
     async def locked_snapshots(self, subject_ids: Sequence[str]) -> dict[str, SubjectSnapshot]:
-        """Many existing subjects, locked in id order (bulk import): one lock statement and
-        one read."""
+        """Many existing subjects, locked in id order until the transaction ends (bulk
+        import, a replay batch): one lock statement and one read."""
         return await load_snapshots(self.session, subject_ids, for_update=True)
 
     async def snapshots(
@@ -62,11 +62,6 @@ class SubjectRepository:
         """Many subjects in one query (batch decisions, replays); with ``purposes``, only
         their records (a read-only partial snapshot, enough to decide on them)."""
         return await load_snapshots(self.session, subject_ids, purposes=purposes)
-
-    async def locked_snapshots(self, subject_ids: Sequence[str]) -> dict[str, SubjectSnapshot]:
-        """Existing subjects among ``subject_ids``, their rows locked until the end of the
-        transaction (a replay batch: a concurrent change then follows it)."""
-        return await load_snapshots(self.session, subject_ids, for_update=True)
 
     async def try_lock(self, subject_id: str) -> bool:
         """Lock the subject row unless another transaction holds it (schedulers)."""

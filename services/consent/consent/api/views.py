@@ -165,3 +165,16 @@ class Export(View):
     preferences: PreferencesOut
     policy_versions_accepted: list[AcceptedPolicy]
     history: list[HistoryEntry]
+
+
+class ImportJobOut(View):
+    job_id: str
+    status: str
+    format: str
+    mapping: str | None
+    counts: dict[str, Any]
+    rejected: list[dict[str, Any]] = Field(description="Rejected rows (the first 1,000)")
+    created_by: str
+    created_at: str | None
+    finished_at: str | None
+    error: str | None

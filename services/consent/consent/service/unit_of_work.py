@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consent.adapters.aliases import AliasRepository
 from consent.adapters.due import DueRepository
 from consent.adapters.idempotency import IdempotencyRepository
+from consent.adapters.imports import ImportRepository
 from consent.adapters.operations import OperationsRepository
 from consent.adapters.receipts import ReceiptRepository
 from consent.adapters.repositories import (
@@ -51,6 +52,7 @@ class UnitOfWork:
         self.idempotency = IdempotencyRepository(session)
         self.receipts = ReceiptRepository(session)
         self.retention = RetentionRepository(session)
+        self.imports = ImportRepository(session)
         self.events: list[DomainEvent] = []
 
     def emit(self, event: DomainEvent) -> None:

@@ -32,16 +32,20 @@ UPLOAD_PROBLEMS = {
     **PROBLEMS,
     415: {"description": "Not CSV or JSON Lines", "content": {"application/problem+json": {}}},
 }
+# an empty file (only ASCII white space) is refused: the document says so
+NOT_EMPTY = {"type": "string", "pattern": "[^\\t\\n\\r\\f\\v ]"}
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "text/csv": {"schema": {"type": "string"}},
-            "application/x-ndjson": {"schema": {"type": "string"}},
+            "text/csv": {"schema": NOT_EMPTY},
+            "application/x-ndjson": {"schema": NOT_EMPTY},
         },
     }
 }
-MapEntry = Annotated[str, Query(pattern=r"^[^=\s]{1,200}=[a-z0-9_]{1,64}$")]
+MapEntry = Annotated[
+    str, Query(pattern=r"^[^=\s\x00-\x1f]{1,200}=[a-z0-9_]{1,64}$")
+]  # no NUL: PostgreSQL
 
 
 def _format(request: Request, fmt: str | None) -> str:

@@ -9,6 +9,7 @@ import aiohttp
 import asyncpg
 import structlog
 
+from consent_common import tracing
 from consent_common.db import KEEPALIVE_SETTINGS, connect_durable, plain_url, tune_keepalive
 from consent_common.settings import CommonSettings
 from propagator.backlog import run_sampler
@@ -40,6 +41,7 @@ class Propagator:
 
     async def run(self, stop: asyncio.Event) -> None:
         assert self.settings.database_url
+        tracing.configure("consent-propagator")  # when OTEL_TRACES_EXPORTER is set
         pool = await asyncpg.create_pool(
             plain_url(self.settings.database_url),
             min_size=1,

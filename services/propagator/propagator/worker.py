@@ -12,7 +12,9 @@ import aiohttp
 import asyncpg
 import orjson
 import structlog
+from opentelemetry.trace import SpanKind
 
+from consent_common import tracing
 from propagator import health, metrics
 from propagator.breaker import CircuitBreaker, RateLimiter
 from propagator.processors import ProcessorAdapter
@@ -75,9 +77,22 @@ class ProcessorWorker:
             async with slots:
                 if self.limiter is not None:
                     await self.limiter.acquire()
-                return await self.adapter.send(
-                    self.client, row["event_id"], row["event_type"], body
-                )
+                with tracing.span(
+                    "consent.webhook",
+                    row["traceparent"],
+                    SpanKind.CLIENT,
+                    {"consent.processor": self.config.name, "consent.attempt": row["attempts"]},
+                ) as span:
+                    outcome = await self.adapter.send(
+                        self.client,
+                        row["event_id"],
+                        row["event_type"],
+                        body,
+                        tracing.current_traceparent() or row["traceparent"],
+                    )
+                    if span is not None and outcome.status_code is not None:
+                        span.set_attribute("http.response.status_code", outcome.status_code)
+                    return outcome
         except Exception as exc:  # a bug or bad config must not kill this processor's loop
             return Outcome(False, True, None, f"send failed: {type(exc).__name__}", 0.0)
 

@@ -32,6 +32,7 @@ from consent.api.routes import (
 from consent.service.receipts import ReceiptProjector
 from consent.service.scheduler import run_scheduler
 from consent.settings import Settings, get_settings
+from consent_common import tracing
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -148,4 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["ETag", "Sec-GPC-Honored", "X-Request-Id", "Retry-After"],
         )
     app.add_middleware(RequestContext)
+    if tracing.configure("consent-api"):  # OTEL_TRACES_EXPORTER set
+        from consent.api.tracing import instrument
+
+        instrument(app)
     return app

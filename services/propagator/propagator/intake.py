@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -142,9 +143,8 @@ class Intake:
                     replay_targets(rec) if rec.topic == self.settings.replays_topic else None,
                 )
                 traceparent = tracing.current_traceparent() or traceparent_of(rec)
-            for d in deliveries:  # each webhook attempt continues this trace
-                d["traceparent"] = traceparent
-            candidates[decoded.event_id] = deliveries
+            # each webhook attempt continues this trace
+            candidates[decoded.event_id] = [replace(d, traceparent=traceparent) for d in deliveries]
             seen.append((decoded.event_id, rec.topic, rec.partition, rec.offset))
         planned = [d for eid, *_ in seen for d in candidates[eid]]
         async with self.store.pool.acquire() as conn, conn.transaction():

@@ -25,6 +25,7 @@ class DeliveryIntent:
     payload: dict[str, Any]
     occurred_at: datetime | None
     replay: bool = False
+    traceparent: str | None = None  # W3C trace context: each webhook attempt continues it
     id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 

@@ -135,7 +135,7 @@ class DeliveryStore:
                 [x.occurred_at for x in d],
                 [x.replay for x in d],
                 ["superseded" if i in stale else "pending" for i in range(len(d))],
-                [x.get("traceparent") for x in d],
+                [x.traceparent for x in d],
             )
         )
 

@@ -44,7 +44,7 @@ UPLOAD_BODY = {
     }
 }
 MapEntry = Annotated[
-    str, Query(pattern=r"^[^=\s\x00-\x1f]{1,200}=[a-z0-9_]{1,64}$")
+    str, Query(pattern=r"^[^=\x00-\x20\x7f]{1,200}=[a-z0-9_]{1,64}$")
 ]  # no NUL: PostgreSQL
 
 

@@ -48,8 +48,7 @@ async def read_decisions(
 ) -> Answers:
     """What this request itself committed (a GPC signal it carried) is a token too."""
     wanted = dict(min_sequence)
-    uow = getattr(request.state, "uow", None)
-    for sid, seq in (uow.committed_sequences if uow is not None else {}).items():
+    for sid, seq in getattr(request.state, "committed_sequences", {}).items():
         wanted[sid] = max(seq, wanted.get(sid, 0))
     reader: DecisionReader = request.app.state.decisions
     try:
@@ -58,16 +57,24 @@ async def read_decisions(
         raise not_reached(exc) from exc
 
 
-def remember_written(request: Request, uow: Any) -> None:
-    """Write-through: the snapshot a PATCH just committed enters this worker's view, so a
-    read with its token on the same connection (the same worker) is answered from memory.
-    Only the subject's own, whole snapshot at exactly the committed sequence; the view's
-    floors refuse it if a newer commit was announced meanwhile."""
+def note_committed(request: Request, uow: Any) -> None:
+    """After a unit of work of this request committed (api/deps.py, api/gpc.py): its
+    sequences join the request's Consent-Token, and the snapshot a PATCH wrote (``written``)
+    enters this worker's view, so a read with its token on the same connection (the same
+    worker) is answered from memory. Only the subject's own whole snapshot at exactly the
+    committed sequence; the view's floors refuse it if a newer commit was announced
+    meanwhile."""
+    if not uow.committed_sequences:
+        return
+    seen: dict[str, int] = getattr(request.state, "committed_sequences", {})
+    for sid, seq in uow.committed_sequences.items():
+        seen[sid] = max(seq, seen.get(sid, 0))
+    request.state.committed_sequences = seen
     snapshot = getattr(request.state, "written", None)
     if snapshot is None or snapshot.merged_into is not None:
         return
     if uow.committed_sequences.get(snapshot.subject_id) != snapshot.sequence:
-        return  # nothing new was committed (a no-op), or not this
+        return  # nothing new was committed for it (a no-op), or not this
     view = request.app.state.view
     view.put(view.ticket(), snapshot)
 
@@ -81,11 +88,11 @@ def path_subject(path: str) -> str | None:
 def consent_token(scope: Mapping[str, Any]) -> bytes | None:
     """The subject's sequence after this request's committed write, for the subject the
     path names (a guardian route: the minor)."""
-    uow = (scope.get("state") or {}).get("uow")
-    if uow is None or not uow.committed_sequences:
+    committed = (scope.get("state") or {}).get("committed_sequences")
+    if not committed:
         return None
     sid = path_subject(scope["path"])
-    seq = uow.committed_sequences.get(sid) if sid else None
-    if seq is None and len(uow.committed_sequences) == 1:
-        seq = next(iter(uow.committed_sequences.values()))
+    seq = committed.get(sid) if sid else None
+    if seq is None and len(committed) == 1:
+        seq = next(iter(committed.values()))
     return str(seq).encode() if seq is not None else None

@@ -109,7 +109,7 @@ class FastDecisions:
         min_sequence = None
         if "min_sequence" in params:
             text = params["min_sequence"]
-            if not (text.isascii() and text.isdigit() and len(text) <= 19):
+            if not (text.isascii() and text.isdigit() and len(text) <= 16):
                 return None
             min_sequence = int(text)
             if min_sequence > MAX_SEQUENCE:

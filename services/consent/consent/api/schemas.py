@@ -150,7 +150,7 @@ class PreferencesOut(BaseModel):
     merged_into: str | None = None
 
 
-MAX_SEQUENCE = 2**63 - 1  # a bigint
+MAX_SEQUENCE = 2**53 - 1  # exact in a JSON number (a double), far beyond any subject
 
 
 class DecisionOut(BaseModel):

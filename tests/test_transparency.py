@@ -111,7 +111,7 @@ async def test_proofs_and_receipts_verify_offline(api, settings):
         "sale": "denied",
     }
     assert claims["notice_id"] == "banner-v3" and claims["collection_method"] == "web"
-    proof2 = (await api.get(f"/v1/subjects/{SID}/proof?sequence={second}", headers=user(SID)))
+    proof2 = await api.get(f"/v1/subjects/{SID}/proof?sequence={second}", headers=user(SID))
     assert claims["ledger"]["leaf_hash"] == proof2.json()["leaf_hash"]
     head, body, sig = r.text.split(".")
     with pytest.raises(verify.VerificationError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,8 +73,6 @@ class ChainedEntry:
     def as_json(self) -> dict[str, Any]:
         """The entry as published in proofs and receipts: JSON whose canonical form is
         ``body()`` again (times as the canonical strings)."""
-        import json
-
         return {**json.loads(self.body()), "hash": self.hash()}
 
 
@@ -82,6 +81,7 @@ class ChainProblem:
     subject_id: str
     sequence: int
     problem: str
+    field: str | None = None  # the column (or projected field) that differs
 
 
 def verify_chain(
@@ -99,22 +99,35 @@ def verify_chain(
     for e in entries:
         seq = int(e["sequence"])
         if seq != expected_seq:
-            problems.append(ChainProblem(subject_id, seq, f"expected sequence {expected_seq}"))
+            problems.append(
+                ChainProblem(subject_id, seq, f"expected sequence {expected_seq}", "sequence")
+            )
         if e["prev_hash"] != prev_hash:
-            problems.append(ChainProblem(subject_id, seq, "prev_hash does not link"))
+            problems.append(ChainProblem(subject_id, seq, "prev_hash does not link", "prev_hash"))
         if ChainedEntry.of(e).hash() != e["hash"]:
-            problems.append(ChainProblem(subject_id, seq, "entry hash does not recompute"))
+            problems.append(ChainProblem(subject_id, seq, "entry hash does not recompute", "hash"))
         ev = evidence.get(seq)
         if ev is not None and evidence_hash(ev) != e["evidence_hash"]:
-            problems.append(ChainProblem(subject_id, seq, "evidence does not match its hash"))
+            problems.append(
+                ChainProblem(subject_id, seq, "evidence does not match its hash", "evidence")
+            )
         prev_hash, expected_seq = e["hash"], seq + 1
     last = expected_seq - 1
     if head_sequence is not None and head_sequence != last:
         problems.append(
-            ChainProblem(subject_id, head_sequence, f"subject sequence {head_sequence} != {last}")
+            ChainProblem(
+                subject_id,
+                head_sequence,
+                f"subject sequence {head_sequence} != {last}",
+                "subjects.sequence",
+            )
         )
     if head_hash is not None and last > 0 and head_hash != prev_hash:
-        problems.append(ChainProblem(subject_id, last, "subject head hash differs from chain"))
+        problems.append(
+            ChainProblem(
+                subject_id, last, "subject head hash differs from chain", "subjects.last_hash"
+            )
+        )
     return problems
 
 

@@ -77,7 +77,9 @@ async def apply(
         await conn.execute(f"ALTER SCHEMA {s} OWNER TO {owner}")
         rows = await conn.fetch(
             "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r','p','S','v')",
+            "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND (c.relkind IN ('r','p','v') "
+            "OR (c.relkind = 'S' AND NOT EXISTS (SELECT 1 FROM pg_depend d "
+            "WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))))",
             roles.schema,
         )
         for r in rows:

@@ -90,6 +90,9 @@ SECRET_ENV = {
 # Secrets the operator creates (docs/operations.md says how); the manifests reference them.
 EXTERNAL_SECRETS = {
     "consent-secrets",
+    "consent-migrate-db",  # issue 19: the owner side, for migrations and grants
+    "consent-propagator-db",  # issue 19: the propagator's runtime role
+    "consent-checkpoint-key",  # issue 19: the transparency log's signing key (a volume)
     "consent-processor-secrets",
     "consent-kafka-ca",
     "consent-kafka-client",
@@ -419,7 +422,12 @@ def test_compose_runs_with_published_dev_secrets_only_when_told() -> None:
         ip_hash_salt=api["CONSENT_IP_HASH_SALT"],
     )
     wrong = {p.split(":")[0] for p in dev_defaults.api_problems(settings)}
-    assert wrong == {"CONSENT_DATABASE_URL", "CONSENT_JWT_SECRET", "CONSENT_IP_HASH_SALT"}
+    assert wrong == {
+        "CONSENT_DATABASE_URL",
+        "CONSENT_JWT_SECRET",
+        "CONSENT_IP_HASH_SALT",
+        "CONSENT_CHECKPOINT_KEY_FILE",  # compose signs with a key made in its data dir
+    }
     secrets = service_env("propagator")
     names = [k for k in secrets if k.endswith("_PROCESSOR_SECRET")]
     assert len(dev_defaults.webhook_problems(names, secrets)) == len(names) == 3
@@ -718,7 +726,7 @@ def test_k8s_jobs_migrate_and_create_topics(overlay: str, tmp_path: Path) -> Non
         assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
         assert job["spec"]["backoffLimit"] >= 1
     (migrate,) = jobs["consent-migrate"]["spec"]["template"]["spec"]["containers"]
-    assert migrate["args"] == ["migrate"]
+    assert migrate["args"] == ["migrate", "--apply-roles"]  # issue 19: least privilege
     assert_consentctl_accepts(migrate["args"])
 
     pod = jobs["consent-topics"]["spec"]["template"]["spec"]
@@ -797,6 +805,7 @@ def test_k8s_base_config_lists_the_defaults(monkeypatch: pytest.MonkeyPatch) -> 
     clean_env(monkeypatch, config)
     configured = Settings()
     deliberate = {"data_dir", "kafka_bootstrap", "processors_file", "propagator_url"}
+    deliberate |= {"checkpoint_key_file", "checkpoint_retired_keys_file"}  # the Secret's mount
     for field in set(Settings.model_fields) - deliberate:
         assert getattr(configured, field) == getattr(defaults, field), (
             f"deploy/k8s/base/config.env: CONSENT_{field.upper()} differs from the default"

@@ -51,10 +51,11 @@ def _q(name: str) -> str:
 
 async def _ensure_role(conn: asyncpg.Connection, role: str, password: str | None) -> None:
     exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
-    login = "LOGIN" if password else "NOLOGIN"
-    verb = "ALTER" if exists else "CREATE"
-    await conn.execute(f"{verb} ROLE {_q(role)} {login} NOSUPERUSER NOCREATEROLE NOCREATEDB")
+    if not exists:
+        await conn.execute(f"CREATE ROLE {_q(role)} NOLOGIN")
+    await conn.execute(f"ALTER ROLE {_q(role)} NOSUPERUSER NOCREATEROLE NOCREATEDB")
     if password:
+        await conn.execute(f"ALTER ROLE {_q(role)} LOGIN")
         # utility statements take no parameters: quote the literal with the server's rules
         literal = await conn.fetchval("SELECT quote_literal($1)", password)
         await conn.execute(f"ALTER ROLE {_q(role)} PASSWORD {literal}")
@@ -118,31 +119,17 @@ async def apply(
         )
 
 
-@db_app.command("roles")
-def roles_cmd(
-    service: Annotated[str, typer.Option(help="consent, propagator or all")] = "all",
-) -> None:
-    """Create the owner and runtime roles of each service and grant least privilege.
-
-    Passwords come from CONSENT_OWNER_DB_PASSWORD, CONSENT_RUNTIME_DB_PASSWORD,
-    PROPAGATOR_OWNER_DB_PASSWORD and PROPAGATOR_RUNTIME_DB_PASSWORD (a role without one
-    cannot log in); they are never printed."""
+def apply_all(database_url: str, service: str = "all") -> None:
+    """``apply`` for one service or both; passwords from the environment (never printed)."""
     from consent_common.db import plain_url
-    from consentctl.main import _settings
-    from consentctl.runtime import resolve_database
 
-    if service not in (*SERVICES, "all"):
-        typer.echo("error: --service is consent, propagator or all", err=True)
-        raise typer.Exit(2)
-    settings, _server = resolve_database(_settings())
     chosen = list(SERVICES) if service == "all" else [service]
 
     async def run() -> None:
-        conn = await asyncpg.connect(plain_url(settings.database_url or ""))
+        conn = await asyncpg.connect(plain_url(database_url))
         try:
             for name in chosen:
-                roles = SERVICES[name]
-                prefix = name.upper()
+                roles, prefix = SERVICES[name], name.upper()
                 await apply(
                     conn,
                     roles,
@@ -157,3 +144,22 @@ def roles_cmd(
             await conn.close()
 
     asyncio.run(run())
+
+
+@db_app.command("roles")
+def roles_cmd(
+    service: Annotated[str, typer.Option(help="consent, propagator or all")] = "all",
+) -> None:
+    """Create the owner and runtime roles of each service and grant least privilege.
+
+    Passwords come from CONSENT_OWNER_DB_PASSWORD, CONSENT_RUNTIME_DB_PASSWORD,
+    PROPAGATOR_OWNER_DB_PASSWORD and PROPAGATOR_RUNTIME_DB_PASSWORD (a new role without one
+    cannot log in; an existing role keeps its login); they are never printed."""
+    from consentctl.main import _settings
+    from consentctl.runtime import resolve_database
+
+    if service not in (*SERVICES, "all"):
+        typer.echo("error: --service is consent, propagator or all", err=True)
+        raise typer.Exit(2)
+    settings, _server = resolve_database(_settings())
+    apply_all(settings.database_url or "", service)

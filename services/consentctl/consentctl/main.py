@@ -109,6 +109,12 @@ def migrate_cmd(
     service: str = typer.Option(
         "all", "--service", help="all, consent or propagator: whose schema to migrate"
     ),
+    apply_roles: bool = typer.Option(
+        False,
+        "--apply-roles",
+        help="Then give each migrated schema to its owner role and grant its runtime role "
+        "row access only (`consentctl db roles`)",
+    ),
 ) -> None:
     """Apply database migrations: each service's own, in its own schema (idempotent)."""
     from consent.adapters.db import migrate_sync
@@ -124,6 +130,8 @@ def migrate_cmd(
     if service in ("all", "propagator"):
         migrate_propagator_sync(settings.database_url)
     typer.echo("migrations applied")
+    if apply_roles:
+        db_roles.apply_all(settings.database_url, service)
 
 
 @keys_app.command("create")

@@ -76,7 +76,7 @@ def published_jwks(current: SigningKey | None, retired_file: str | None) -> dict
     """Every public key that verifies something we signed: the current one and the
     retired ones."""
     keys: list[dict[str, Any]] = [current.jwk] if current else []
-    if retired_file:
+    if retired_file and Path(retired_file).exists():
         for k in json.loads(Path(retired_file).read_text()).get("keys", []):
             if k.get("kty") == "OKP" and k.get("crv") == "Ed25519" and k.get("x"):
                 jwk = public_jwk(base64.urlsafe_b64decode(k["x"] + "=" * (-len(k["x"]) % 4)))

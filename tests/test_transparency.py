@@ -4,11 +4,14 @@ and verified offline with the published keys only; 409 until a checkpoint covers
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.exceptions import InvalidSignature
 
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.api.app import create_app
@@ -129,3 +132,60 @@ async def test_unknown_entries_and_checkpoints_are_404(api, settings):
     assert r.status_code == 404
     r = await api.get("/v1/checkpoints/consistency?from=3&to=1")
     assert r.status_code == 422
+
+
+def readme_verifier() -> dict[str, Any]:
+    """The README's plain-Python steps, run as written."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = text.split("<!-- offline-verifier -->", 1)[1].split("```python", 1)[1]
+    namespace: dict[str, Any] = {}
+    exec(block.split("```", 1)[0], namespace)  # our own documentation, run as written
+    return namespace
+
+
+async def test_the_documented_steps_and_the_cli_verify_what_the_api_hands_out(
+    api, settings, tmp_path
+):
+    seq = await write(api, {"analytics": "granted", "sale": "denied"})
+    await write(api, {"analytics": "denied"})
+    await checkpoint(settings)
+    jwks = (await api.get("/.well-known/consent-keys.json")).json()
+    proof = (await api.get(f"/v1/subjects/{SID}/proof?sequence={seq}", headers=user(SID))).json()
+    receipt = (await api.get(f"/v1/subjects/{SID}/receipts/{seq}", headers=user(SID))).text
+
+    steps = readme_verifier()
+    entry = steps["check_proof"](proof, jwks)
+    assert entry["subject_id"] == SID and entry["sequence"] == seq
+    claims = steps["check_receipt"](receipt, jwks)
+    assert claims["ledger"]["leaf_hash"] == proof["leaf_hash"]
+    tampered = json.loads(json.dumps(proof))
+    change = tampered["entry"]["entry"]["changes"][0]
+    change["to"] = "denied" if change["to"] == "granted" else "granted"
+    with pytest.raises(AssertionError):
+        steps["check_proof"](tampered, jwks)
+    forged = json.loads(json.dumps(proof))
+    forged["checkpoint"]["tree_size"] += 1
+    with pytest.raises(InvalidSignature):
+        steps["check_proof"](forged, jwks)
+
+    from typer.testing import CliRunner
+
+    from consentctl.main import app
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps(jwks))
+    for name, content in (
+        ("proof.json", json.dumps(proof)),
+        ("receipt.jws", receipt),
+        ("checkpoint.json", json.dumps(proof["checkpoint"])),
+    ):
+        (tmp_path / name).write_text(content)
+        result = CliRunner().invoke(
+            app, ["proof", "verify", str(tmp_path / name), "--keys", str(keys)]
+        )
+        assert result.exit_code == 0, (name, result.output)
+    (tmp_path / "bad.json").write_text(json.dumps(tampered))
+    result = CliRunner().invoke(
+        app, ["proof", "verify", str(tmp_path / "bad.json"), "--keys", str(keys)]
+    )
+    assert result.exit_code == 1 and "FAILED" in result.output

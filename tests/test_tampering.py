@@ -355,6 +355,30 @@ async def test_runtime_role_cannot_rewrite_history(api, logged, db, db_url):
     finally:
         await rt.close()
 
+    # the propagator's runtime role: rows of its own schema (its triggers too), nothing else
+    prt = await pg.connect(
+        f"postgresql://propagator_runtime:runtime-test-pw2@{host_part}",
+        server_settings={"search_path": "propagator"},
+    )
+    try:
+        await prt.execute(
+            "INSERT INTO deliveries (id, event_id, event_type, subject_id, sequence, "
+            "processor, status, attempts, max_attempts, replay, payload, occurred_at) VALUES "
+            "(gen_random_uuid(), 'e-1', 'consent.changed', 'ann', 1, 'email', 'pending', 0, 8, "
+            "false, '{}', now())"
+        )
+        await prt.execute("UPDATE deliveries SET status = 'delivered' WHERE event_id = 'e-1'")
+        assert await prt.fetchval("SELECT count(*) FROM propagator_outbox") >= 1  # trigger
+        for statement in (
+            "TRUNCATE deliveries",
+            "DROP TABLE deliveries",
+            "SELECT * FROM public.consent_ledger",
+        ):
+            with pytest.raises(pg.InsufficientPrivilegeError):
+                await prt.execute(statement)
+    finally:
+        await prt.close()
+
     # the service itself runs as the runtime role: a write, then a signed checkpoint
     as_runtime = logged.model_copy(
         update={"database_url": rt_url.replace("postgresql://", "postgresql+asyncpg://", 1)}

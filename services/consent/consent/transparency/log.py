@@ -30,6 +30,7 @@ from consent_common.timefmt import rfc3339
 
 log = structlog.get_logger()
 SEQUENCER_LOCK_KEY = 0x636F6E73656E7403  # "consent" + 3; relay, scheduler, receipts: 0, 1, 2
+MAX_PER_ROUND = 100_000
 LEDGER_FIELDS = """subject_id, sequence, type, changes::text AS changes, detail::text AS detail,
     policy_version, jurisdiction, channel, actor_type, actor_id, occurred_at, evidence_hash,
     prev_hash, hash"""
@@ -157,7 +158,8 @@ async def run_once(
     elif not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SEQUENCER_LOCK_KEY):
         return 0, None
     sequenced = 0
-    while n := await sequence_pending(conn):
+    # a round is bounded, so a checkpoint comes even while writes outpace one round
+    while sequenced < MAX_PER_ROUND and (n := await sequence_pending(conn)):
         sequenced += n
     size = await tree_size(conn)
     latest = await latest_checkpoint(conn)

@@ -158,7 +158,8 @@ def run_verify(
         against = f", {len(published)} published checkpoint(s)" if published is not None else ""
         console.print(
             f"[green]ledger OK[/green]: {checked} subjects, every chain, the projection and "
-            f"the log verified{against}"
+            f"the log verified{against}",
+            soft_wrap=True,
         )
         return 0
     for p in problems:

@@ -113,6 +113,8 @@ CONSENT_API: dict[tuple[str, str], Rule] = {
         None, user="any", public=True, query="?from=1&to=1"
     ),
     ("GET", "/.well-known/consent-keys.json"): PUBLIC,
+    ("POST", "/v1/admin/imports"): ADMIN,
+    ("GET", "/v1/admin/imports/{job_id}"): ADMIN,
 }
 # The health endpoints of `consentctl serve relay|propagator --health-port`.
 WORKER_HEALTH = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}

@@ -2,16 +2,16 @@
 after commit by the single sequencer), the tree's complete subtrees, signed checkpoints;
 the ledger and the log refuse TRUNCATE as well as UPDATE and DELETE.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-04
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -12,41 +12,26 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from consent.service.unit_of_work import unit_of_work
 from consent.settings import get_settings
 
 BATCH = 5000
 
-IDEMPOTENCY = text("""
-DELETE FROM idempotency_keys WHERE (principal, key) IN (
-    SELECT principal, key FROM idempotency_keys WHERE created_at < :cutoff LIMIT :n)
-""")
-async def _purge(
-    sessions: async_sessionmaker[AsyncSession], statement: TextClause, cutoff: datetime
-) -> int:
-    total = 0
-    while True:
-        async with sessions() as session:
-            result = await session.execute(statement, {"cutoff": cutoff, "n": BATCH})
-            await session.commit()
-        deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
-        total += deleted
-        if deleted < BATCH:
-            return total
-
 
 async def purge_evidence(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
     cutoff = now - timedelta(days=get_settings().evidence_retention_days)
-    async with sessions() as session:
-        result = await session.execute(
-            text("DELETE FROM consent_evidence WHERE recorded_at < :cutoff"), {"cutoff": cutoff}
-        )
-        await session.commit()
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    async with unit_of_work(sessions) as uow:
+        return await uow.retention.purge_evidence(cutoff)
 
 
 async def purge_idempotency(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
-    hours = get_settings().idempotency_retention_hours
-    return await _purge(sessions, IDEMPOTENCY, now - timedelta(hours=hours))
+    cutoff = now - timedelta(hours=get_settings().idempotency_retention_hours)
+    total = 0
+    while True:
+        async with unit_of_work(sessions) as uow:
+            deleted = await uow.retention.purge_idempotency(cutoff, BATCH)
+        total += deleted
+        if deleted < BATCH:
+            return total

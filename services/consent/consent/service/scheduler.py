@@ -1,6 +1,6 @@
-"""The consent service's periodic jobs: every change that time makes to a decision (expiry,
-a material policy version taking effect, a birthday) is recorded here when it happens,
-and the retention jobs run.
+"""Runs the consent service's periodic jobs, each defined in its own module (``JOBS``):
+expiry, reconsent announcements, age transitions, abandoned replays, evidence and
+idempotency retention. Each job owns its transactions (adapters/db.py ``transaction``).
 
 Every API replica runs a scheduler, but a timed round runs only in the replica holding the
 scheduler lease (service/lease.py), so N replicas do each round's work once."""

@@ -9,6 +9,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from consent.adapters.db import driver
 from consent.api.deps import Caller, UoW, require_subject_access
@@ -22,6 +23,57 @@ from consent.transparency.log import checkpoint_at, latest_checkpoint
 from consent.transparency.receipts import receipt_claims, sign_receipt
 
 router = APIRouter()
+
+
+class CheckpointOut(BaseModel):
+    """A signed tree head: Ed25519 over ``consent.checkpoint.v1\\n{key_id}\\n{tree_size}\\n
+    {root_hash}\\n{issued_at}\\n`` (README, "Compliance"), base64url."""
+
+    tree_size: int
+    root_hash: str
+    issued_at: str
+    key_id: str
+    signature: str
+
+
+class ChainedEntryOut(BaseModel):
+    """A ledger entry as hashed: SHA-256 of the canonical JSON of the first three fields is
+    ``hash``; SHA-256(0x00 || it) is the leaf."""
+
+    entry: dict[str, Any]
+    prev_hash: str
+    evidence_hash: str
+    hash: str
+
+
+class ProofOut(BaseModel):
+    entry: ChainedEntryOut
+    leaf_index: int
+    leaf_hash: str
+    inclusion_proof: list[str]
+    checkpoint: CheckpointOut
+
+
+class ConsistencyOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    from_: CheckpointOut = Field(alias="from")
+    to: CheckpointOut
+    consistency_proof: list[str]
+
+
+class JwkOut(BaseModel):
+    kty: str
+    crv: str
+    x: str
+    kid: str
+    use: str
+    alg: str
+
+
+class JwksOut(BaseModel):
+    keys: list[JwkOut]
+
+
 Sequence = Annotated[int, Query(ge=1, le=2**62, description="The subject sequence")]
 TreeSize = Annotated[int, Path(ge=1, le=2**62, description="A checkpoint's tree size")]
 
@@ -35,7 +87,12 @@ def _retry_after(request: Request) -> str:
     return str(max(1, round(request.app.state.settings.checkpoint_interval_s)))
 
 
-@router.get("/v1/subjects/{subject_id}/proof", responses=PROBLEMS, tags=["transparency"])
+@router.get(
+    "/v1/subjects/{subject_id}/proof",
+    response_model=ProofOut,
+    responses=PROBLEMS,
+    tags=["transparency"],
+)
 async def proof(
     subject_id: SubjectPath, sequence: Sequence, request: Request, uow: UoW, principal: Caller
 ) -> dict[str, Any]:
@@ -53,7 +110,12 @@ async def proof(
         ) from exc
 
 
-@router.get("/v1/checkpoints/latest", responses=PROBLEMS, tags=["transparency"])
+@router.get(
+    "/v1/checkpoints/latest",
+    response_model=CheckpointOut,
+    responses=PROBLEMS,
+    tags=["transparency"],
+)
 async def checkpoint_latest(uow: UoW) -> dict[str, Any]:
     cp = await latest_checkpoint(await driver(uow.session))
     if cp is None:
@@ -61,7 +123,12 @@ async def checkpoint_latest(uow: UoW) -> dict[str, Any]:
     return cp.as_dict()
 
 
-@router.get("/v1/checkpoints/consistency", responses=PROBLEMS, tags=["transparency"])
+@router.get(
+    "/v1/checkpoints/consistency",
+    response_model=ConsistencyOut,
+    responses=PROBLEMS,
+    tags=["transparency"],
+)
 async def checkpoint_consistency(
     uow: UoW,
     from_: Annotated[int, Query(alias="from", ge=1, le=2**62)],
@@ -79,7 +146,12 @@ async def checkpoint_consistency(
         raise Problem(404, str(exc)) from exc
 
 
-@router.get("/v1/checkpoints/{tree_size}", responses=PROBLEMS, tags=["transparency"])
+@router.get(
+    "/v1/checkpoints/{tree_size}",
+    response_model=CheckpointOut,
+    responses=PROBLEMS,
+    tags=["transparency"],
+)
 async def checkpoint(tree_size: TreeSize, uow: UoW) -> dict[str, Any]:
     cp = await checkpoint_at(await driver(uow.session), tree_size)
     if cp is None:
@@ -87,7 +159,7 @@ async def checkpoint(tree_size: TreeSize, uow: UoW) -> dict[str, Any]:
     return cp.as_dict()
 
 
-@router.get("/.well-known/consent-keys.json", tags=["transparency"])
+@router.get("/.well-known/consent-keys.json", response_model=JwksOut, tags=["transparency"])
 async def consent_keys(request: Request) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
     return published_jwks(_key(request), settings.checkpoint_retired_keys_file)
@@ -95,7 +167,20 @@ async def consent_keys(request: Request) -> dict[str, Any]:
 
 @router.get(
     "/v1/subjects/{subject_id}/receipts/{sequence}",
-    responses={**PROBLEMS, 200: {"content": {"application/jose": {}}}},
+    responses={
+        **PROBLEMS,
+        200: {
+            "description": "A compact JWS (EdDSA, `kid` in its header): the consent receipt",
+            "content": {
+                "application/jose": {
+                    "schema": {
+                        "type": "string",
+                        "pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$",
+                    }
+                }
+            },
+        },
+    },
     response_class=Response,
     tags=["transparency"],
 )

@@ -28,10 +28,12 @@ from consent.api.routes import (
     records,
     rights,
     signals,
+    transparency,
 )
 from consent.service.receipts import ReceiptProjector
 from consent.service.scheduler import run_scheduler
 from consent.settings import Settings, get_settings
+from consent.transparency.sequencer import run_sequencer
 from consent_common import tracing
 
 
@@ -65,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.scheduler_enabled
             else []
         )
+        if settings.scheduler_enabled:  # the transparency log's sequencer and checkpoints
+            jobs.append(asyncio.create_task(run_sequencer(app.state.sessions, settings, stop)))
         if settings.kafka_bootstrap and settings.receipts_projection:
             app.state.receipts = ReceiptProjector(
                 settings, app.state.sessions, settings.database_url
@@ -117,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(signals.router)
     app.include_router(preference_center.router)
     app.include_router(aliases.router)
+    app.include_router(transparency.router)
     openapi.install(app)
     # innermost first: load shedding, then the body read under its deadline (so a request is
     # admitted only once its body is here), then CORS (so a 429, 408 or 413 carries its

@@ -68,9 +68,13 @@ async def one_run(
     outage_s: float,
 ) -> None:
     conn = await asyncpg.connect(plain_url(url))
+    # the ledger refuses TRUNCATE (issue 19's guard); a scratch database's superuser
+    # switches the triggers off for the reset
+    await conn.execute("SET session_replication_role = replica")
     await conn.execute(
         "TRUNCATE subjects, consent_state, consent_ledger, consent_evidence, outbox CASCADE"
     )
+    await conn.execute("SET session_replication_role = origin")
     await conn.execute("DELETE FROM policy_versions")
     await conn.execute(SEED, n)
     await conn.execute(SEED_STATE, n)

@@ -129,6 +129,8 @@ def start(run_dir: Path) -> Stack:
         "CONSENT_IP_HASH_SALT": secrets.token_urlsafe(32),
         "CONSENT_PROCESSORS_FILE": str(processors),
         "CONSENT_DATA_DIR": str(run_dir / "data"),
+        # the transparency log's signing key, held outside the database as in production
+        "CONSENT_CHECKPOINT_KEY_FILE": str(_checkpoint_key(run_dir)),
         "EMAIL_PROCESSOR_SECRET": secret,
         "PYTHONPATH": str(REPO),
     }
@@ -254,3 +256,12 @@ async def drain(database_url: str, limit_s: float, settle: float = 1.0) -> dict[
                 return {"drained": True, "seconds": round(time.monotonic() - start, 1)}
         await asyncio.sleep(0.5)
     return {"drained": False, "seconds": round(time.monotonic() - start, 1), "left": left}
+
+
+def _checkpoint_key(run_dir: Path) -> Path:
+    from consent.transparency.keys import generate_key_file
+
+    path = run_dir / "checkpoint-key.pem"
+    if not path.exists():
+        generate_key_file(path)
+    return path

@@ -75,6 +75,9 @@ SECRET_ENV = {
 # Secrets the operator creates (docs/operations.md says how); the manifests reference them.
 EXTERNAL_SECRETS = {
     "consent-secrets",
+    "consent-migrate-db",  # issue 19: the owner side, for migrations and grants
+    "consent-propagator-db",  # issue 19: the propagator's runtime role
+    "consent-checkpoint-key",  # issue 19: the transparency log's signing key (a volume)
     "consent-processor-secrets",
     "consent-kafka-ca",
     "consent-kafka-client",

@@ -104,6 +104,15 @@ CONSENT_API: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/admin/parked"): ADMIN,
     ("POST", "/v1/admin/parked/{parked_id}/retry"): ADMIN,
     ("DELETE", "/v1/admin/parked/{parked_id}"): ADMIN,
+    # the transparency log: proofs and receipts as preferences; checkpoints and keys public
+    ("GET", "/v1/subjects/{subject_id}/proof"): Rule("preferences:read", query="?sequence=1"),
+    ("GET", "/v1/subjects/{subject_id}/receipts/{sequence}"): Rule("preferences:read"),
+    ("GET", "/v1/checkpoints/latest"): PUBLIC,
+    ("GET", "/v1/checkpoints/{tree_size}"): PUBLIC,
+    ("GET", "/v1/checkpoints/consistency"): Rule(
+        None, user="any", public=True, query="?from=1&to=1"
+    ),
+    ("GET", "/.well-known/consent-keys.json"): PUBLIC,
     ("POST", "/v1/admin/imports"): ADMIN,
     ("GET", "/v1/admin/imports/{job_id}"): ADMIN,
 }
@@ -189,6 +198,8 @@ def url(path: str, rule: Rule, cred: str) -> str:
         .replace("{job_id}", str(uuid.uuid4()))
         .replace("{delivery_id}", str(uuid.uuid4()))
         .replace("{parked_id}", "1")
+        .replace("{sequence}", "1")
+        .replace("{tree_size}", "1")
         .replace("{anonymous_id}", "anon:matrix")
         + rule.query
     )

@@ -70,6 +70,7 @@ def test_asyncapi_parses_and_references_only_existing_schemas():
         "consent.events.v1",
         "consent.state.v1",
         "consent.deadletter.v1",
+        "consent.checkpoints.v1",
     }
     assert doc["channels"]["consentState"]["bindings"]["kafka"]["topicConfiguration"][
         "cleanup.policy"

@@ -219,7 +219,7 @@ def test_k8s_jobs_migrate_and_create_topics(overlay: str, tmp_path: Path) -> Non
         assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
         assert job["spec"]["backoffLimit"] >= 1
     (migrate,) = jobs["consent-migrate"]["spec"]["template"]["spec"]["containers"]
-    assert migrate["args"] == ["migrate"]
+    assert migrate["args"] == ["migrate", "--apply-roles"]  # issue 19: least privilege
     assert_consentctl_accepts(migrate["args"])
 
     pod = jobs["consent-topics"]["spec"]["template"]["spec"]
@@ -298,6 +298,7 @@ def test_k8s_base_config_lists_the_defaults(monkeypatch: pytest.MonkeyPatch) -> 
     clean_env(monkeypatch, config)
     configured = Settings()
     deliberate = {"data_dir", "kafka_bootstrap", "processors_file", "propagator_url"}
+    deliberate |= {"checkpoint_key_file", "checkpoint_retired_keys_file"}  # the Secret's mount
     for field in set(Settings.model_fields) - deliberate:
         assert getattr(configured, field) == getattr(defaults, field), (
             f"deploy/k8s/base/config.env: CONSENT_{field.upper()} differs from the default"

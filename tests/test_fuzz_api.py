@@ -61,6 +61,7 @@ NOT_EXPRESSIBLE = {
     "GET /v1/subjects/{subject_id}/history": ("malformed cursor",),
     "PUT /v1/subjects/{subject_id}": ("must be in the past",),
     "PATCH /v1/subjects/{subject_id}/preferences": ("unknown policy version",),
+    "GET /v1/checkpoints/consistency": ("from must not exceed to",),
 }
 
 

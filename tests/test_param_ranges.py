@@ -42,6 +42,10 @@ BASE: dict[tuple[str, str], dict[str, Any]] = {
         }
     },
     ("put", "/v1/subjects/{subject_id}"): {"body": {"jurisdiction": "DE"}},
+    ("get", "/v1/subjects/{subject_id}/proof"): {"query": {"sequence": "1"}},
+    ("get", "/v1/subjects/{subject_id}/receipts/{sequence}"): {"path": {"sequence": "1"}},
+    ("get", "/v1/checkpoints/{tree_size}"): {"path": {"tree_size": "1"}},
+    ("get", "/v1/checkpoints/consistency"): {"query": {"from": "1", "to": "1"}},
     ("post", "/v1/subjects/{subject_id}/guardians"): {
         "body": {
             "guardian_id": "g-1",

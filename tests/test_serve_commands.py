@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -117,8 +118,23 @@ COMPOSE_SECRETS = {
 }
 
 
+def _key_file() -> str:
+    """A real checkpoint key, so each refusal below is about one setting only."""
+    import tempfile
+
+    from consent.transparency.keys import generate_key_file
+
+    path = Path(tempfile.mkdtemp()) / "checkpoint-key.pem"
+    generate_key_file(path)
+    return str(path)
+
+
+KEY_FILE = _key_file()
+
+
 def _consentctl(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    clean["CONSENT_CHECKPOINT_KEY_FILE"] = KEY_FILE
     return subprocess.run(
         [sys.executable, "-m", "consentctl.main", *args],
         env={**clean, **env},
@@ -150,6 +166,10 @@ def test_serve_api_refuses_the_compose_secrets_and_names_each_setting():
         ({"CONSENT_JWT_SECRET": "x" * 40, "CONSENT_IP_HASH_SALT": "s" * 32,
           "CONSENT_DEV_ADMIN_KEY": "a-long-random-looking-admin-key-0123456789"},
          "CONSENT_DEV_ADMIN_KEY"),
+        ({"CONSENT_JWT_SECRET": "x" * 40, "CONSENT_IP_HASH_SALT": "s" * 32,
+          "CONSENT_CHECKPOINT_KEY_FILE": ""}, "CONSENT_CHECKPOINT_KEY_FILE"),
+        ({"CONSENT_JWT_SECRET": "x" * 40, "CONSENT_IP_HASH_SALT": "s" * 32,
+          "CONSENT_CHECKPOINT_KEY_FILE": "/dev/null"}, "CONSENT_CHECKPOINT_KEY_FILE"),
     ],
 )  # fmt: skip
 def test_serve_api_refuses_each_dev_default(env, wrong):

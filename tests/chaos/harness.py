@@ -25,6 +25,7 @@ import yaml
 
 from consent.embedded import free_port
 from consent.settings import Settings
+from consent.transparency.keys import generate_key_file
 from consent_common.db import plain_url
 from tests.support import RecordingProcessor, headers_of, read_topic
 
@@ -143,6 +144,8 @@ async def stack(
         "name": "email", "url": processor.url, "secret_env": "TEST_EMAIL_SECRET",
         "purposes": ["marketing_email"], "backoff_initial_s": 0.1, "backoff_max_s": 1,
         "max_attempts": 100, "recovery_probe_s": 1}]}))  # fmt: skip
+    key_file = tmp_path / "checkpoint-key.pem"
+    generate_key_file(key_file)
     env = {
         **os.environ,
         "CONSENT_DATABASE_URL": settings.database_url or "",
@@ -153,6 +156,8 @@ async def stack(
         "CONSENT_IP_HASH_SALT": "chaos-salt-" + os.urandom(8).hex(),
         "CONSENT_RELAY_POLL_INTERVAL_S": "0.2",
         "CONSENT_LOG_LEVEL": "WARNING",
+        # `serve api` signs the transparency log with a key held outside the database
+        "CONSENT_CHECKPOINT_KEY_FILE": str(key_file),
     }
     env.pop("CONSENT_DEV_ADMIN_KEY", None)
     ports = {n: free_port() for n in ("api", "relay", "propagator")}

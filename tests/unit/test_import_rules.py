@@ -200,3 +200,18 @@ def test_onetrust_and_didomi_exports_map_to_rows() -> None:
     assert "not in the purpose map" in err.value.reason
     assert mappings.unsubscribe({"subject_id": "c", "unsubscribed_at": "2026-01-01T00:00:00Z"},
                                 {})[0]["status"] == "denied"  # fmt: skip
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_read_as_csv_give_rows_or_reported_lines(data: bytes) -> None:
+    """Nothing in an upload makes reading fail: a line the CSV reader refuses (a NUL, a stray
+    carriage return) is reported for its line."""
+    for line, raw in rules.read_rows(b"subject_id,purpose\n" + data, "csv"):
+        assert line >= 1
+        assert isinstance(raw, dict | rules.RowError)
+
+
+def test_a_stray_carriage_return_ends_a_line_instead_of_failing_the_upload() -> None:
+    """It once reached the API as a 500 (``new-line character seen in unquoted field``)."""
+    got = list(rules.read_rows(b"subject_id,purpose\na\rb,sale\n", "csv"))
+    assert [raw for _, raw in got] == [{"subject_id": "a"}, {"subject_id": "b", "purpose": "sale"}]

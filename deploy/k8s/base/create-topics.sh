@@ -38,12 +38,14 @@ create() {
 create consent.events.v1 "$partitions"
 create consent.state.v1 "$partitions" --config cleanup.policy=compact
 create consent.deadletter.v1 1
+# signed checkpoints of the transparency log: one partition, never compacted, kept forever
+create consent.checkpoints.v1 1 --config retention.ms=-1
 # between the two services (issue 16): receipts and audit entries, propagator → consent;
 # replays restricted to processors, consent → propagator. Nobody else reads them.
 create consent.receipts.v1 "$partitions"
 create consent.replays.v1 "$partitions"
 
 for name in consent.events.v1 consent.state.v1 consent.deadletter.v1 consent.receipts.v1 \
-  consent.replays.v1; do
+  consent.replays.v1 consent.checkpoints.v1; do
   kt --describe --topic "${prefix}${name}"
 done

@@ -77,6 +77,24 @@ class Settings(CommonSettings):
     # the dev-only token helper at /preference-center/dev (consentctl dev turns it on)
     preference_center_dev: bool = False
 
+    # the transparency log (issue 19): the Ed25519 key that signs checkpoints and receipts
+    # (PKCS#8 PEM, outside the database; without it the dev stack makes one in data_dir and
+    # `consentctl serve api` refuses to start), retired public keys (a JWKS file) still
+    # published, and a JSON Lines file each new checkpoint is appended to (ship it to
+    # write-once storage)
+    checkpoint_key_file: str | None = None
+    checkpoint_retired_keys_file: str | None = None
+    checkpoint_file: str | None = None
+    checkpoint_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    # who receipts name as the controller, and where a person withdraws
+    controller_name: str = "Example Controller (set CONSENT_CONTROLLER_NAME)"
+    controller_contact: str | None = None
+    withdraw_url: str | None = None  # default: the preference center
+
+    @property
+    def checkpoints_topic(self) -> str:
+        return self.topic("consent.checkpoints.v1")
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _cidrs(cls, value: Any) -> Any:

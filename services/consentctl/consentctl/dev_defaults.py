@@ -61,7 +61,25 @@ def api_problems(settings: Settings) -> list[str]:
             out.append(f"CONSENT_JWT_SECRET: shorter than {MIN_HS256_SECRET_BYTES} bytes (HS256)")
     if settings.ip_hash_salt.get_secret_value() in PUBLISHED_IP_SALTS:
         out.append("CONSENT_IP_HASH_SALT: a published default (set a random value)")
+    out += _checkpoint_key(settings)
     return out
+
+
+def _checkpoint_key(settings: Settings) -> list[str]:
+    """Checkpoints and receipts are signed with a key held outside the database; without
+    one, a key made on the spot in the data dir would vanish with the container."""
+    from consent.transparency.keys import load_key_file
+
+    if not settings.checkpoint_key_file:
+        return [
+            "CONSENT_CHECKPOINT_KEY_FILE: not set; checkpoints and receipts need an Ed25519 "
+            "key held outside the database (`consentctl log new-key PATH`, a Secret)"
+        ]
+    try:
+        load_key_file(settings.checkpoint_key_file)
+    except (OSError, ValueError, TypeError):
+        return ["CONSENT_CHECKPOINT_KEY_FILE: not a readable Ed25519 private key (PEM)"]
+    return []
 
 
 def relay_problems(settings: Settings) -> list[str]:

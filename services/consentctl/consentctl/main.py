@@ -10,7 +10,7 @@ import typer
 
 from consent.settings import Settings, get_settings
 from consent_common.logs import configure_logging
-from consentctl import maintenance, ops
+from consentctl import db_roles, maintenance, ops, transparency
 from consentctl.imports import import_file
 from consentctl.parked import parked_app
 from consentctl.processors import processors_app
@@ -31,6 +31,9 @@ app.command("import")(import_file)
 app.add_typer(maintenance.topic_app, name="topic")
 app.add_typer(maintenance.state_app, name="state")
 app.add_typer(parked_app, name="parked")
+app.add_typer(transparency.log_app, name="log")
+app.add_typer(transparency.proof_app, name="proof")
+app.add_typer(db_roles.db_app, name="db")
 app.add_typer(processors_app, name="processors")
 
 
@@ -110,6 +113,12 @@ def migrate_cmd(
     service: str = typer.Option(
         "all", "--service", help="all, consent or propagator: whose schema to migrate"
     ),
+    apply_roles: bool = typer.Option(
+        False,
+        "--apply-roles",
+        help="Then give each migrated schema to its owner role and grant its runtime role "
+        "row access only (`consentctl db roles`)",
+    ),
 ) -> None:
     """Apply database migrations: each service's own, in its own schema (idempotent)."""
     from consent.adapters.db import migrate_sync
@@ -125,6 +134,8 @@ def migrate_cmd(
     if service in ("all", "propagator"):
         migrate_propagator_sync(settings.database_url)
     typer.echo("migrations applied")
+    if apply_roles:
+        db_roles.apply_all(settings.database_url, service)
 
 
 @keys_app.command("create")
@@ -155,14 +166,53 @@ def keys_revoke(key_id: str) -> None:
 
 
 @ledger_app.command("verify")
-def ledger_verify() -> None:
-    """Recompute every subject's hash chain and the current-state projection."""
+def ledger_verify(
+    checkpoints_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Published checkpoints (JSON Lines, as CONSENT_CHECKPOINT_FILE "
+            "writes them), e.g. a copy from write-once storage"
+        ),
+    ] = None,
+    checkpoints_topic: Annotated[
+        bool, typer.Option(help="Read the published checkpoints from consent.checkpoints.v1")
+    ] = False,
+    keys: Annotated[
+        Path | None,
+        typer.Option(
+            help="JWKS of the signing keys (default: the configured current and retired keys)"
+        ),
+    ] = None,
+) -> None:
+    """Recompute every hash chain, every projected field decisions read, the guardian
+    links and the log; with published checkpoints, check the tree against them."""
+    import asyncio
+    import json
+
+    from consent.transparency.keys import published_jwks, signing_key
     from consentctl.ledger import run_verify
+    from consentctl.log_audit import read_file, read_topic
     from consentctl.runtime import resolve_database
 
     settings, _server = resolve_database(_settings())
     assert settings.database_url
-    raise typer.Exit(run_verify(settings.database_url))
+    published = None
+    if checkpoints_file is not None:
+        published = read_file(checkpoints_file)
+    if checkpoints_topic:
+        from consentctl.runtime import resolve_kafka
+
+        settings = resolve_kafka(settings)
+        published = (published or []) + asyncio.run(read_topic(settings))
+    jwks = (
+        json.loads(keys.read_text())
+        if keys
+        else published_jwks(
+            signing_key(settings.checkpoint_key_file, settings.data_dir),
+            settings.checkpoint_retired_keys_file,
+        )
+    )
+    raise typer.Exit(run_verify(settings.database_url or "", published, jwks))
 
 
 @outbox_app.command("parked")

@@ -192,6 +192,20 @@ class DeliveryDead(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentCheckpoint(Event):
+    """On ``consent.checkpoints.v1`` (key: the tree size): a signed tree head of the
+    transparency log over the ledger. Verify it with the raw record, not this model: the
+    signature covers ``issued_at`` exactly as published (README, "Compliance")."""
+
+    TYPE: ClassVar[str] = "consent.checkpoint"
+    tree_size: int
+    root_hash: str
+    issued_at: datetime
+    key_id: str
+    signature: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StateRecord:
     """The value of a ``consent.state.v1`` record (``schemas/state.json``)."""
 
@@ -239,6 +253,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SubjectErasureRequested,
         PolicyPublished,
         DeliveryDead,
+        ConsentCheckpoint,
     )
 }
 """``ce_type`` → model, one per ``schemas/events/*.json``."""

@@ -34,6 +34,9 @@ def topic_specs(settings: Settings, partitions: int = 6) -> list[NewTopic]:
         # replays restricted to processors (consent → propagator); never read by others
         NewTopic(settings.receipts_topic, partitions, 1),
         NewTopic(settings.replays_topic, partitions, 1),
+        # signed checkpoints of the transparency log, keyed by tree size; never compacted
+        # (consistency proofs need the history) and kept forever
+        NewTopic(settings.checkpoints_topic, 1, 1, topic_configs={"retention.ms": "-1"}),
     ]
 
 

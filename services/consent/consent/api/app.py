@@ -32,6 +32,7 @@ from consent.api.routes import (
     records,
     rights,
     signals,
+    transparency,
 )
 from consent.service.decision_reads import DecisionReader
 from consent.service.receipts import ReceiptProjector
@@ -39,6 +40,7 @@ from consent.service.recorder import invalidate_policies, policies_followed
 from consent.service.scheduler import run_scheduler
 from consent.service.subject_view import SubjectView
 from consent.settings import Settings, get_settings
+from consent.transparency.sequencer import run_sequencer
 from consent_common import tracing
 
 
@@ -89,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.scheduler_enabled
             else []
         )
+        if settings.scheduler_enabled:  # the transparency log's sequencer and checkpoints
+            jobs.append(asyncio.create_task(run_sequencer(app.state.sessions, settings, stop)))
         if settings.view_size > 0:
             jobs.append(asyncio.create_task(feed.run(stop)))
             with contextlib.suppress(TimeoutError):  # until it is, reads go to the database
@@ -147,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(signals.router)
     app.include_router(preference_center.router)
     app.include_router(aliases.router)
+    app.include_router(transparency.router)
     openapi.install(app)
     # innermost first: load shedding, then the body read under its deadline (so a request is
     # admitted only once its body is here), then CORS (so a 429, 408 or 413 carries its

@@ -97,14 +97,20 @@ def read_rows(data: bytes, fmt: str) -> Iterator[tuple[int, dict[str, Any] | Row
     Blank lines are skipped; a line that is not a JSON object is a ``RowError``."""
     text = data.decode("utf-8-sig", errors="replace")
     if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        for raw in reader:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        while True:
+            try:
+                raw = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # a NUL, a stray carriage return: that line only
+                yield reader.line_num, RowError(reader.line_num, None, f"not CSV: {exc}")
+                continue
             line = reader.line_num
             if None in raw:  # more cells than header columns
                 yield line, RowError(line, None, "more cells than the header has columns")
                 continue
             yield line, {k: v for k, v in raw.items() if v not in (None, "")}
-        return
     for line, chunk in enumerate(text.splitlines(), start=1):
         if not chunk.strip():
             continue

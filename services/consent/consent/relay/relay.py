@@ -79,6 +79,8 @@ class OutboxRelay:
             return [(self.settings.deadletter_topic, row["payload"].encode())]
         if row["aggregatetype"] == "replay":  # restricted to processors: never the shared topic
             return [(self.settings.replays_topic, row["payload"].encode())]
+        if row["aggregatetype"] == "checkpoint":  # the transparency log's signed tree heads
+            return [(self.settings.checkpoints_topic, row["payload"].encode())]
         out: list[tuple[str, bytes | None]] = [
             (self.settings.events_topic, row["payload"].encode())
         ]

@@ -15,7 +15,8 @@ from typing import Any
 from consent.adapters.repositories import to_policy
 from consent.adapters.subject_store import TellState
 from consent.domain.events import DomainEvent, consent_event, decisions_map
-from consent.domain.hashing import GENESIS, entry_hash, evidence_hash
+from consent.domain.hashing import GENESIS, evidence_hash
+from consent.domain.ledger import ChainedEntry
 from consent.domain.merge import device_view
 from consent.domain.model import Change, Policy, PurposeRecord, SubjectSnapshot
 from consent.service.context import WriteContext
@@ -155,7 +156,7 @@ async def record(
         "occurred_at": ctx.now,
     }
     ev_hash = evidence_hash(ctx.evidence)
-    digest = entry_hash(fields, prev_hash, ev_hash)
+    digest = ChainedEntry(fields, prev_hash, ev_hash).hash()
     if policies is None:
         policies = await load_policies(uow)
     basis = decide_as if decide_as is not None else await as_answered(uow, after)

@@ -9,14 +9,14 @@ keys), ``p`` (policy versions). PostgreSQL delivers them only after the commit, 
 identical payloads of one transaction into one.
 
 Revision ID: 0010
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-01
 """
 
 from alembic import op
 
 revision = "0010"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

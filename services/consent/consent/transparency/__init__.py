@@ -1,0 +1,1 @@
+"""The transparency log over the ledger: sequencing, signed checkpoints, proofs, receipts."""

@@ -168,22 +168,36 @@ def run_pgbench(database_url: str, run_dir: Path, clients: int, seconds: int) ->
     }
 
 
-def main() -> None:
+def serve_ceiling(port: int, reuse_port: bool) -> None:
+    """One ceiling process (the same event loop and server set-up as the API)."""
     from consentctl.servers import http_server, run_service, serve_until
+    from consentctl.workers import reuseport_socket
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    server = http_server(ceiling_app(os.environ["CONSENT_DATABASE_URL"]), "127.0.0.1", args.port)
+    server = http_server(ceiling_app(os.environ["CONSENT_DATABASE_URL"]), "127.0.0.1", port)
+    sockets = [reuseport_socket("127.0.0.1", port)] if reuse_port else None
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve_until(server, stop)
+        await serve_until(server, stop, sockets)
 
     run_service(run())  # the same event loop as the API
+
+
+def main() -> None:
+    """``--workers N``: as many processes behind the port as the API has (a fair ratio)."""
+    from consentctl.servers import Shutdown
+    from consentctl.workers import run_workers
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    if args.workers <= 1:
+        return serve_ceiling(args.port, reuse_port=False)
+    run_workers(serve_ceiling, (args.port, True), args.workers, Shutdown().install())
 
 
 if __name__ == "__main__":

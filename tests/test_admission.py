@@ -114,16 +114,23 @@ async def test_no_free_database_connection_is_answered_429_not_500(settings: Set
     app = create_app(settings.model_copy(update={"db_pool_size": 1, "db_pool_timeout_s": 0.3}))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://api") as client,
-            app.state.engine.connect() as held,  # the only connection
-        ):
-            await held.exec_driver_sql("SELECT 1")
-            r = await client.get(
-                "/v1/subjects/s-1/decisions",
-                params={"purpose": "marketing_email"},
-                headers={"X-API-Key": settings.dev_admin_key.get_secret_value()},
-            )
-            assert r.status_code == 429, r.text
-            assert r.headers["retry-after"] == "1"
-            assert r.json()["code"] == "overloaded"
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            key = {"X-API-Key": settings.dev_admin_key.get_secret_value()}
+            for subject in ("s-1", "s-2"):
+                if subject == "s-2":  # the key is cached now: the lean path (fast_decisions)
+                    r = await client.get(
+                        "/v1/subjects/s-warm/decisions",
+                        params={"purpose": "analytics"},
+                        headers=key,
+                    )
+                    assert r.status_code == 200 and app.state.keys.get(key["X-API-Key"])
+                async with app.state.engine.connect() as held:  # the only connection
+                    await held.exec_driver_sql("SELECT 1")
+                    r = await client.get(
+                        f"/v1/subjects/{subject}/decisions",
+                        params={"purpose": "marketing_email"},
+                        headers=key,
+                    )
+                assert r.status_code == 429, r.text
+                assert r.headers["retry-after"] == "1"
+                assert r.json()["code"] == "overloaded"

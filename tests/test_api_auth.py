@@ -15,7 +15,7 @@ import jwt
 import pytest
 
 from consent.api.auth import hash_key, new_key
-from tests.conftest import JWT_SECRET, admin, user
+from tests.conftest import JWT_SECRET, admin, eventually, user
 
 SUBJECT = "alice"
 OTHER = "mallory"
@@ -241,4 +241,12 @@ async def test_key_revoked_after_use_stops_working(client, db):
     h = {"X-API-Key": raw}
     assert (await client.get(f"/v1/subjects/{SUBJECT}/preferences", headers=h)).status_code == 200
     await db.execute("UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1", hash_key(raw))
+
+    # valid keys are cached per worker until the revocation's notification arrives
+    # (api/key_cache.py; the bound is tested in tests/test_freshness.py)
+    async def refused() -> bool:
+        r = await client.get(f"/v1/subjects/{SUBJECT}/preferences", headers=h)
+        return r.status_code == 401
+
+    await eventually(refused)
     assert_problem(await client.get(f"/v1/subjects/{SUBJECT}/preferences", headers=h), 401)

@@ -275,6 +275,7 @@ async def test_grant_expires_after_validity_period(client, db, settings):
         "purpose": "third_party_sharing",
         "allowed": False,
         "reason": "expired",
+        "sequence": seq + 1,  # the view saw the scheduler's commit
     }
     body = (await client.get(prefs("exa"), headers=user("exa"))).json()
     assert body["sequence"] == seq + 1

@@ -138,6 +138,7 @@ async def test_guardian_lifecycle(client, db):
         "purpose": "sale",
         "allowed": False,
         "reason": "child_data_never_sold",
+        "sequence": await db.fetchval("SELECT sequence FROM subjects WHERE subject_id = 'kid'"),
     }
     actors = await db.fetch(
         "SELECT channel, actor_type, actor_id FROM consent_ledger "

@@ -26,6 +26,10 @@ BASE: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/admin/parked/{parked_id}/retry"): {"path": {"parked_id": "1"}},
     ("get", "/v1/admin/deliveries"): {"query": {}},
     ("get", "/v1/subjects/{subject_id}/history"): {"query": {}},
+    ("get", "/v1/subjects/{subject_id}/decisions"): {"query": {"purpose": "analytics"}},
+    ("post", "/v1/decisions:batch"): {
+        "body": {"items": [{"subject_id": "s-1", "purpose": "analytics", "min_sequence": 0}]}
+    },
     ("post", "/v1/admin/replays"): {
         "body": {"since": "2026-01-01T00:00:00Z", "dry_run": True, "rate": 10}
     },

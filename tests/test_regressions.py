@@ -112,6 +112,7 @@ async def test_gpc_is_honoured_on_every_subject_route(client, db):
         "purpose": "sale",
         "allowed": False,
         "reason": "gpc_opt_out",
+        "sequence": 2,  # computed after the opt-out this very request recorded
     }
     assert r.headers["sec-gpc-honored"] == "1"
     for path in (

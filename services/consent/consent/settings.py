@@ -38,6 +38,12 @@ class Settings(CommonSettings):
     # POST /v1/admin/imports (with an X-API-Key) may send this much; every other body 64 KiB
     import_max_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024, le=512 * 1024 * 1024)
     max_per_client: int = Field(default=16, ge=0)  # with CONSENT_TRUSTED_PROXIES only; 0: off
+    # each API worker's view of decision inputs (service/subject_view.py): how many subject
+    # snapshots it holds (0: off), and the backstop age after which one is read again
+    view_size: int = Field(default=20_000, ge=0, le=10_000_000)
+    view_max_age_s: float = Field(default=60.0, gt=0, le=3600)
+    # API worker processes behind one port (`consentctl serve api`); 0: one per CPU
+    api_workers: int = Field(default=0, ge=0, le=256)
     evidence_retention_days: int = 365 * 3
     outbox_retention_hours: int = 24 * 7
     idempotency_retention_hours: int = Field(default=24, ge=1, le=24 * 366)
@@ -127,9 +133,7 @@ class Settings(CommonSettings):
         return copy
 
     def gpp_notices(self) -> GppNotices:
-        return GppNotices(
-            **{f: getattr(self, f"gpp_{f}") for f in GppNotices.__dataclass_fields__}
-        )
+        return GppNotices(**{f: getattr(self, f"gpp_{f}") for f in GppNotices.__dataclass_fields__})
 
 
 @lru_cache

@@ -31,13 +31,30 @@ async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None
 
 
 def api(settings: Settings, host: str, port: int, insecure: bool = False) -> None:
+    """``CONSENT_API_WORKERS`` processes behind the port (consentctl/workers.py)."""
     SHUTDOWN.install()  # before anything starts: a signal during start-up is never lost
-    from consent.api.app import create_app
+    from consentctl.workers import run_workers, worker_count
 
     dev_defaults.enforce(dev_defaults.api_problems(settings), insecure, "api")
     settings = _ready(settings)
+    count = worker_count(settings.api_workers)
+    if count == 1:
+        return api_worker(settings, host, port, reuse_port=False)
+    run_workers(api_worker, (settings, host, port), count, SHUTDOWN)
+
+
+def api_worker(settings: Settings, host: str, port: int, reuse_port: bool = True) -> None:
+    """One API process (in a worker: its own signal handling, its own socket on the port)."""
+    SHUTDOWN.install()
+    from consent.api.app import create_app
+    from consent_common.logs import configure_logging
+    from consentctl.workers import reuseport_socket
+
+    configure_logging(settings.log_level, settings.log_json)  # a spawned process starts bare
+
+    sockets = [reuseport_socket(host, port)] if reuse_port else None
     server = http_server(create_app(settings), host, port)
-    run_service(_until_signal(lambda stop: serve_until(server, stop)))
+    run_service(_until_signal(lambda stop: serve_until(server, stop, sockets)))
 
 
 def health_app(settings: Settings) -> Any:

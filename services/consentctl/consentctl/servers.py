@@ -106,8 +106,10 @@ def http_server(app: Any, host: str, port: int) -> Server:
     return Server(config)
 
 
-async def serve_until(server: Server, stop: asyncio.Event) -> None:
-    task = asyncio.create_task(server.serve())
+async def serve_until(
+    server: Server, stop: asyncio.Event, sockets: list[Any] | None = None
+) -> None:
+    task = asyncio.create_task(server.serve(sockets=sockets))
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True

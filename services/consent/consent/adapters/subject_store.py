@@ -225,3 +225,10 @@ async def append_change(
         told.age_status,
         told.age_check_at,
     )
+
+
+async def fetch_snapshots(conn: Any, ids: Sequence[str]) -> dict[str, SubjectSnapshot]:
+    """Whole snapshots (every recorded purpose) on a raw connection: the decision view's
+    read-through, no session or transaction around it."""
+    rows = await conn.fetch(SNAPSHOT_SQL, list(ids), None)
+    return {row["subject_id"]: _snapshot(row) for row in rows}

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from consent.adapters.change_feed import ChangeFeed
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.propagator_api import PropagatorAPI
 from consent.api import openapi, problems
 from consent.api.admission import AdmissionLimit
 from consent.api.client_limit import ClientLimit, parse_networks
+from consent.api.fast_decisions import FastDecisions
 from consent.api.jwks import JwksCache
+from consent.api.key_cache import KeyCache
 from consent.api.middleware import BodyLimit, RequestContext
 from consent.api.routes import (
     admin,
@@ -30,11 +34,20 @@ from consent.api.routes import (
     signals,
     transparency,
 )
+from consent.service.decision_reads import DecisionReader
 from consent.service.receipts import ReceiptProjector
+from consent.service.recorder import invalidate_policies, policies_followed
 from consent.service.scheduler import run_scheduler
+from consent.service.subject_view import SubjectView
 from consent.settings import Settings, get_settings
 from consent.transparency.sequencer import run_sequencer
 from consent_common import tracing
+
+
+def _follow(app: FastAPI, live: bool, max_age_s: float) -> None:
+    """The change feed is (no longer) live: the key and policy caches follow it."""
+    app.state.keys.set_live(live)
+    policies_followed(live, max_age_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -53,6 +66,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         stop = asyncio.Event()
         app.state.scheduler_wake = asyncio.Event()
+        app.state.decisions = DecisionReader(
+            app.state.view, app.state.read_sessions, str(engine.url)
+        )
+        feed = ChangeFeed(
+            settings.database_url,
+            app.state.view,
+            on_keys=app.state.keys.clear,
+            on_policies=invalidate_policies,
+            on_state=lambda live: _follow(app, live, settings.view_max_age_s),
+        )
+        app.state.change_feed = feed
         jobs = (
             [
                 asyncio.create_task(
@@ -69,6 +93,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if settings.scheduler_enabled:  # the transparency log's sequencer and checkpoints
             jobs.append(asyncio.create_task(run_sequencer(app.state.sessions, settings, stop)))
+        if settings.view_size > 0:
+            jobs.append(asyncio.create_task(feed.run(stop)))
+            with contextlib.suppress(TimeoutError):  # until it is, reads go to the database
+                await asyncio.wait_for(feed.connected.wait(), 5)
         if settings.kafka_bootstrap and settings.receipts_projection:
             app.state.receipts = ReceiptProjector(
                 settings, app.state.sessions, settings.database_url
@@ -108,6 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     app.state.background = set()
+    app.state.view = SubjectView(settings.view_size, settings.view_max_age_s)
+    app.state.keys = KeyCache(settings.view_max_age_s)
     app.state.propagator = PropagatorAPI(settings)
     problems.install(app)
     app.include_router(meta.router)
@@ -126,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # innermost first: load shedding, then the body read under its deadline (so a request is
     # admitted only once its body is here), then CORS (so a 429, 408 or 413 carries its
     # headers and preflights are never shed)
+    app.add_middleware(FastDecisions)  # innermost: shed, body-checked, logged like the rest
     app.add_middleware(AdmissionLimit, limit=settings.max_in_flight)
     app.add_middleware(
         BodyLimit,
@@ -151,7 +182,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-API-Key",
                 "Sec-GPC",
             ],
-            expose_headers=["ETag", "Sec-GPC-Honored", "X-Request-Id", "Retry-After"],
+            expose_headers=[
+                "ETag",
+                "Consent-Token",
+                "Sec-GPC-Honored",
+                "X-Request-Id",
+                "Retry-After",
+            ],
         )
     app.add_middleware(RequestContext)
     if tracing.configure("consent-api"):  # OTEL_TRACES_EXPORTER set

@@ -9,7 +9,9 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.api.auth import AuthError, Principal, principal_from_jwt, principal_from_key
+from consent.api.freshness import note_committed
 from consent.api.jwks import JwksUnavailable
+from consent.api.key_cache import KeyCache
 from consent.api.problems import Problem
 from consent.domain.authority import Reader
 from consent.service.context import utcnow
@@ -31,6 +33,7 @@ async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
         sessions = request.app.state.read_sessions  # reads need no BEGIN/ROLLBACK round trips
     async with unit_of_work(sessions) as uow:
         yield uow
+    note_committed(request, uow)  # the Consent-Token header; a PATCH's write-through
 
 
 UoW = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
@@ -45,7 +48,13 @@ async def get_principal(request: Request, uow: UoW) -> Principal:
     challenge = {"WWW-Authenticate": 'Bearer realm="consent"'}
     try:
         if x_api_key:
-            principal = await principal_from_key(x_api_key, uow.session, settings)
+            keys: KeyCache = request.app.state.keys
+            cached = keys.get(x_api_key)
+            if cached is None:
+                generation = keys.generation
+                found = await principal_from_key(x_api_key, uow.session, settings)
+                cached = keys.put(x_api_key, found, generation)
+            principal = cached
         elif authorization and authorization.lower().startswith("bearer "):
             jwks = getattr(request.app.state, "jwks", None)
             principal = await principal_from_jwt(authorization[7:].strip(), settings, jwks)

@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Path, Request
 
 from consent.api.auth import Principal
 from consent.api.deps import Caller
+from consent.api.freshness import note_committed
 from consent.api.schemas import SubjectId
 from consent.api.writes import write_context
 from consent.service import preferences as svc
@@ -47,6 +48,7 @@ async def honour_gpc_signal(
     ctx = write_context(request, principal, "gpc", gpc=True)
     async with unit_of_work(request.app.state.sessions) as uow:
         view = await svc.gpc_on_read(uow, subject_id, ctx)
+    note_committed(request, uow)  # a token for this request's own reads and its answer
     if view.gpc_honored:
         request.state.gpc_honored = True
 

@@ -11,6 +11,7 @@ from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consent.api import request_metrics
+from consent.api.freshness import TOKEN_HEADER, consent_token
 from consent.api.problems import problem_response
 
 MAX_BODY = 64 * 1024
@@ -46,6 +47,8 @@ class BodyLimit:
         if scope["method"] == "POST" and b"x-api-key" in headers:
             limit = self.uploads.get(scope["path"], limit)
         length = headers.get(b"content-length")
+        if length is None and b"transfer-encoding" not in headers:
+            return await self.app(scope, receive, send)  # HTTP/1.1: no body follows
         if length is not None and not length.isdigit():
             resp = problem_response(400, "Content-Length must be a whole number of bytes.")
             return await resp(scope, receive, send)
@@ -91,6 +94,16 @@ class BodyLimit:
         await resp(scope, receive, send)
 
 
+def _etag_token(scope: Scope, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """A write that changed nothing (or an idempotent replay): the sequence it answers at."""
+    if scope["method"] not in ("PUT", "PATCH", "POST", "DELETE"):
+        return None
+    for k, v in headers:
+        if k.lower() == b"etag":
+            return v.strip(b'"') or None
+    return None
+
+
 class RequestContext:
     """Binds a request id to every log line of the request; logs one line per request.
     Paths are logged without query strings, which may carry identifiers."""
@@ -118,6 +131,9 @@ class RequestContext:
                     k.lower() == b"sec-gpc-honored" for k, _ in message["headers"]
                 ):
                     extra.append((b"sec-gpc-honored", b"1"))
+                token = consent_token(scope) or _etag_token(scope, message["headers"])
+                if token is not None:
+                    extra.append((TOKEN_HEADER, token))
                 message["headers"] = [*message["headers"], *extra]
             await send(message)
 

@@ -150,16 +150,28 @@ class PreferencesOut(BaseModel):
     merged_into: str | None = None
 
 
+MAX_SEQUENCE = 2**53 - 1  # exact in a JSON number (a double), far beyond any subject
+
+
 class DecisionOut(BaseModel):
     subject_id: str
     purpose: str
     allowed: bool
     reason: str
+    sequence: int = Field(description="The subject sequence this answer was computed from")
 
 
-def decision_doc(subject_id: str, purpose: str, allowed: bool, reason: str) -> dict[str, Any]:
+def decision_doc(
+    subject_id: str, purpose: str, allowed: bool, reason: str, sequence: int
+) -> dict[str, Any]:
     """A ``DecisionOut`` as a plain dict: the hot read paths serialise it with orjson."""
-    return {"subject_id": subject_id, "purpose": purpose, "allowed": allowed, "reason": reason}
+    return {
+        "subject_id": subject_id,
+        "purpose": purpose,
+        "allowed": allowed,
+        "reason": reason,
+        "sequence": sequence,
+    }
 
 
 class PurposeInfo(BaseModel):
@@ -183,6 +195,13 @@ def as_out(data: dict[str, Any]) -> PreferencesOut:
 class DecisionQuery(StrictPart):
     subject_id: SubjectId
     purpose: PurposeKey
+    min_sequence: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_SEQUENCE,
+        description="Never answer from a state of this subject older than this sequence "
+        "(a Consent-Token); one the database has not reached: 409 sequence_not_reached",
+    )
 
 
 class BatchIn(Strict):

@@ -45,9 +45,7 @@ def decisions_map(decisions: Mapping[str, Decision]) -> dict[str, bool]:
     return {k: d.allowed for k, d in sorted(decisions.items())}
 
 
-def changed_decisions(
-    before: Mapping[str, bool] | None, after: Mapping[str, bool]
-) -> list[str]:
+def changed_decisions(before: Mapping[str, bool] | None, after: Mapping[str, bool]) -> list[str]:
     """The purposes whose ``allowed`` differs from the previous event's; every purpose when
     the previous answers are not known (a subject written before they were kept)."""
     if before is None:

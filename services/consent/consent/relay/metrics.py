@@ -27,6 +27,8 @@ async def observe_backlog(conn: asyncpg.Connection) -> tuple[int, float]:
     assert row is not None
     set_backlog(int(row["n"]), float(row["age"]))
     return int(row["n"]), float(row["age"])
+
+
 PARKED = Counter(
     "consent_outbox_parked_total",
     "Outbox rows the broker or the encoder refused: parked, holding back only their subject",

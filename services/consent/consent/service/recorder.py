@@ -30,16 +30,30 @@ from consent.service.unit_of_work import UnitOfWork
 
 POLICY_TTL_S = 1.0
 _policy_cache: dict[str, tuple[float, list[Policy]]] = {}
+# How long a cached list may serve: a second, or, while a change feed (adapters/change_feed.py)
+# drops the cache on every commit to policy_versions, up to the view's maximum age.
+_policy_ttl = [POLICY_TTL_S]
+
+
+def _policy_key(uow: UnitOfWork) -> str:
+    bind = uow.session.bind
+    return str(bind.engine.url) if bind is not None else ""
+
+
+def cached_policies(key: str) -> list[Policy] | None:
+    hit = _policy_cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < _policy_ttl[0]:
+        return hit[1]
+    return None
 
 
 async def load_policies(uow: UnitOfWork) -> list[Policy]:
-    """Policy versions, cached per database for a second: they change rarely, and every
-    decision needs them. Publishing in this process clears the cache at once."""
-    bind = uow.session.bind
-    key = str(bind.engine.url) if bind is not None else ""
-    hit = _policy_cache.get(key)
-    if hit is not None and time.monotonic() - hit[0] < POLICY_TTL_S:
-        return hit[1]
+    """Policy versions, cached per database: they change rarely, and every decision needs
+    them. Publishing in this process, or a change feed's notification, clears the cache."""
+    key = _policy_key(uow)
+    hit = cached_policies(key)
+    if hit is not None:
+        return hit
     policies = [to_policy(p) for p in await uow.policies.all()]
     _policy_cache[key] = (time.monotonic(), policies)
     return policies
@@ -47,6 +61,12 @@ async def load_policies(uow: UnitOfWork) -> list[Policy]:
 
 def invalidate_policies() -> None:
     _policy_cache.clear()
+
+
+def policies_followed(live: bool, max_age_s: float) -> None:
+    """A change feed is (or is no longer) dropping the cache on every policy commit."""
+    _policy_cache.clear()
+    _policy_ttl[0] = max(POLICY_TTL_S, max_age_s) if live else POLICY_TTL_S
 
 
 async def as_answered(uow: UnitOfWork, snapshot: SubjectSnapshot) -> SubjectSnapshot:

@@ -54,6 +54,8 @@ class UnitOfWork:
         self.retention = RetentionRepository(session)
         self.imports = ImportRepository(session)
         self.events: list[DomainEvent] = []
+        # subject → the highest sequence this unit of work committed (the Consent-Token)
+        self.committed_sequences: dict[str, int] = {}
 
     def emit(self, event: DomainEvent) -> None:
         self.events.append(event)
@@ -65,8 +67,14 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         """Only ``unit_of_work`` calls this."""
+        written: dict[str, int] = {}
+        for e in self.events:
+            if e.sequence is not None and e.aggregatetype == "subject":
+                written[e.subject_id] = max(e.sequence, written.get(e.subject_id, 0))
         await self.flush_events()
         await self.session.commit()
+        for sid, seq in written.items():
+            self.committed_sequences[sid] = max(seq, self.committed_sequences.get(sid, 0))
 
     async def rollback(self) -> None:
         self.events.clear()

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from consent.adapters.tables import IdempotencyRecord
 from consent.api.auth import Principal
 from consent.api.deps import Caller, UoW, require_subject_access
+from consent.api.freshness import Consistency, MinSequence, read_decisions
 from consent.api.gpc import GpcSignal, SecGpc, is_gpc, own_gpc
 from consent.api.problems import Problem
 from consent.api.schemas import (
@@ -213,18 +214,36 @@ async def _apply_patch(
         gpc=gpc,
         precondition=lambda sequence: _check_if_match(if_match, sequence),
     )
+    request.state.written = view.snapshot
     return _respond(view, gpc and view.gpc_honored)
 
 
-@router.get("/{subject_id}/decisions", response_model=DecisionOut, responses=PROBLEMS)
+@router.get(
+    "/{subject_id}/decisions",
+    response_model=DecisionOut,
+    responses=PROBLEMS,
+    description="One purpose's decision, recomputed now from the worker's view of the "
+    "subject or the database; with `min_sequence` never from an older state. The common "
+    "case is answered by a lean path (api/fast_decisions.py) with the same answers.",
+)
 async def get_decision(
     subject_id: SubjectPath,
+    request: Request,
     uow: UoW,
     principal: Caller,
     _gpc: GpcSignal,
     purpose: Annotated[PurposeKey, Query()],
+    min_sequence: MinSequence = None,
+    consistency: Consistency = None,
 ) -> Response:
     await require_subject_access(principal, "decisions:read", subject_id, uow)
-    [d] = await svc.get_decisions(uow, [(subject_id, purpose)], utcnow())
-    body = decision_doc(subject_id, purpose, d.allowed, d.reason)
+    answers = await read_decisions(
+        request,
+        [(subject_id, purpose)],
+        utcnow(),
+        {subject_id: min_sequence} if min_sequence else {},
+        consistency == "full",
+    )
+    [d] = answers.decisions
+    body = decision_doc(subject_id, purpose, d.allowed, d.reason, answers.sequences[subject_id])
     return Response(orjson.dumps(body), media_type="application/json")  # hot: no re-validation

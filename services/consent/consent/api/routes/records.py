@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 
 from consent.api.deps import Caller, UoW, reader_of, require_scope, require_subject_access
+from consent.api.freshness import Consistency, read_decisions
 from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
@@ -23,7 +24,6 @@ from consent.api.schemas import (
 from consent.api.views import Export
 from consent.service import history as history_svc
 from consent.service import policies as policy_svc
-from consent.service import preferences as preferences_svc
 from consent.service.context import utcnow
 from consent_common.timefmt import rfc3339
 
@@ -73,16 +73,24 @@ async def export(subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: Gpc
 
 
 @router.post("/v1/decisions:batch", response_model=BatchOut, responses=PROBLEMS, tags=["decisions"])
-async def batch_decisions(body: BatchIn, uow: UoW, principal: Caller) -> Response:
+async def batch_decisions(
+    body: BatchIn, request: Request, uow: UoW, principal: Caller, consistency: Consistency = None
+) -> Response:
     require_scope(principal, "decisions:read")
     ids = sorted({q.subject_id for q in body.items})
     if principal.kind == "user":
         for sid in ids:
             await require_subject_access(principal, "decisions:read", sid, uow)
     pairs = [(q.subject_id, q.purpose) for q in body.items]
-    decisions = await preferences_svc.get_decisions(uow, pairs, utcnow())
+    wanted: dict[str, int] = {}
+    for q in body.items:
+        if q.min_sequence:
+            wanted[q.subject_id] = max(q.min_sequence, wanted.get(q.subject_id, 0))
+    answers = await read_decisions(request, pairs, utcnow(), wanted, consistency == "full")
+    seqs = answers.sequences
     out = [
-        decision_doc(s, p, d.allowed, d.reason) for (s, p), d in zip(pairs, decisions, strict=True)
+        decision_doc(s, p, d.allowed, d.reason, seqs[s])
+        for (s, p), d in zip(pairs, answers.decisions, strict=True)
     ]
     return Response(orjson.dumps({"items": out}), media_type="application/json")
 

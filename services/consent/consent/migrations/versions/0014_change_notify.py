@@ -8,14 +8,14 @@ statuses, guardian links, aliases; sequence -1 when the change does not take a n
 keys), ``p`` (policy versions). PostgreSQL delivers them only after the commit, and folds
 identical payloads of one transaction into one.
 
-Revision ID: 0010
+Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-01
 """
 
 from alembic import op
 
-revision = "0010"
+revision = "0014"
 down_revision = "0013"
 branch_labels = None
 depends_on = None

@@ -30,6 +30,7 @@ from consent.adapters.repositories import (
     SubjectRepository,
 )
 from consent.adapters.retention import RetentionRepository
+from consent.adapters.transparency import TransparencyRepository
 from consent.domain.events import DomainEvent
 
 
@@ -53,6 +54,7 @@ class UnitOfWork:
         self.receipts = ReceiptRepository(session)
         self.retention = RetentionRepository(session)
         self.imports = ImportRepository(session)
+        self.transparency = TransparencyRepository(session)
         self.events: list[DomainEvent] = []
         # subject → the highest sequence this unit of work committed (the Consent-Token)
         self.committed_sequences: dict[str, int] = {}

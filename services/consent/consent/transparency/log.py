@@ -205,9 +205,10 @@ async def checkpoint_now(
     *,
     wait: bool = False,
 ) -> tuple[int, Checkpoint | None]:
-    async with sessions() as session:
-        sequenced, cp = await run_once(session, key, now, wait=wait)
-        await session.commit()
+    from consent.service.unit_of_work import unit_of_work  # (it imports this module)
+
+    async with unit_of_work(sessions) as uow:  # the one transaction owner commits
+        sequenced, cp = await run_once(uow.session, key, now, wait=wait)
     if cp is not None:
         append_to_file(checkpoint_file, cp)
         log.info("checkpoint_signed", tree_size=cp.tree_size, sequenced=sequenced)

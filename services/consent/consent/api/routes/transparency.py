@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from consent.adapters.db import driver
 from consent.api.deps import Caller, UoW, require_subject_access
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
@@ -19,7 +18,6 @@ from consent.service.context import utcnow
 from consent.settings import Settings
 from consent.transparency import proofs
 from consent.transparency.keys import SigningKey, published_jwks, signing_key
-from consent.transparency.log import checkpoint_at, latest_checkpoint
 from consent.transparency.receipts import receipt_claims, sign_receipt
 
 router = APIRouter()
@@ -98,7 +96,7 @@ async def proof(
 ) -> dict[str, Any]:
     await require_subject_access(principal, "preferences:read", subject_id, uow)
     try:
-        return await proofs.inclusion(await driver(uow.session), subject_id, sequence)
+        return await uow.transparency.inclusion(subject_id, sequence)
     except proofs.NoSuchEntry as exc:
         raise Problem(404, str(exc)) from exc
     except proofs.NotYetCheckpointed as exc:
@@ -117,7 +115,7 @@ async def proof(
     tags=["transparency"],
 )
 async def checkpoint_latest(uow: UoW) -> dict[str, Any]:
-    cp = await latest_checkpoint(await driver(uow.session))
+    cp = await uow.transparency.latest()
     if cp is None:
         raise Problem(404, "No checkpoint has been issued yet.")
     return cp.as_dict()
@@ -141,7 +139,7 @@ async def checkpoint_consistency(
             errors=[{"loc": ["query", "from"], "msg": "from > to", "type": "value_error"}],
         )
     try:
-        return await proofs.consistency(await driver(uow.session), from_, to)
+        return await uow.transparency.consistency(from_, to)
     except proofs.NoSuchCheckpoint as exc:
         raise Problem(404, str(exc)) from exc
 
@@ -153,7 +151,7 @@ async def checkpoint_consistency(
     tags=["transparency"],
 )
 async def checkpoint(tree_size: TreeSize, uow: UoW) -> dict[str, Any]:
-    cp = await checkpoint_at(await driver(uow.session), tree_size)
+    cp = await uow.transparency.at(tree_size)
     if cp is None:
         raise Problem(404, f"No checkpoint of tree size {tree_size}.")
     return cp.as_dict()
@@ -192,16 +190,11 @@ async def receipt(
     principal: Caller,
 ) -> Response:
     await require_subject_access(principal, "preferences:read", subject_id, uow)
-    conn = await driver(uow.session)
     try:
-        row = await proofs.entry_row(conn, subject_id, sequence)
+        row = await uow.transparency.entry(subject_id, sequence)
     except proofs.NoSuchEntry as exc:
         raise Problem(404, str(exc)) from exc
-    evidence = await conn.fetchval(
-        "SELECT evidence::text FROM consent_evidence WHERE subject_id = $1 AND sequence = $2",
-        subject_id,
-        sequence,
-    )
+    evidence = await uow.transparency.evidence(subject_id, sequence)
     settings: Settings = request.app.state.settings
     controller = {"name": settings.controller_name, "contact": settings.controller_contact}
     withdraw = settings.withdraw_url or str(request.base_url).rstrip("/") + "/preference-center/"

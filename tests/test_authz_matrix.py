@@ -104,6 +104,10 @@ CONSENT_API: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/admin/parked"): ADMIN,
     ("POST", "/v1/admin/parked/{parked_id}/retry"): ADMIN,
     ("DELETE", "/v1/admin/parked/{parked_id}"): ADMIN,
+    ("GET", "/v1/admin/drift"): ADMIN,
+    ("POST", "/v1/admin/drift/repair"): Rule(
+        "admin", user="never", guardian=False, body={"subject_id": "nobody-m"}
+    ),
 }
 # The health endpoints of `consentctl serve relay|propagator --health-port`.
 WORKER_HEALTH = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}

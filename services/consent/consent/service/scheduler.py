@@ -1,6 +1,6 @@
 """The consent service's periodic jobs: every change that time makes to a decision (expiry,
 a material policy version taking effect, a birthday) is recorded here when it happens,
-and the retention jobs run.
+the retention jobs run, and the drift report's check (service/drift.py) takes its next slice.
 
 Every API replica runs a scheduler, but a timed round runs only in the replica holding the
 scheduler lease (service/lease.py), so N replicas do each round's work once."""
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.service.age_transitions import record_age_transitions
 from consent.service.context import utcnow
+from consent.service.drift import check_drift
 from consent.service.expiry import expire_due
 from consent.service.lease import SCHEDULER_LEASE_KEY, AdvisoryLease
 from consent.service.reconsent import announce_reconsent
@@ -50,6 +51,7 @@ JOBS: dict[str, Job] = {
     "replays": resume_abandoned_replays,
     "evidence_retention": purge_evidence,
     "idempotency_retention": purge_idempotency,
+    "drift": check_drift,
 }
 
 

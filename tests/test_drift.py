@@ -89,7 +89,7 @@ async def repair(api: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
 
 @pytest.mark.timeout(180)
 async def test_a_missed_delivery_is_drift_until_repaired(api, known, trio, db):
-    email, payment, logistics = trio
+    payment = trio[1]
     payment.responder = lambda r: 422 if r.body["subject_id"] == "d-miss" else 204
     grant = {"purposes": {"marketing_email": "granted", "third_party_sharing": "granted"}}
     async with serving(*trio), running_stack(known, configs(*trio), receipts=True):

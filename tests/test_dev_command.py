@@ -40,6 +40,7 @@ async def _public_records(bootstrap: str) -> list[tuple[dict[str, bytes], bytes]
         await consumer.stop()
 
 
+
 @pytest.fixture
 def tmp_path() -> Iterator[Path]:
     """Outside pytest's basetemp, like the session's own servers (conftest ``workdir``): a

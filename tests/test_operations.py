@@ -56,10 +56,9 @@ async def ops_client(ops_settings: Settings):  # type: ignore[no-untyped-def]
     from consent.api.app import create_app
 
     app = create_app(ops_settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c,
-    ):
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as c:
         yield c
 
 

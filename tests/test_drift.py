@@ -5,6 +5,11 @@ receipts it projects."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,3 +196,60 @@ async def test_a_configuration_change_that_moves_a_decision_is_drift(
         assert await report(api) == []
         email = trio[0]
         assert email.requests[-1].body["decisions"]["marketing_email"] is False
+
+
+def consentctl(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CONSENT_DATABASE_URL": settings.database_url or "",
+        "CONSENT_PROCESSORS_FILE": str(settings.processors_file),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "consentctl.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.timeout(240)
+async def test_consentctl_verify_propagation_reports_and_repairs(api, known, trio, db):
+    payment = trio[1]
+    payment.responder = lambda r: 503  # down: its deliveries wait
+    grant = {"purposes": {"third_party_sharing": "granted"}}
+    async with serving(*trio), running_stack(known, configs(*trio), receipts=True):
+        for sid in ("v1", "v2"):
+            r = await api.patch(f"/v1/subjects/{sid}/preferences", json=grant, headers=admin())
+            assert r.status_code == 200, r.text
+        await settle(db, failing={"payment"})
+        bad = await asyncio.to_thread(
+            consentctl, known, "verify", "propagation", "--processor", "nope"
+        )
+        assert bad.returncode == 2 and "unknown processor" in bad.stderr
+        found = await asyncio.to_thread(consentctl, known, "verify", "propagation")
+        assert found.returncode == 1, found.stderr
+        summary = json.loads(found.stdout)
+        assert summary["differences"] == 2 and summary["by_processor"] == {"payment": 2}
+        assert "repair with --repair" in found.stderr
+        one = await asyncio.to_thread(
+            consentctl,
+            known,
+            "verify",
+            "propagation",
+            "--subject",
+            "v1",
+            "--processor",
+            "logistics",
+        )
+        assert one.returncode == 0 and json.loads(one.stdout)["subjects"] == 1
+
+        payment.responder = lambda r: 204
+        fixed = await asyncio.to_thread(
+            consentctl, known, "verify", "propagation", "--repair", "--wait", "60"
+        )
+        assert fixed.returncode == 0, fixed.stderr
+        assert json.loads(fixed.stdout)["remaining"] == 0
+        await settle(db)
+        clean = await asyncio.to_thread(consentctl, known, "verify", "propagation")
+        assert clean.returncode == 0 and json.loads(clean.stdout)["differences"] == 0

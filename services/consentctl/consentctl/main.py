@@ -12,6 +12,7 @@ from consent.settings import Settings, get_settings
 from consent_common.logs import configure_logging
 from consentctl import maintenance, ops
 from consentctl.parked import parked_app
+from consentctl.verify import verify_app
 
 app = typer.Typer(help="Consent platform operations.", no_args_is_help=True)
 keys_app = typer.Typer(help="Service API keys.", no_args_is_help=True)
@@ -28,6 +29,7 @@ app.command("audit")(ops.audit)
 app.add_typer(maintenance.topic_app, name="topic")
 app.add_typer(maintenance.state_app, name="state")
 app.add_typer(parked_app, name="parked")
+app.add_typer(verify_app, name="verify")
 
 
 InsecureDevDefaults = Annotated[

@@ -53,7 +53,8 @@ K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
 
 # Compose services that run the consent image, and those that run something else.
 CONSENT_SERVICES = {
-    "migrate",
+    "migrate-consent",
+    "migrate-propagator",
     "api",
     "relay",
     "propagator",
@@ -62,7 +63,8 @@ CONSENT_SERVICES = {
     "logistics-processor",
 }
 OTHER_SERVICES = {"postgres": "postgres:", "kafka": "apache/kafka:", "topics": "apache/kafka:"}
-LONG_RUNNING = {"postgres", "kafka"} | (CONSENT_SERVICES - {"migrate"})
+MIGRATIONS = {"migrate-consent": "consent", "migrate-propagator": "propagator"}
+LONG_RUNNING = {"postgres", "kafka"} | (CONSENT_SERVICES - set(MIGRATIONS))
 
 # Kafka client settings read straight from the environment by consent.adapters.kafka.
 KAFKA_ENV = {
@@ -90,12 +92,20 @@ SECRET_ENV = {
 # Secrets the operator creates (docs/operations.md says how); the manifests reference them.
 EXTERNAL_SECRETS = {
     "consent-secrets",
+    "consent-migrate-secrets",  # each migration Job's own DSN (its service's owner role)
+    "consent-propagator-migrate-secrets",
     "consent-processor-secrets",
     "consent-kafka-ca",
     "consent-kafka-client",
 }
 # Which workloads may reach PostgreSQL and Kafka (NetworkPolicies).
-POSTGRES_CLIENTS = {"consent-api", "consent-relay", "consent-propagator", "consent-migrate"}
+POSTGRES_CLIENTS = {
+    "consent-api",
+    "consent-relay",
+    "consent-propagator",
+    "consent-migrate",
+    "consent-propagator-migrate",
+}
 KAFKA_CLIENTS = {"consent-api", "consent-relay", "consent-propagator", "consent-topics"}
 
 
@@ -348,13 +358,17 @@ def test_compose_order_and_health() -> None:
     def conditions(name: str) -> dict[str, str]:
         return {d: c["condition"] for d, c in services[name].get("depends_on", {}).items()}
 
-    assert conditions("migrate") == {"postgres": "service_healthy"}
+    for name, service in MIGRATIONS.items():  # one per service, each with its own DSN
+        assert conditions(name) == {"postgres": "service_healthy"}
+        assert service_command(name) == ["migrate", "--service", service]
+        assert "CONSENT_DATABASE_URL" in services[name]["environment"]
     assert conditions("topics") == {"kafka": "service_healthy"}
     for name in ("api", "relay", "propagator"):
         got = conditions(name)
         assert got["postgres"] == got["kafka"] == "service_healthy", name
-        assert got["migrate"] == got["topics"] == "service_completed_successfully", name
-    for name in ("migrate", "topics"):
+        done = {got[m] for m in MIGRATIONS} | {got["topics"]}
+        assert done == {"service_completed_successfully"}, name
+    for name in (*MIGRATIONS, "topics"):
         assert services[name]["restart"] == "no"
 
     # No cycle: every service can be started after its dependencies.
@@ -621,7 +635,7 @@ def test_k8s_manifests_validate_against_kubernetes_schemas(overlay: str, version
     kinds = sorted(d["kind"] for d in docs)
     for kind, count in {
         "Deployment": 3,
-        "Job": 2,
+        "Job": 3,  # a migration per service (issue 16), the topics
         "HorizontalPodAutoscaler": 1,
         "PodDisruptionBudget": 3,
         "NetworkPolicy": 2,
@@ -713,13 +727,19 @@ def test_k8s_disruption_budgets_and_autoscaler(overlay: str) -> None:
 def test_k8s_jobs_migrate_and_create_topics(overlay: str, tmp_path: Path) -> None:
     docs = render(OVERLAYS[overlay])
     jobs = of_kind(docs, "Job")
-    assert set(jobs) == {"consent-migrate", "consent-topics"}
+    assert set(jobs) == {"consent-migrate", "consent-propagator-migrate", "consent-topics"}
     for job in jobs.values():
         assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
         assert job["spec"]["backoffLimit"] >= 1
-    (migrate,) = jobs["consent-migrate"]["spec"]["template"]["spec"]["containers"]
-    assert migrate["args"] == ["migrate"]
-    assert_consentctl_accepts(migrate["args"])
+    secrets = set()
+    for name, service in (("consent-migrate", "consent"),
+                          ("consent-propagator-migrate", "propagator")):  # fmt: skip
+        (migrate,) = jobs[name]["spec"]["template"]["spec"]["containers"]
+        assert migrate["args"] == ["migrate", "--service", service]
+        assert_consentctl_accepts(migrate["args"])
+        (dsn,) = [e for e in migrate["env"] if e["name"] == "CONSENT_DATABASE_URL"]
+        secrets.add(dsn["valueFrom"]["secretKeyRef"]["name"])
+    assert secrets == {"consent-migrate-secrets", "consent-propagator-migrate-secrets"}
 
     pod = jobs["consent-topics"]["spec"]["template"]["spec"]
     (topics,) = pod["containers"]

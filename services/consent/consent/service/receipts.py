@@ -75,9 +75,7 @@ def _ts(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _newer_or_equal(
-    seq: int, at: datetime | None, held_seq: int, held_at: datetime | None
-) -> bool:
+def _newer_or_equal(seq: int, at: datetime | None, held_seq: int, held_at: datetime | None) -> bool:
     if seq != held_seq:
         return seq > held_seq
     return at is None or held_at is None or held_at <= at

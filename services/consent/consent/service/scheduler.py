@@ -20,7 +20,7 @@ from consent.service.drift import check_drift
 from consent.service.expiry import expire_due
 from consent.service.lease import SCHEDULER_LEASE_KEY, AdvisoryLease
 from consent.service.reconsent import announce_reconsent
-from consent.service.retention import purge_evidence, purge_idempotency
+from consent.service.retention import purge_evidence, purge_idempotency, purge_receipts
 
 log = structlog.get_logger()
 Job = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[int]]
@@ -51,6 +51,7 @@ JOBS: dict[str, Job] = {
     "replays": resume_abandoned_replays,
     "evidence_retention": purge_evidence,
     "idempotency_retention": purge_idempotency,
+    "receipts_retention": purge_receipts,
     "drift": check_drift,
 }
 

@@ -30,8 +30,8 @@ from tests.support import RecordingProcessor, serving
 
 from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
-from consent.embedded import TansuBroker, start_postgres, stop_postgres
 from consent.settings import Settings
+from consentctl.embedded import TansuBroker, start_postgres, stop_postgres
 from propagator.db import migrate as migrate_propagator
 
 

@@ -15,10 +15,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI, Request, Response
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from consent.embedded import free_port
 from consent.relay.relay import OutboxRelay
 from consent.settings import Settings
 from consent_common.kafka import client_kwargs
+from consentctl.embedded import free_port
 from consentctl.servers import http_server, serve_until
 from propagator.config import ProcessorConfig
 from propagator.service import Propagator

@@ -21,8 +21,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from consent.api.app import create_app
-from consent.embedded import free_port
 from consent.settings import Settings
+from consentctl.embedded import free_port
 from consentctl.servers import http_server
 from tests.conftest import ADMIN_KEY
 

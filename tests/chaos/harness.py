@@ -23,9 +23,9 @@ import httpx
 import psutil
 import yaml
 
-from consent.embedded import free_port
 from consent.settings import Settings
 from consent_common.db import plain_url
+from consentctl.embedded import free_port
 from tests.support import RecordingProcessor, headers_of, read_topic
 
 SUBJECTS = [f"chaos-{i}" for i in range(12)]

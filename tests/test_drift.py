@@ -88,7 +88,7 @@ async def repair(api: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
         j = (await api.get(f"/v1/admin/replays/{job_id}", headers=admin())).json()
         return j if j["status"] == "completed" else None
 
-    job: dict[str, Any] = await eventually(done, timeout=30)
+    job: dict[str, Any] = await eventually(done, timeout=120)
     return job
 
 

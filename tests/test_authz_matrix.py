@@ -108,6 +108,8 @@ CONSENT_API: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/admin/drift/repair"): Rule(
         "admin", user="never", guardian=False, body={"subject_id": "nobody-m"}
     ),
+    ("POST", "/v1/admin/imports"): ADMIN,
+    ("GET", "/v1/admin/imports/{job_id}"): ADMIN,
 }
 # The health endpoints of `consentctl serve relay|propagator --health-port`.
 WORKER_HEALTH = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}

@@ -21,7 +21,7 @@ from tests.conftest import admin, eventually
 from tests.support import running_stack, serving
 
 LEGACY_TABLES = {"deliveries", "processor_receipts", "propagator_inbox", "parked_records"}
-PROPAGATOR_TABLES = LEGACY_TABLES | {"propagator_outbox"}
+PROPAGATOR_TABLES = LEGACY_TABLES | {"propagator_outbox", "processor_health"}
 
 
 async def _tables(conn: asyncpg.Connection, schema: str) -> set[str]:

@@ -35,6 +35,8 @@ class Settings(CommonSettings):
     db_pool_timeout_s: float = 5.0  # waiting longer for a connection is answered 429
     max_in_flight: int = 64  # per API process; beyond it 429 + Retry-After (0: no limit)
     body_timeout_s: float = Field(default=10.0, gt=0)  # whole body by then, or 408 + close
+    # POST /v1/admin/imports (with an X-API-Key) may send this much; every other body 64 KiB
+    import_max_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024, le=512 * 1024 * 1024)
     max_per_client: int = Field(default=16, ge=0)  # with CONSENT_TRUSTED_PROXIES only; 0: off
     evidence_retention_days: int = 365 * 3
     outbox_retention_hours: int = 24 * 7

@@ -11,7 +11,9 @@ import typer
 from consent.settings import Settings, get_settings
 from consent_common.logs import configure_logging
 from consentctl import maintenance, ops
+from consentctl.imports import import_file
 from consentctl.parked import parked_app
+from consentctl.processors import processors_app
 from consentctl.verify import verify_app
 
 app = typer.Typer(help="Consent platform operations.", no_args_is_help=True)
@@ -26,10 +28,12 @@ app.add_typer(outbox_app, name="outbox")
 app.add_typer(ops.deliveries_app, name="deliveries")
 app.command("replay")(ops.replay)
 app.command("audit")(ops.audit)
+app.command("import")(import_file)
 app.add_typer(maintenance.topic_app, name="topic")
 app.add_typer(maintenance.state_app, name="state")
 app.add_typer(parked_app, name="parked")
 app.add_typer(verify_app, name="verify")
+app.add_typer(processors_app, name="processors")
 
 
 InsecureDevDefaults = Annotated[

@@ -1,6 +1,6 @@
 """The propagator's HTTP API, for operators and the consent service's admin endpoints
-(which forward here): deliveries and redrive, parked records. Served with ``/healthz`` and
-``/readyz`` on ``consentctl serve propagator --health-port``.
+(which forward here): deliveries and redrive, parked records, processor health. Served
+with ``/healthz`` and ``/readyz`` on ``consentctl serve propagator --health-port``.
 
 Authenticated with a credential of its own, ``CONSENT_PROPAGATOR_API_KEY`` (header
 ``X-API-Key``), never open: without the setting every endpoint here answers 503."""
@@ -19,7 +19,7 @@ from fastapi import APIRouter, FastAPI, Header, HTTPException, Path, Query, Requ
 from consent_common.db import KEEPALIVE_SETTINGS, plain_url
 from consent_common.settings import CommonSettings
 from consent_common.timefmt import rfc3339
-from propagator import admin
+from propagator import admin, health
 from propagator.db import SERVER_SETTINGS
 
 router = APIRouter(prefix="/v1")
@@ -154,6 +154,31 @@ async def drop_parked(
     if dropped is None:
         raise HTTPException(404, "No such parked record.")
     return dropped
+
+
+@router.get("/processors")
+async def processor_health(request: Request, x_api_key: Key = None) -> dict[str, Any]:
+    """Each processor that has had an outcome: failing since when, disabled or not."""
+    _check_key(request, x_api_key)
+    async with (await _pool(request)).acquire() as conn:
+        rows = await health.states(conn)
+        now = await conn.fetchval("SELECT now()")
+    return {"items": [health.describe(r, now) for r in rows]}
+
+
+@router.post("/processors/{name}/enable")
+async def enable_processor(
+    request: Request,
+    name: Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,64}$")],
+    x_api_key: Key = None,
+) -> dict[str, Any]:
+    """Enable a disabled processor; what died of exhausted retries meanwhile is redriven."""
+    _check_key(request, x_api_key)
+    async with (await _pool(request)).acquire() as conn, conn.transaction():
+        redriven = await health.enable(conn, name, "api")
+    if redriven is None:
+        raise HTTPException(409, f"Processor {name!r} is not disabled.")
+    return {"processor": name, "disabled": False, "redriven": redriven}
 
 
 def create_api(settings: CommonSettings, app: FastAPI | None = None) -> FastAPI:

@@ -32,6 +32,12 @@ class ProcessorConfig(BaseModel):
     backoff_max_s: float = Field(default=300.0, gt=0)
     concurrency: int = Field(default=8, ge=1, le=256)
     recovery_probe_s: float = Field(default=30.0, gt=0)  # retry one exhausted delivery this often
+    # Processor health (propagator/breaker.py, propagator/health.py):
+    rate_limit_per_s: float | None = Field(default=None, gt=0)  # per propagator replica
+    breaker_failures: int = Field(default=5, ge=1, le=10_000)  # in a row, to open the circuit
+    breaker_open_s: float = Field(default=1.0, gt=0)  # first open period, doubling on a
+    breaker_max_open_s: float = Field(default=30.0, gt=0)  # failed probe up to this
+    disable_after_s: float = Field(default=5 * 86400.0, gt=0)  # failing without a success
 
     @field_validator("url")
     @classmethod

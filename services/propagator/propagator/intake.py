@@ -16,7 +16,9 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 
+from consent_common import tracing
 from consent_common.kafka import client_kwargs
 from consent_common.settings import CommonSettings
 from propagator import metrics
@@ -80,6 +82,14 @@ def replay_targets(rec: ConsumerRecord[Any, Any]) -> frozenset[str]:
     return frozenset()
 
 
+def traceparent_of(rec: ConsumerRecord[Any, Any]) -> str | None:
+    """The CloudEvents distributed-tracing extension of a record, if it carries one."""
+    for key, value in rec.headers or ():
+        if key == tracing.CE_HEADER and value:
+            return bytes(value).decode("ascii", errors="replace")[:128]
+    return None
+
+
 class Intake:
     def __init__(
         self,
@@ -116,14 +126,24 @@ class Intake:
                 continue
             if decoded.event_id in candidates:  # published twice within one batch
                 continue
-            candidates[decoded.event_id] = plan(
-                self.adapters,
-                decoded.event_id,
-                decoded.event_type,
-                decoded.data,
-                decoded.occurred_at,
-                replay_targets(rec) if rec.topic == self.settings.replays_topic else None,
-            )
+            with tracing.span(
+                "consent.intake",
+                traceparent_of(rec),
+                SpanKind.CONSUMER,
+                {"messaging.system": "kafka", "cloudevents.event_type": decoded.event_type},
+            ):
+                deliveries = plan(
+                    self.adapters,
+                    decoded.event_id,
+                    decoded.event_type,
+                    decoded.data,
+                    decoded.occurred_at,
+                    replay_targets(rec) if rec.topic == self.settings.replays_topic else None,
+                )
+                traceparent = tracing.current_traceparent() or traceparent_of(rec)
+            for d in deliveries:  # each webhook attempt continues this trace
+                d["traceparent"] = traceparent
+            candidates[decoded.event_id] = deliveries
             seen.append((decoded.event_id, rec.topic, rec.partition, rec.offset))
         planned = [d for eid, *_ in seen for d in candidates[eid]]
         async with self.store.pool.acquire() as conn, conn.transaction():

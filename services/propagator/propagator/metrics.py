@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES = Counter("consent_deliveries_total", "Delivery outcomes", ["processor", "status"])
 DEAD_LETTERS = Counter(
@@ -23,4 +23,9 @@ INTAKE_SKIPPED = Counter(
     "consent_intake_skipped_total",
     "Records intake skipped: unknown event types, warm-up traffic, types for no processor",
     ["reason"],
+)
+CIRCUIT_OPEN = Gauge(
+    "consent_processor_circuit_open",
+    "1 while this replica's circuit breaker holds deliveries to the processor back",
+    ["processor"],
 )

@@ -9,8 +9,10 @@ import aiohttp
 import asyncpg
 import structlog
 
+from consent_common import tracing
 from consent_common.db import KEEPALIVE_SETTINGS, connect_durable, plain_url, tune_keepalive
 from consent_common.settings import CommonSettings
+from propagator.backlog import run_sampler
 from propagator.config import ProcessorConfig
 from propagator.db import SERVER_SETTINGS
 from propagator.intake import Intake
@@ -39,6 +41,7 @@ class Propagator:
 
     async def run(self, stop: asyncio.Event) -> None:
         assert self.settings.database_url
+        tracing.configure("consent-propagator")  # when OTEL_TRACES_EXPORTER is set
         pool = await asyncpg.create_pool(
             plain_url(self.settings.database_url),
             min_size=1,
@@ -71,6 +74,8 @@ class Propagator:
             tasks.append(
                 asyncio.create_task(self.intake.run_parked_retries(stop), name="parked-retries")
             )
+            names = [a.config.name for a in self.adapters]
+            tasks.append(asyncio.create_task(run_sampler(pool, names, stop), name="backlog"))
             tasks += [
                 asyncio.create_task(w.run(stop), name=f"worker-{w.config.name}")
                 for w in self.workers

@@ -22,14 +22,15 @@ WITH inbox AS (
 ), added AS (
     INSERT INTO deliveries (id, event_id, event_type, subject_id, sequence, processor, status,
         attempts, max_attempts, payload, occurred_at, next_attempt_at, replay, created_at,
-        updated_at, last_error)
+        updated_at, last_error, traceparent)
     SELECT u.id, u.event_id, u.event_type, u.subject_id, u.sequence, u.processor, u.status, 0,
         u.max_attempts, u.payload::jsonb, u.occurred_at, now(), u.replay, now(), now(),
-        CASE WHEN u.status = 'superseded' THEN 'superseded by a newer event' END
+        CASE WHEN u.status = 'superseded' THEN 'superseded by a newer event' END, u.traceparent
     FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[],
-                $11::int[], $12::text[], $13::timestamptz[], $14::bool[], $15::text[])
+                $11::int[], $12::text[], $13::timestamptz[], $14::bool[], $15::text[],
+                $16::text[])
         AS u(id, event_id, event_type, subject_id, sequence, processor, max_attempts, payload,
-             occurred_at, replay, status)
+             occurred_at, replay, status, traceparent)
     WHERE u.event_id IN (SELECT event_id FROM inbox)
     ON CONFLICT (event_id, processor) DO NOTHING
     RETURNING processor, subject_id, sequence, replay, status
@@ -77,7 +78,7 @@ UPDATE deliveries u SET attempts = u.attempts + 1, updated_at = now(),
                       ELSE u.last_error END
 FROM picked p WHERE u.id = p.id
 RETURNING u.id, u.event_id, u.event_type, u.subject_id, u.sequence, u.processor, u.attempts,
-    u.max_attempts, u.payload::text AS payload, u.occurred_at, u.replay, p.stale
+    u.max_attempts, u.payload::text AS payload, u.occurred_at, u.replay, u.traceparent, p.stale
 """
 
 # 2xx answers: the deliveries and their receipts in one statement (atomic alone). The receipt
@@ -149,6 +150,7 @@ class DeliveryStore:
                 [x["occurred_at"] for x in d],
                 [bool(x.get("replay")) for x in d],
                 ["superseded" if i in stale else "pending" for i in range(len(d))],
+                [x.get("traceparent") for x in d],
             )
         )
 

@@ -12,14 +12,18 @@ import aiohttp
 import asyncpg
 import orjson
 import structlog
+from opentelemetry.trace import SpanKind
 
-from propagator import metrics
+from consent_common import tracing
+from propagator import health, metrics
+from propagator.breaker import CircuitBreaker, RateLimiter
 from propagator.processors import ProcessorAdapter
 from propagator.processors.base import Outcome
 from propagator.store import DeliveryStore
 
 log = structlog.get_logger()
 CLAIM_ROUNDS = 4  # a claim takes up to this many rounds of ``concurrency`` deliveries
+HEALTH_EVERY_S = 2.0  # how often a worker re-reads whether its processor is disabled
 
 
 def backoff_delay(attempt: int, initial: float, cap: float) -> float:
@@ -37,15 +41,22 @@ class ProcessorWorker:
         self.wake = asyncio.Event()
         self.exhausted = True  # until a success proves otherwise (covers restarts)
         self.probe_every_s = adapter.config.recovery_probe_s
+        c = adapter.config
+        self.breaker = CircuitBreaker(c.breaker_failures, c.breaker_open_s, c.breaker_max_open_s)
+        self.limiter = RateLimiter(c.rate_limit_per_s) if c.rate_limit_per_s else None
+        self.disabled = False  # read from processor_health, shared by the replicas
 
     async def run_once(self) -> int:
         """Claim a batch, send it with at most ``concurrency`` requests in flight, record
         every outcome in one transaction. A batch holds several rounds of requests: during a
         replay the claim and the record are paid once per ``CLAIM_ROUNDS`` rounds."""
         c = self.config
-        rows = await self.store.claim(
-            c.name, c.concurrency * CLAIM_ROUNDS, c.timeout_s * CLAIM_ROUNDS + 30
-        )
+        permits = self.breaker.permits()
+        metrics.CIRCUIT_OPEN.labels(c.name).set(0 if permits is None else 1)
+        if permits == 0:  # open: nothing goes out until the next probe
+            return 0
+        limit = c.concurrency * CLAIM_ROUNDS if permits is None else permits
+        rows = await self.store.claim(c.name, limit, c.timeout_s * CLAIM_ROUNDS + 30)
         if rows:
             slots = asyncio.Semaphore(c.concurrency)
             outcomes = await asyncio.gather(*(self._send(r, slots) for r in rows))
@@ -64,9 +75,24 @@ class ProcessorWorker:
         body: dict[str, Any] = orjson.loads(row["payload"])
         try:
             async with slots:
-                return await self.adapter.send(
-                    self.client, row["event_id"], row["event_type"], body
-                )
+                if self.limiter is not None:
+                    await self.limiter.acquire()
+                with tracing.span(
+                    "consent.webhook",
+                    row["traceparent"],
+                    SpanKind.CLIENT,
+                    {"consent.processor": self.config.name, "consent.attempt": row["attempts"]},
+                ) as span:
+                    outcome = await self.adapter.send(
+                        self.client,
+                        row["event_id"],
+                        row["event_type"],
+                        body,
+                        tracing.current_traceparent() or row["traceparent"],
+                    )
+                    if span is not None and outcome.status_code is not None:
+                        span.set_attribute("http.response.status_code", outcome.status_code)
+                    return outcome
         except Exception as exc:  # a bug or bad config must not kill this processor's loop
             return Outcome(False, True, None, f"send failed: {type(exc).__name__}", 0.0)
 
@@ -78,6 +104,7 @@ class ProcessorWorker:
         name = self.config.name
         recovered = False
         delivered = [(r, o.status_code, o.latency_ms) for r, o in results if o.ok]
+        await self._note_health(conn, [o for _, o in results])
         if delivered:
             await self.store.mark_delivered(conn, delivered)
             if self.exhausted:  # it answers again: catch up on what died while it was down
@@ -94,6 +121,29 @@ class ProcessorWorker:
             if not outcome.ok and await self._record_failure(conn, row, outcome):
                 recovered = False  # gave up on one: still exhausted
         return recovered
+
+    async def _note_health(self, conn: asyncpg.Connection, outcomes: list[Outcome]) -> None:
+        """Feed the breaker (this replica) and the shared failing streak. Only failures that
+        say the processor is unwell count (retryable ones); a 4xx about one body does not."""
+        succeeded = any(o.ok for o in outcomes)
+        unwell = [o for o in outcomes if not o.ok and o.retryable]
+        if succeeded:
+            self.breaker.success()
+        for _ in unwell:
+            self.breaker.failure()
+        if succeeded or unwell:
+            c = self.config
+            error = unwell[0].error if unwell else None
+            if await health.note(
+                conn,
+                c.name,
+                succeeded=succeeded,
+                failed=bool(unwell),
+                error=error,
+                disable_after_s=c.disable_after_s,
+            ):
+                self.disabled = True
+                log.error("processor_disabled", processor=c.name, after_s=c.disable_after_s)
 
     async def _record_failure(
         self, conn: asyncpg.Connection, row: asyncpg.Record, outcome: Outcome
@@ -144,8 +194,18 @@ class ProcessorWorker:
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         next_probe = loop.time() + self.probe_every_s
+        next_health = 0.0
         while not stop.is_set():
             try:
+                if loop.time() >= next_health or (self.disabled and self.wake.is_set()):
+                    next_health = loop.time() + HEALTH_EVERY_S
+                    async with self.store.pool.acquire() as conn:
+                        self.disabled = await health.is_disabled(conn, self.config.name)
+                if self.disabled:  # an operator enables it (the enable NOTIFY wakes us)
+                    self.wake.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), HEALTH_EVERY_S)
+                    continue
                 if self.exhausted and loop.time() >= next_probe:
                     next_probe = loop.time() + self.probe_every_s
                     await self.store.probe_exhausted(self.config.name)
@@ -155,5 +215,6 @@ class ProcessorWorker:
                 log.warning("worker_db_error", processor=self.config.name, error=type(exc).__name__)
                 await asyncio.sleep(1)
             self.wake.clear()
+            idle = max(0.2, min(self.breaker.seconds_until_probe(), HEALTH_EVERY_S))
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), 0.2)
+                await asyncio.wait_for(self.wake.wait(), idle)

@@ -26,6 +26,7 @@ from consent.adapters.tables import (
 from consent.domain.events import DomainEvent
 from consent.domain.model import Policy, SubjectSnapshot
 from consent.relay.metrics import BACKLOG_SQL
+from consent_common import tracing
 
 
 class SubjectRepository:
@@ -59,6 +60,11 @@ class SubjectRepository:
                 return SubjectSnapshot(subject_id=subject_id)
             found = await load_snapshots(self.session, [subject_id], for_update=True)
         return found.get(subject_id) or SubjectSnapshot(subject_id=subject_id)
+
+    async def locked_snapshots(self, subject_ids: Sequence[str]) -> dict[str, SubjectSnapshot]:
+        """Many existing subjects, locked in id order (bulk import): one lock statement and
+        one read."""
+        return await load_snapshots(self.session, subject_ids, for_update=True)
 
     async def snapshots(
         self, subject_ids: Sequence[str], purposes: Sequence[str] | None = None
@@ -160,9 +166,9 @@ RETURNING subject_id
 """
 OUTBOX_INSERT = """
 INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, sequence, occurred_at,
-    targets)
+    targets, traceparent)
 SELECT u.id, u.aggregatetype, u.aggregateid, u.type, u.payload::jsonb, u.sequence, u.occurred_at,
-    u.targets
+    u.targets, $9
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
             $7::timestamptz[], $8::text[]) WITH ORDINALITY
     AS u(id, aggregatetype, aggregateid, type, payload, sequence, occurred_at, targets, n)
@@ -180,7 +186,8 @@ class OutboxRepository:
         return int(row.n), float(row.age)
 
     async def add(self, events: Sequence[DomainEvent]) -> None:
-        """Outbox rows in the order given (their ``position`` follows it): one statement."""
+        """Outbox rows in the order given (their ``position`` follows it): one statement.
+        Each keeps the active trace's ``traceparent`` (tracing on) for the relay."""
         if not events:
             return
         conn = await driver(self.session)
@@ -194,6 +201,7 @@ class OutboxRepository:
             [e.sequence for e in events],
             [e.occurred_at for e in events],
             [e.targets for e in events],
+            tracing.current_traceparent(),  # the request's trace, continued by the relay
         )
 
 

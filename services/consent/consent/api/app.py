@@ -20,6 +20,7 @@ from consent.api.routes import (
     admin,
     aliases,
     drift,
+    imports,
     meta,
     minors,
     parked,
@@ -32,6 +33,7 @@ from consent.api.routes import (
 from consent.service.receipts import ReceiptProjector
 from consent.service.scheduler import run_scheduler
 from consent.settings import Settings, get_settings
+from consent_common import tracing
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -113,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(parked.router)
     app.include_router(drift.router)
+    app.include_router(imports.router)
     app.include_router(signals.router)
     app.include_router(preference_center.router)
     app.include_router(aliases.router)
@@ -120,7 +123,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # admitted only once its body is here), then CORS (so a 429, 408 or 413 carries its
     # headers and preflights are never shed)
     app.add_middleware(AdmissionLimit, limit=settings.max_in_flight)
-    app.add_middleware(BodyLimit, timeout_s=settings.body_timeout_s)
+    app.add_middleware(
+        BodyLimit,
+        timeout_s=settings.body_timeout_s,
+        uploads={"/v1/admin/imports": settings.import_max_bytes},
+    )
     # per-client cap, body upload included: only when the trusted-proxy setting (issue 14)
     # tells who the client is; without it, every caller behind an ingress shares one address
     trusted = parse_networks(getattr(settings, "trusted_proxies", None))
@@ -143,4 +150,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["ETag", "Sec-GPC-Honored", "X-Request-Id", "Retry-After"],
         )
     app.add_middleware(RequestContext)
+    if tracing.configure("consent-api"):  # OTEL_TRACES_EXPORTER set
+        from consent.api.tracing import instrument
+
+        instrument(app)
     return app

@@ -10,6 +10,7 @@ import structlog
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from consent.api import request_metrics
 from consent.api.problems import problem_response
 
 MAX_BODY = 64 * 1024
@@ -20,25 +21,36 @@ BODY_TIMEOUTS = Counter(
 
 
 class BodyLimit:
-    """Read the whole body (at most 64 KiB, else 413) within ``timeout_s``, then replay it.
+    """Read the whole body (at most 64 KiB, else 413; more on the ``uploads`` paths) within
+    ``timeout_s``, then replay it.
 
     This runs *before* admission (api/admission.py): a request counts as in flight only once
     its body is here, so clients trickling bodies cannot hold the in-flight slots. One whose
     body is late gets 408 with ``Connection: close`` and the connection is dropped."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY, timeout_s: float = 10.0) -> None:
-        self.app, self.limit, self.timeout_s = app, limit, timeout_s
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int = MAX_BODY,
+        timeout_s: float = 10.0,
+        uploads: dict[str, int] | None = None,
+    ) -> None:
+        self.app, self.default_limit, self.timeout_s = app, limit, timeout_s
+        self.uploads = uploads or {}  # POST paths with a larger limit, for key holders
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
+        limit = self.default_limit
+        if scope["method"] == "POST" and b"x-api-key" in headers:
+            limit = self.uploads.get(scope["path"], limit)
         length = headers.get(b"content-length")
         if length is not None and not length.isdigit():
             resp = problem_response(400, "Content-Length must be a whole number of bytes.")
             return await resp(scope, receive, send)
-        if length is not None and int(length) > self.limit:
-            return await self._too_large(scope, receive, send)
+        if length is not None and int(length) > limit:
+            return await self._too_large(scope, receive, send, limit)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -49,8 +61,8 @@ class BodyLimit:
                         return None
                     chunks.append(message.get("body", b""))
                     size += len(chunks[-1])
-                    if size > self.limit:
-                        return await self._too_large(scope, receive, send)
+                    if size > limit:
+                        return await self._too_large(scope, receive, send, limit)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
@@ -74,8 +86,8 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        resp = problem_response(413, f"The body must be at most {self.limit} bytes.")
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        resp = problem_response(413, f"The body must be at most {limit} bytes.")
         await resp(scope, receive, send)
 
 
@@ -112,12 +124,14 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            route = request_metrics.route_label(scope.get("route"))
+            elapsed = time.perf_counter() - start
+            request_metrics.observe(route, scope["method"], status, elapsed)
             log.info(
                 "request",
                 method=scope["method"],
-                route=getattr(route, "path", scope["path"]),
+                route=route,  # the template: paths carry subject ids
                 status=status,
-                ms=round((time.perf_counter() - start) * 1000, 2),
+                ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")

@@ -26,10 +26,12 @@ from aiokafka.errors import (
     RecordTooLargeError,
     UnsupportedForMessageFormatError,
 )
+from opentelemetry.trace import SpanKind
 
 from consent.adapters.kafka import make_producer
 from consent.relay import metrics
 from consent.settings import Settings
+from consent_common import tracing
 from consent_common.db import connect_durable
 from consent_common.kafka import cloudevent_headers, encode
 
@@ -42,7 +44,7 @@ CLEANUP = "DELETE FROM outbox WHERE published_at < now() - make_interval(hours =
 # rows, to keep that subject's order, and nobody else's.
 FETCH = """
 SELECT id, aggregatetype, aggregateid, type, payload::text AS payload, sequence, occurred_at,
-    targets
+    targets, traceparent
 FROM outbox o WHERE published_at IS NULL AND parked_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.aggregateid = o.aggregateid
                   AND p.parked_at IS NOT NULL AND p.published_at IS NULL)
@@ -147,22 +149,33 @@ class OutboxRelay:
         return len(rows)
 
     async def _send(self, producer: Any, row: asyncpg.Record) -> list[asyncio.Future[Any]]:
-        headers = cloudevent_headers(
-            event_id=str(row["id"]),
-            source=self.settings.event_source,
-            type_=row["type"],
-            time=row["occurred_at"],
-            subject=row["aggregateid"],
-            sequence=row["sequence"],
-            extra={"consent_processors": row["targets"]} if row["targets"] else None,
-        )
-        key = row["aggregateid"].encode()
-        return [
-            await producer.send(topic, key=key, value=value, headers=headers)
-            for topic, value in self._route(row)
-        ]
+        extra = {"consent_processors": row["targets"]} if row["targets"] else {}
+        with tracing.span(
+            "consent.relay publish",
+            row["traceparent"],
+            SpanKind.PRODUCER,
+            {"messaging.system": "kafka", "cloudevents.event_type": row["type"]},
+        ):
+            traceparent = tracing.current_traceparent() or row["traceparent"]
+            if traceparent:  # the CloudEvents distributed-tracing extension
+                extra[tracing.CE_HEADER] = traceparent
+            headers = cloudevent_headers(
+                event_id=str(row["id"]),
+                source=self.settings.event_source,
+                type_=row["type"],
+                time=row["occurred_at"],
+                subject=row["aggregateid"],
+                sequence=row["sequence"],
+                extra=extra or None,
+            )
+            key = row["aggregateid"].encode()
+            return [
+                await producer.send(topic, key=key, value=value, headers=headers)
+                for topic, value in self._route(row)
+            ]
 
     async def run(self, stop: asyncio.Event) -> None:
+        tracing.configure("consent-relay")  # when OTEL_TRACES_EXPORTER is set
         backoff = 0.5
         while not stop.is_set():
             try:

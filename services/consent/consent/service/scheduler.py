@@ -18,6 +18,7 @@ from consent.service.age_transitions import record_age_transitions
 from consent.service.context import utcnow
 from consent.service.drift import check_drift
 from consent.service.expiry import expire_due
+from consent.service.imports import resume_abandoned_imports
 from consent.service.lease import SCHEDULER_LEASE_KEY, AdvisoryLease
 from consent.service.reconsent import announce_reconsent
 from consent.service.retention import purge_evidence, purge_idempotency, purge_receipts
@@ -49,6 +50,7 @@ JOBS: dict[str, Job] = {
     "reconsent": announce_reconsent,
     "age_transitions": record_age_transitions,
     "replays": resume_abandoned_replays,
+    "imports": resume_abandoned_imports,
     "evidence_retention": purge_evidence,
     "idempotency_retention": purge_idempotency,
     "receipts_retention": purge_receipts,

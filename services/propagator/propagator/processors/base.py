@@ -35,7 +35,12 @@ class ProcessorAdapter(Protocol):
     def body(self, event_id: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]: ...
 
     async def send(
-        self, client: aiohttp.ClientSession, event_id: str, event_type: str, body: dict[str, Any]
+        self,
+        client: aiohttp.ClientSession,
+        event_id: str,
+        event_type: str,
+        body: dict[str, Any],
+        traceparent: str | None = None,
     ) -> Outcome: ...
 
 
@@ -80,6 +85,7 @@ class WebhookAdapter:
             out["repair"] = True
         if event_type == "subject.erasure_requested":
             out["request_id"] = data.get("request_id")
+            out["due_at"] = data.get("due_at")  # the processor's deadline; our erasure alert's
         else:
             decisions = data.get("decisions", {})
             out["decisions"] = {p: decisions[p] for p in self.config.purposes if p in decisions}
@@ -100,17 +106,26 @@ class WebhookAdapter:
         }
 
     async def send(
-        self, client: aiohttp.ClientSession, event_id: str, event_type: str, body: dict[str, Any]
+        self,
+        client: aiohttp.ClientSession,
+        event_id: str,
+        event_type: str,
+        body: dict[str, Any],
+        traceparent: str | None = None,
     ) -> Outcome:
         """One signed POST. aiohttp rather than httpx: a quarter of the client CPU per request
-        (docs/performance.md), and the propagator is bound by it during a replay."""
+        (docs/performance.md), and the propagator is bound by it during a replay.
+        ``traceparent``: the W3C header continuing the change's trace (tracing on)."""
         raw = orjson.dumps(body)
         start = time.perf_counter()
+        headers = self.headers(event_id, event_type, raw)
+        if traceparent:
+            headers["traceparent"] = traceparent
         try:
             async with client.post(
                 self.config.url,
                 data=raw,
-                headers=self.headers(event_id, event_type, raw),
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
                 allow_redirects=False,
             ) as resp:

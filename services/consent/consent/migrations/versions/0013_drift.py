@@ -5,8 +5,8 @@ the receipts; ``event_type`` tells an erasure, which carries none). ``drift_find
 the differences the scheduled check found (``consent_drift`` in /metrics counts them, and a
 difference keeps the time it was first seen); ``drift_scan`` is where the check is in its pass.
 
-Revision ID: 0010
-Revises: 0008
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-04
 """
 
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0010"
-down_revision = "0008"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -5,15 +5,15 @@ drift report) without reading this service's tables.
 The last acknowledged delivery of every (processor, subject) is queued once more here, so
 the consent service's read model learns the decisions already held on an upgraded install.
 
-Revision ID: p0003
-Revises: p0002
+Revision ID: p0005
+Revises: p0004
 Create Date: 2026-12-04
 """
 
 from alembic import op
 
-revision = "p0003"
-down_revision = "p0002"
+revision = "p0005"
+down_revision = "p0004"
 branch_labels = None
 depends_on = None
 

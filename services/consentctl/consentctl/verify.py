@@ -142,6 +142,8 @@ def propagation(
                 "by_processor": dict(Counter(d.processor for d in found.items)),
                 "unknown": found.unknown,
             }
+            if repair:
+                summary |= {"repairs_sent": 0, "remaining": len(found.items)}
             if found.items and repair:
                 async with sessions() as session:
                     uow = UnitOfWork(session)

@@ -275,3 +275,76 @@ def dedupe_in_order(records: list[Any]) -> dict[str, list[int]]:
         seen.add(h["ce_id"])
         out.setdefault(r.key.decode(), []).append(int(h["ce_subjectseq"]))
     return out
+
+
+# --- shared set-up of the API tests ------------------------------------------------------
+
+# What a refused request must leave untouched (API.md § Errors: "nothing changes").
+TABLES = ("consent_ledger", "consent_state", "outbox", "subjects", "policy_versions")
+
+
+async def counts(db: Any, tables: tuple[str, ...] = TABLES) -> dict[str, int]:
+    return {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in tables}
+
+
+def assert_problem(r: Any, status: int, *, field_errors: bool = False) -> dict[str, Any]:
+    """A problem document (RFC 9457) with this status; with ``field_errors``, a non-empty
+    ``errors`` list naming the fields."""
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
+    body: dict[str, Any] = r.json()
+    assert {"type", "title", "status", "detail"} <= set(body), body
+    assert body["status"] == status
+    if field_errors:
+        assert isinstance(body.get("errors"), list) and body["errors"], body
+    return body
+
+
+async def create_replay_job(sessions: Any, known: dict[str, Any], **request: Any) -> Any:
+    """A replay job over the last hour, created and committed as the API would."""
+    from datetime import UTC, datetime, timedelta
+
+    from consent.service import replay as replay_svc
+    from consent.service.unit_of_work import unit_of_work
+
+    now = datetime.now(UTC)
+    async with unit_of_work(sessions) as uow:
+        return await replay_svc.create_job(
+            uow,
+            replay_svc.ReplayRequest(
+                since=now - timedelta(hours=1), until=now, actor="test", **request
+            ),
+            known,
+        )
+
+
+# --- domain records for the unit tests ---------------------------------------------------
+
+
+def rec(
+    purpose: str,
+    status: str = "granted",
+    *,
+    at: Any = None,
+    source: str = "web",
+    expires_at: Any = None,
+    ended_reason: str | None = None,
+    policy_version: str | None = None,
+    actor: Any = None,
+) -> Any:
+    """One purpose's ``PurposeRecord`` at sequence 1 (``at`` defaults to 2026-01-01 12:00Z)."""
+    from datetime import UTC, datetime
+
+    from consent.domain.model import Actor, PurposeRecord
+
+    return PurposeRecord(
+        purpose=purpose,
+        status=status,  # type: ignore[arg-type]
+        source=source,
+        updated_at=at or datetime(2026, 1, 1, 12, 0, tzinfo=UTC),
+        sequence=1,
+        policy_version=policy_version,
+        expires_at=expires_at,
+        actor=actor or Actor("subject"),
+        ended_reason=ended_reason,
+    )

@@ -13,14 +13,10 @@ import asyncpg
 import pytest
 
 from tests.conftest import admin, user
+from tests.support import assert_problem, counts
 
 SID = "bob"
 PREFS = f"/v1/subjects/{SID}/preferences"
-TABLES = ("consent_ledger", "consent_state", "outbox", "subjects", "policy_versions")
-
-
-async def counts(db: asyncpg.Connection) -> dict[str, int]:
-    return {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}
 
 
 @pytest.fixture
@@ -33,18 +29,6 @@ async def seeded(client, db) -> dict[str, int]:
     )
     assert r.status_code == 200 and r.json()["sequence"] == 2, r.text
     return await counts(db)
-
-
-def assert_problem(r: Any, status: int, *, field_errors: bool = False) -> dict[str, Any]:
-    assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body = r.json()
-    for key in ("type", "title", "status", "detail"):
-        assert key in body, body
-    assert body["status"] == status
-    if field_errors:
-        assert isinstance(body.get("errors"), list) and body["errors"], body
-    return body
 
 
 async def assert_unchanged(db: asyncpg.Connection, before: dict[str, int]) -> None:

@@ -3,20 +3,14 @@ NUL characters and time zones. Each rejected request changes nothing."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 import pytest
 
 from tests.conftest import admin, user
+from tests.support import assert_problem, counts
 
 SID = "eve"
 PREFS = f"/v1/subjects/{SID}/preferences"
-TABLES = ("consent_ledger", "consent_state", "outbox", "subjects", "policy_versions")
-
-
-async def counts(db: asyncpg.Connection) -> dict[str, int]:
-    return {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}
 
 
 @pytest.fixture
@@ -24,17 +18,6 @@ async def seeded(client, db) -> dict[str, int]:
     r = await client.patch(PREFS, json={"purposes": {"analytics": "denied"}}, headers=user(SID))
     assert r.status_code == 200 and r.json()["sequence"] == 1, r.text
     return await counts(db)
-
-
-def assert_problem(r: Any, status: int, *, field_errors: bool = False) -> dict[str, Any]:
-    assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body = r.json()
-    assert {"type", "title", "status", "detail"} <= set(body), body
-    assert body["status"] == status
-    if field_errors:
-        assert isinstance(body.get("errors"), list) and body["errors"], body
-    return body
 
 
 async def assert_unchanged(db: asyncpg.Connection, before: dict[str, int]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -94,3 +95,56 @@ def test_checked_in_openapi_is_current(tmp_path: Path):
     assert current == json.loads(json.dumps(app.openapi())), (
         "schemas/openapi.json is stale: run `uv run consentctl openapi > schemas/openapi.json`"
     )
+
+
+def test_every_answer_with_a_body_declares_its_shape():
+    """A generated client knows what each 2xx answer holds: a schema with properties (or a
+    reference to one), never ``{}`` or a bare ``object``; 204 carries no body."""
+    doc = json.loads((SCHEMAS / "openapi.json").read_text())
+    loose = []
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            for status, response in op["responses"].items():
+                if not status.startswith("2") or status == "204":
+                    continue
+                content = response.get("content")
+                if not content:
+                    loose.append(f"{method.upper()} {path} {status}: no content")
+                for media, body in (content or {}).items():
+                    schema = body.get("schema") or {}
+                    if media == "application/json" and "$ref" not in schema:
+                        if schema.get("type") != "array" and "properties" not in schema:
+                            loose.append(f"{method.upper()} {path} {status}: {schema}")
+                    elif not schema:
+                        loose.append(f"{method.upper()} {path} {status} {media}: no schema")
+    assert loose == []
+
+
+def test_closed_vocabularies_are_enums_generated_from_the_catalog():
+    """Purposes and jurisdictions are documented as exactly what validation accepts."""
+    from consent.catalog import purpose_keys
+    from consent.domain.jurisdictions import known_codes
+
+    schemas = json.loads((SCHEMAS / "openapi.json").read_text())["components"]["schemas"]
+    patch = schemas["PreferencesPatch"]["properties"]["purposes"]
+    assert patch["propertyNames"]["enum"] == list(purpose_keys())
+    assert schemas["DecisionQuery"]["properties"]["purpose"]["enum"] == list(purpose_keys())
+    assert schemas["PolicyIn"]["properties"]["affected_purposes"]["items"]["enum"] == list(
+        purpose_keys()
+    )
+    pattern = re.compile(schemas["SubjectIn"]["properties"]["jurisdiction"]["pattern"])
+    assert all(pattern.match(code) for code in known_codes())
+    assert {"US-CA", "DE", "GB"} <= set(known_codes())
+    for unknown in ("XX", "US-ZZ", "DE-CA", "U", "USA", "us-ca"):
+        assert not pattern.match(unknown), unknown
+    channel = schemas["WriteContextIn"]["properties"]["channel"]
+    assert {"web", "ios", "android", "api", "import"} == set(channel["anyOf"][0]["enum"])
+
+
+def test_scopes_and_credentials_are_in_the_document():
+    from consent.api.auth import SCOPES
+
+    components = json.loads((SCHEMAS / "openapi.json").read_text())["components"]
+    assert components["schemas"]["Scope"]["enum"] == list(SCOPES)
+    assert components["securitySchemes"]["ApiKey"]["name"] == "X-API-Key"
+    assert components["securitySchemes"]["UserToken"]["scheme"] == "bearer"

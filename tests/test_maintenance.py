@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.service import replay as replay_svc
 from consent.service.retention import purge_evidence
-from consent.service.unit_of_work import UnitOfWork
 from consentctl.ledger import verify_all
 from consentctl.maintenance import rebuild
 from tests.conftest import admin
+from tests.support import create_replay_job
 
 
 async def _setup(client) -> None:  # type: ignore[no-untyped-def]
@@ -78,19 +78,7 @@ async def test_dry_run_replay_sends_nothing(client, settings, db):
     engine = make_engine(settings.database_url)
     try:
         sessions = make_sessionmaker(engine)
-        async with sessions() as session:
-            uow = UnitOfWork(session)
-            job = await replay_svc.create_job(
-                uow,
-                replay_svc.ReplayRequest(
-                    since=datetime.now(UTC) - timedelta(hours=1),
-                    until=datetime.now(UTC),
-                    actor="test",
-                    dry_run=True,
-                ),
-                {},
-            )
-            await uow.commit()
+        job = await create_replay_job(sessions, {}, dry_run=True)
         first = await replay_svc.run_batch(sessions, job.id, {})
         assert first is not None and first.subjects == 2 and len(first.samples) == 2
         assert all(s["replay"] is True for s in first.samples)

@@ -18,13 +18,19 @@ from consent.adapters.db import make_engine, make_sessionmaker
 from consent.api.auth import hash_key, new_key
 from consent.service import replay as replay_svc
 from consent.service.processors import known_processors
-from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings
 from consent_common.kafka import client_kwargs
 from consentctl.maintenance import rewind
 from propagator.config import load_processors
 from tests.conftest import admin, eventually, user
-from tests.support import RecordingProcessor, read_topic, running_stack, serving, write_changes
+from tests.support import (
+    RecordingProcessor,
+    create_replay_job,
+    read_topic,
+    running_stack,
+    serving,
+    write_changes,
+)
 
 FAST = {"backoff_initial_s": 0.05, "backoff_max_s": 0.2}
 
@@ -56,9 +62,10 @@ async def ops_client(ops_settings: Settings):  # type: ignore[no-untyped-def]
     from consent.api.app import create_app
 
     app = create_app(ops_settings)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://api"
-    ) as c:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c,
+    ):
         yield c
 
 
@@ -119,37 +126,14 @@ async def test_replay_interrupted_and_resumed_sends_each_subject_once(ops_settin
     engine = make_engine(ops_settings.database_url or "")
     sessions = make_sessionmaker(engine)
     try:
-        async with sessions() as session:
-            uow = UnitOfWork(session)
-            job = await replay_svc.create_job(
-                uow,
-                replay_svc.ReplayRequest(
-                    since=datetime.now(UTC) - timedelta(hours=1),
-                    until=datetime.now(UTC),
-                    actor="test",
-                    processors=["email"],
-                ),
-                known,
-            )
-            await uow.commit()
+        job = await create_replay_job(sessions, known, processors=["email"])
         first = await replay_svc.run_batch(sessions, job.id, known, batch=10)
         assert first is not None and first.subjects == 10
         await replay_svc.interrupt(sessions, job.id)  # operator pressed Ctrl-C
         assert await replay_svc.run_batch(sessions, job.id, known) is None
         with pytest.raises(replay_svc.ReplayConflict):  # one job at a time per scope
-            async with sessions() as session:
-                uow = UnitOfWork(session)
-                await replay_svc.resume(sessions, job.id)
-                await replay_svc.create_job(
-                    uow,
-                    replay_svc.ReplayRequest(
-                        since=datetime.now(UTC) - timedelta(hours=1),
-                        until=datetime.now(UTC),
-                        actor="test",
-                        processors=["email"],
-                    ),
-                    known,
-                )
+            await replay_svc.resume(sessions, job.id)
+            await create_replay_job(sessions, known, processors=["email"])
         while (
             batch := await replay_svc.run_batch(sessions, job.id, known, batch=7)
         ) and not batch.finished:

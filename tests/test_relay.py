@@ -17,8 +17,12 @@ from consentctl.embedded import TansuBroker
 from tests.conftest import eventually
 from tests.support import dedupe_in_order, read_topic, running_stack, write_changes
 
+ARGS = {"consentctl.main": ["serve", "relay"]}  # tests.relay_crash serves the relay itself
 
-def relay_process(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
+
+def relay_process(
+    settings: Settings, module: str = "consentctl.main", **env: str
+) -> subprocess.Popen[bytes]:
     full = {
         **os.environ,
         "CONSENT_DATABASE_URL": settings.database_url or "",
@@ -28,7 +32,12 @@ def relay_process(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
         **env,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "consentctl.main", "serve", "relay"],
+        [
+            sys.executable,
+            "-m",
+            module,
+            *(["serve", "relay"] if module == "consentctl.main" else []),
+        ],
         env=full,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -48,7 +57,7 @@ def assert_complete_and_ordered(by_subject: dict[str, list[int]], expected: dict
 async def test_crash_between_publish_and_mark_loses_nothing(topics: Settings, db):
     subjects = [f"c{i}" for i in range(4)]
     n = await write_changes(topics, subjects, 5)
-    crashing = relay_process(topics, CONSENT_RELAY_CRASH_AFTER_PUBLISH="1")
+    crashing = relay_process(topics, module="tests.relay_crash")
     assert await asyncio.to_thread(crashing.wait, 60) == 86  # died after publishing
     assert await unpublished(db) == n  # ... before marking anything
 

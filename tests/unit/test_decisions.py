@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,6 +23,7 @@ from consent.domain.model import (
     Purpose,
     PurposeRecord,
 )
+from tests import support
 
 CATALOG = load_catalog()
 KEYS = sorted(CATALOG)
@@ -37,27 +39,9 @@ REGIMES = ("gdpr", "us", "other")
 AGE_STATUSES = ("adult", "unknown", "child", "teen_opt_in")
 
 
-def rec(
-    purpose: str,
-    status: str = "granted",
-    *,
-    at: datetime = T0,
-    source: str = "web",
-    expires_at: datetime | None = None,
-    ended_reason: str | None = None,
-    actor: Actor = Actor("subject"),
-) -> PurposeRecord:
-    return PurposeRecord(
-        purpose=purpose,
-        status=status,  # type: ignore[arg-type]
-        source=source,
-        updated_at=at,
-        sequence=1,
-        policy_version="2025-09-15",
-        expires_at=expires_at,
-        ended_reason=ended_reason,
-        actor=actor,
-    )
+def rec(purpose: str, status: str = "granted", **kw: Any) -> PurposeRecord:
+    """A record written under the policy version these tests publish."""
+    return support.rec(purpose, status, **{"policy_version": "2025-09-15", **kw})
 
 
 def policy(

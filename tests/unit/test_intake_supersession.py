@@ -1,16 +1,22 @@
 """Within one polled batch, an older live delivery is written as superseded by a newer one."""
 
-from propagator.store import superseded_in_batch
+from typing import Any
+
+from propagator.intents import DeliveryIntent, superseded_in_batch
 
 
-def d(processor: str, subject: str, seq: int, **kw: object) -> dict[str, object]:
-    return {
-        "processor": processor,
-        "subject_id": subject,
-        "sequence": seq,
-        "event_type": kw.pop("event_type", "consent.changed"),
+def d(processor: str, subject: str, seq: int, **kw: Any) -> DeliveryIntent:
+    return DeliveryIntent(
+        event_id=f"e-{subject}-{seq}",
+        event_type=kw.pop("event_type", "consent.changed"),
+        subject_id=subject,
+        sequence=seq,
+        processor=processor,
+        max_attempts=3,
+        payload={},
+        occurred_at=None,
         **kw,
-    }
+    )
 
 
 def test_older_live_delivery_of_the_same_processor_and_subject_is_superseded() -> None:

@@ -8,29 +8,10 @@ import pytest
 
 from consent.domain.model import Change, DomainError, Policy, PurposeRecord, SubjectSnapshot
 from consent.domain.preferences import is_effective, plan_changes, plan_gpc_opt_out
+from tests.support import rec
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-def rec(
-    purpose: str,
-    status: str = "granted",
-    *,
-    at: datetime = T0,
-    source: str = "web",
-    expires_at: datetime | None = None,
-    ended_reason: str | None = None,
-) -> PurposeRecord:
-    return PurposeRecord(
-        purpose=purpose,
-        status=status,  # type: ignore[arg-type]
-        source=source,
-        updated_at=at,
-        sequence=1,
-        expires_at=expires_at,
-        ended_reason=ended_reason,
-    )
 
 
 def snap(*records: PurposeRecord, **kw: object) -> SubjectSnapshot:

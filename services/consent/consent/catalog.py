@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
 
@@ -26,6 +27,17 @@ def load_catalog() -> dict[str, Purpose]:
         )
         for p in raw["purposes"]
     }
+
+
+@lru_cache
+def purpose_keys() -> tuple[str, ...]:
+    """The catalog's purpose keys, in catalog order: the only purposes a caller may name."""
+    return tuple(load_catalog())
+
+
+def unknown_purposes(keys: Iterable[str]) -> list[str]:
+    """The names in ``keys`` that are not catalog purposes, sorted (for a message)."""
+    return sorted(set(keys) - load_catalog().keys())
 
 
 @lru_cache

@@ -14,9 +14,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from consent.adapters.db import make_engine, make_sessionmaker, transaction
+from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.tables import ApiKey
 from consent.api.auth import SCOPES, hash_key, new_key
+from consent.service.unit_of_work import unit_of_work
 from consent.settings import Settings
 from consentctl.runtime import resolve_database
 
@@ -30,8 +31,8 @@ def _run(settings: Settings, coro_fn: Callable[[AsyncSession], Awaitable[T]]) ->
     async def go() -> T:
         engine = make_engine(settings.database_url or "", 2)
         try:
-            async with transaction(make_sessionmaker(engine)) as session:
-                return await coro_fn(session)
+            async with unit_of_work(make_sessionmaker(engine)) as uow:
+                return await coro_fn(uow.session)
         finally:
             await engine.dispose()
 

@@ -13,6 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.table import Table
 
+from consent.adapters.audit import AuditRecord, write_audit
+from consent.adapters.subject_store import UPSERT_STATE, state_rows
 from consent.domain.ledger import project
 from consent.settings import Settings, get_settings
 from consent_common.db import plain_url
@@ -147,37 +149,10 @@ async def rebuild(database_url: str, apply: bool) -> list[dict[str, Any]]:
                             "DELETE FROM consent_state WHERE subject_id = $1 AND purpose = $2", *key
                         )
                     elif apply and want is not None:
-                        await conn.execute(
-                            """INSERT INTO consent_state (subject_id, purpose, status, source,
-                                   sequence, policy_version, actor_type, actor_id, updated_at,
-                                   expires_at, ended_reason)
-                               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)
-                               ON CONFLICT (subject_id, purpose) DO UPDATE SET
-                                   status = EXCLUDED.status, source = EXCLUDED.source,
-                                   sequence = EXCLUDED.sequence,
-                                   policy_version = EXCLUDED.policy_version,
-                                   actor_type = EXCLUDED.actor_type,
-                                   actor_id = EXCLUDED.actor_id,
-                                   updated_at = EXCLUDED.updated_at,
-                                   expires_at = EXCLUDED.expires_at,
-                                   ended_reason = EXCLUDED.ended_reason""",
-                            key[0],
-                            key[1],
-                            want.status,
-                            want.source,
-                            want.sequence,
-                            want.policy_version,
-                            want.actor.type,
-                            want.actor.id,
-                            want.updated_at,
-                            want.expires_at,
-                            want.ended_reason,
-                        )
+                        await conn.execute(UPSERT_STATE, key[0], state_rows([want]))
             if apply and diffs:
-                await conn.execute(
-                    "INSERT INTO audit_log (actor, action, scope, counts) "
-                    "VALUES ('cli', 'state.rebuild', '{}'::jsonb, $1::jsonb)",
-                    json.dumps({"fixed": len(diffs)}),
+                await write_audit(
+                    conn, [AuditRecord("cli", "state.rebuild", {}, {"fixed": len(diffs)})]
                 )
         return diffs
     finally:

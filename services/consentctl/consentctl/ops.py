@@ -1,4 +1,5 @@
-"""Operator commands: replay, deliveries, audit, topic rewind, state rebuild."""
+"""Operator commands: replay, deliveries (list, redrive) and the audit log. Topic rewind and
+state rebuild are in maintenance.py."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from rich.table import Table
 
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.operations import OperationsRepository
+from consent.catalog import unknown_purposes
 from consent.service import replay as replay_svc
+from consent.service.unit_of_work import unit_of_work
 from consent.settings import Settings, get_settings
 from consent_common.db import plain_url
 from consentctl.runtime import known_processors_for, resolve_database
@@ -89,6 +92,8 @@ def replay(
             else:
                 if since is None:
                     raise _fail("--since is required (or --resume JOB_ID)")
+                if bad := unknown_purposes(purpose or []):
+                    raise _fail(f"unknown purpose(s): {', '.join(bad)}")
                 req = replay_svc.ReplayRequest(
                     since=parse_time(since, "--since"),
                     until=parse_time(until, "--until") if until else datetime.now(UTC),
@@ -99,17 +104,13 @@ def replay(
                     dry_run=dry_run,
                     rate=rate,
                 )
-                async with sessions() as session:
-                    from consent.service.unit_of_work import UnitOfWork
-
-                    uow = UnitOfWork(session)
-                    try:
+                try:
+                    async with unit_of_work(sessions) as uow:
                         job = await replay_svc.create_job(uow, req, known)
-                    except replay_svc.ReplayError as exc:
-                        raise _fail(str(exc)) from None
-                    except replay_svc.ReplayConflict as exc:
-                        raise _fail(str(exc), 3) from None
-                    await uow.commit()
+                except replay_svc.ReplayError as exc:
+                    raise _fail(str(exc)) from None
+                except replay_svc.ReplayConflict as exc:
+                    raise _fail(str(exc), 3) from None
             return await _drive(sessions, job, known, rate or job.params.get("rate"))
         finally:
             await engine.dispose()
@@ -240,7 +241,7 @@ def deliveries_redrive(
         )
         return redriven
 
-    redriven = asyncio.run(_with_ops(url, run, commit=True))
+    redriven = asyncio.run(_with_ops(url, run))
     if delivery_id and not redriven:
         raise _fail("no dead delivery with that id", 1)
     out.print(f"redriven: {len(redriven)}")
@@ -273,13 +274,11 @@ async def _with_propagator(url: str, fn: Any) -> Any:
         await conn.close()
 
 
-async def _with_ops(url: str, fn: Any, commit: bool = False) -> Any:
+async def _with_ops(url: str, fn: Any) -> Any:
+    """``fn(operations)`` in one unit of work, committed when it returns."""
     engine = make_engine(url, 2)
     try:
-        async with make_sessionmaker(engine)() as session:
-            result = await fn(OperationsRepository(session))
-            if commit:
-                await session.commit()
-            return result
+        async with unit_of_work(make_sessionmaker(engine)) as uow:
+            return await fn(OperationsRepository(uow.session))
     finally:
         await engine.dispose()

@@ -16,6 +16,7 @@ from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.operations import OperationsRepository
 from consent.adapters.parked import ParkedRepository
 from consent.service.context import utcnow
+from consent.service.unit_of_work import unit_of_work
 from consent.settings import get_settings
 from consent_common.db import plain_url
 from consentctl.runtime import resolve_database
@@ -41,10 +42,9 @@ def _run(
         engine = make_engine(url, 1)
         conn = await asyncpg.connect(plain_url(url), server_settings=PROPAGATOR_SESSION)
         try:
-            async with make_sessionmaker(engine)() as session:
-                result = await fn(ParkedRepository(session), OperationsRepository(session), conn)
-                await session.commit()
-                return result
+            async with unit_of_work(make_sessionmaker(engine)) as uow:
+                session = uow.session
+                return await fn(ParkedRepository(session), OperationsRepository(session), conn)
         finally:
             await conn.close()
             await engine.dispose()

@@ -14,20 +14,18 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import text
 
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.domain.drift import Difference
 from consent.service import drift as drift_svc
 from consent.service import replay as replay_svc
 from consent.service.drift_repair import create_repair_job
-from consent.service.unit_of_work import UnitOfWork
+from consent.service.unit_of_work import unit_of_work
 from consent.settings import get_settings
 from consentctl.ops import _db, _drive, _fail, console, out
 from consentctl.runtime import known_processors_for
 
 verify_app = typer.Typer(help="Check the platform's invariants.", no_args_is_help=True)
-COUNT = text("SELECT count(*) FROM subjects WHERE CAST(:s AS text) IS NULL OR subject_id = :s")
 
 
 def _progress(label: str) -> Progress:
@@ -42,19 +40,18 @@ def _progress(label: str) -> Progress:
 
 
 async def _scan(sessions: Any, known: dict[str, Any], subject: str | None) -> drift_svc.Page:
-    async with sessions() as session:
-        total = int((await session.execute(COUNT, {"s": subject})).scalar() or 0)
+    async with unit_of_work(sessions) as uow:
+        total = await uow.drift.count_subjects(subject)
     items: list[Difference] = []
     cursor: str | None = ""
     scanned = unknown = 0
     with _progress("comparing subjects") as progress:
         task = progress.add_task("verify", total=total, found=0)
         while cursor is not None:
-            async with sessions() as session:
+            async with unit_of_work(sessions) as uow:
                 page = await drift_svc.report_page(
-                    session, known, datetime.now(UTC), cursor=cursor, subject_id=subject
+                    uow, known, datetime.now(UTC), cursor=cursor, subject_id=subject
                 )
-                await session.rollback()
             items += page.items
             scanned += page.scanned
             unknown += page.unknown
@@ -95,11 +92,9 @@ async def _remaining(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     while True:
-        async with sessions() as session:
-            left = (
-                await drift_svc.compare(session, subjects, known, datetime.now(UTC))
-            ).differences
-            await session.rollback()
+        async with unit_of_work(sessions) as uow:
+            result = await drift_svc.compare(uow, subjects, known, datetime.now(UTC))
+        left = result.differences
         if not left or loop.time() >= deadline:
             return left
         await asyncio.sleep(0.5)
@@ -145,13 +140,11 @@ def propagation(
             if repair:
                 summary |= {"repairs_sent": 0, "remaining": len(found.items)}
             if found.items and repair:
-                async with sessions() as session:
-                    uow = UnitOfWork(session)
-                    try:
+                try:
+                    async with unit_of_work(sessions) as uow:
                         job = await create_repair_job(uow, "cli", known, processor, subject)
-                    except replay_svc.ReplayConflict as exc:
-                        raise _fail(str(exc), 3) from None
-                    await uow.commit()
+                except replay_svc.ReplayConflict as exc:
+                    raise _fail(str(exc), 3) from None
                 done = await _drive(sessions, job, known, None)
                 drifted = sorted({d.subject_id for d in found.items})
                 left = await _remaining(sessions, known, drifted, wait)

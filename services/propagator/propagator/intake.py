@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from consent_common.kafka import client_kwargs
 from consent_common.settings import CommonSettings
 from propagator import metrics
 from propagator.decode import Park, Skip, Usable, decode
+from propagator.intents import DeliveryIntent
 from propagator.parking import (
     ParkedRecord,
     due_retries,
@@ -54,21 +56,21 @@ def plan(
     data: dict[str, Any],
     occurred_at: datetime,
     only: frozenset[str] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[DeliveryIntent]:
     """The deliveries one event needs: one per processor that wants it, or, for a replay
     restricted to processors (``only``), one per processor named."""
     return [
-        {
-            "event_id": event_id,
-            "event_type": event_type,
-            "subject_id": data["subject_id"],
-            "sequence": int(data.get("sequence") or 0),
-            "processor": a.config.name,
-            "max_attempts": a.config.max_attempts,
-            "payload": a.body(event_id, event_type, data),
-            "occurred_at": occurred_at,
-            "replay": bool(data.get("replay", False)),
-        }
+        DeliveryIntent(
+            event_id=event_id,
+            event_type=event_type,
+            subject_id=data["subject_id"],
+            sequence=int(data.get("sequence") or 0),
+            processor=a.config.name,
+            max_attempts=a.config.max_attempts,
+            payload=a.body(event_id, event_type, data),
+            occurred_at=occurred_at,
+            replay=bool(data.get("replay", False)),
+        )
         for a in adapters
         if (a.config.name in only if only is not None else a.relevant(event_type, data))
     ]
@@ -114,7 +116,7 @@ class Intake:
         """Record the batch's deliveries and park what cannot be used, in one transaction;
         the caller commits the offsets only after it. Returns the pending deliveries added."""
         seen: list[tuple[str, str, int, int]] = []
-        candidates: dict[str, list[dict[str, Any]]] = {}
+        candidates: dict[str, list[DeliveryIntent]] = {}
         parked: list[ParkedRecord] = []
         for rec in records:
             decoded = decode(rec.headers, rec.value)
@@ -141,9 +143,8 @@ class Intake:
                     replay_targets(rec) if rec.topic == self.settings.replays_topic else None,
                 )
                 traceparent = tracing.current_traceparent() or traceparent_of(rec)
-            for d in deliveries:  # each webhook attempt continues this trace
-                d["traceparent"] = traceparent
-            candidates[decoded.event_id] = deliveries
+            # each webhook attempt continues this trace
+            candidates[decoded.event_id] = [replace(d, traceparent=traceparent) for d in deliveries]
             seen.append((decoded.event_id, rec.topic, rec.partition, rec.offset))
         planned = [d for eid, *_ in seen for d in candidates[eid]]
         async with self.store.pool.acquire() as conn, conn.transaction():

@@ -10,6 +10,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from propagator.intents import DeliveryIntent, superseded_in_batch
+
 # One statement per polled batch: the inbox drops events seen before, and only the new ones
 # get deliveries. An older pending delivery not in flight is superseded by a newer one (the
 # newer carries the full decisions); within the batch, Python marks the older ones already.
@@ -102,23 +104,6 @@ WHERE processor_receipts.last_delivered_sequence <= EXCLUDED.last_delivered_sequ
 """
 
 
-def superseded_in_batch(deliveries: Sequence[dict[str, Any]]) -> set[int]:
-    """Indexes of live deliveries a newer one in the same batch makes pointless. An erasure
-    supersedes older ones like any newer event, but is never superseded itself."""
-    newest: dict[tuple[str, str], int] = {}
-    for d in deliveries:
-        if not d.get("replay"):
-            key = (d["processor"], d["subject_id"])
-            newest[key] = max(newest.get(key, d["sequence"]), d["sequence"])
-    return {
-        i
-        for i, d in enumerate(deliveries)
-        if not d.get("replay")
-        and d["event_type"] != "subject.erasure_requested"
-        and d["sequence"] < newest[(d["processor"], d["subject_id"])]
-    }
-
-
 class DeliveryStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -127,7 +112,7 @@ class DeliveryStore:
         self,
         conn: asyncpg.Connection,
         seen: Sequence[tuple[str, str, int, int]],
-        deliveries: Sequence[dict[str, Any]],
+        deliveries: Sequence[DeliveryIntent],
     ) -> int:
         """Inbox rows for ``seen`` (event id, topic, partition, offset) and ``deliveries`` for
         the events not seen before, in one statement. Returns the pending deliveries added."""
@@ -139,18 +124,18 @@ class DeliveryStore:
             await conn.fetchval(
                 INTAKE,
                 *[list(c) for c in zip(*seen, strict=True)],
-                [x.get("id") or uuid.uuid4() for x in d],
-                [x["event_id"] for x in d],
-                [x["event_type"] for x in d],
-                [x["subject_id"] for x in d],
-                [x["sequence"] for x in d],
-                [x["processor"] for x in d],
-                [x["max_attempts"] for x in d],
-                [orjson.dumps(x["payload"]).decode() for x in d],
-                [x["occurred_at"] for x in d],
-                [bool(x.get("replay")) for x in d],
+                [x.id for x in d],
+                [x.event_id for x in d],
+                [x.event_type for x in d],
+                [x.subject_id for x in d],
+                [x.sequence for x in d],
+                [x.processor for x in d],
+                [x.max_attempts for x in d],
+                [orjson.dumps(x.payload).decode() for x in d],
+                [x.occurred_at for x in d],
+                [x.replay for x in d],
                 ["superseded" if i in stale else "pending" for i in range(len(d))],
-                [x.get("traceparent") for x in d],
+                [x.traceparent for x in d],
             )
         )
 

@@ -1,10 +1,9 @@
-"""Engine, sessions and migrations. One request or one job is one transaction."""
+"""The consent service's engine, sessions, the raw-driver escape hatch for hot statements,
+and migrations. Who commits is service/unit_of_work.py's ``unit_of_work``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -66,15 +65,6 @@ async def driver(session: AsyncSession) -> asyncpg.Connection:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-
-
-@asynccontextmanager
-async def transaction(
-    sessions: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """Commit on success, roll back on error: the only place a commit happens for a job."""
-    async with sessions() as session, session.begin():
-        yield session
 
 
 def _alembic_config(url: str) -> Config:

@@ -45,6 +45,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::bool[],
 ON CONFLICT (processor, subject_id, purpose) DO UPDATE SET delivered = EXCLUDED.delivered,
     current = EXCLUDED.current, since = EXCLUDED.since, checked_at = EXCLUDED.checked_at
 """
+COUNT_SUBJECTS = "SELECT count(*) FROM subjects WHERE $1::text IS NULL OR subject_id = $1"
 COUNTS = "SELECT processor, count(*) AS n FROM drift_findings GROUP BY processor"
 SCAN_STATE = """
 SELECT cursor, pass_started_at, last_pass_at, last_pass_subjects FROM drift_scan WHERE id = 1
@@ -63,6 +64,10 @@ class DriftRepository:
     async def subjects(self, after: str, subject_id: str | None, limit: int) -> list[str]:
         conn = await driver(self.session)
         return [r[0] for r in await conn.fetch(SUBJECTS, after, subject_id, limit)]
+
+    async def count_subjects(self, subject_id: str | None) -> int:
+        conn = await driver(self.session)
+        return int(await conn.fetchval(COUNT_SUBJECTS, subject_id) or 0)
 
     async def held(self, subject_ids: Sequence[str]) -> dict[str, dict[str, Held]]:
         """Per subject, per processor: its last acknowledged delivery."""

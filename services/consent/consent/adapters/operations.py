@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from consent.adapters.audit import AuditRecord, write_one
+from consent.adapters.db import driver
 from consent.adapters.tables import AuditEntry, ReplayJob
 
 SELECT_SUBJECTS = """
@@ -81,18 +82,8 @@ class OperationsRepository:
         counts: dict[str, Any],
         reference: str | None = None,
     ) -> int:
-        res = await self.session.execute(
-            insert(AuditEntry)
-            .values(
-                actor=actor,
-                action=action,
-                scope=scope,
-                counts=counts,
-                reference=reference,
-            )
-            .returning(col(AuditEntry.id))
-        )
-        return int(cast(int, res.scalar_one()))
+        record = AuditRecord(actor, action, scope, counts, reference)
+        return await write_one(await driver(self.session), record)
 
     async def audit_entries(self, before: int | None, limit: int) -> list[AuditEntry]:
         stmt = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)

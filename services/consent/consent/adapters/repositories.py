@@ -1,19 +1,21 @@
-"""Repositories: every SQL statement of the consent service lives here. None commits."""
+"""Repositories of the consent service's core tables: subjects, ledger, consent state,
+outbox, policies, guardians and erasures. Other tables have their own adapter module
+(aliases, due, idempotency, operations, parked, receipts; subject_store holds the hot
+snapshot and write statements). None commits: the unit of work's owner does."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from consent.adapters.db import driver
-from consent.adapters.subject_store import load_snapshots
+from consent.adapters.subject_store import TellState, append_change, load_snapshots
 from consent.adapters.tables import (
     ConsentState,
     ErasureRequest,
@@ -24,7 +26,7 @@ from consent.adapters.tables import (
     Subject,
 )
 from consent.domain.events import DomainEvent
-from consent.domain.model import Policy, SubjectSnapshot
+from consent.domain.model import Policy, PurposeRecord, SubjectSnapshot
 from consent.relay.metrics import BACKLOG_SQL
 from consent_common import tracing
 
@@ -39,17 +41,6 @@ class SubjectRepository:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def lock_or_create(self, subject_id: str) -> Subject:
-        """Serialise writers of one subject on its row; create it (sequence 0) if new."""
-        row = await self.get(subject_id, for_update=True)
-        if row is None:
-            await self.session.execute(
-                insert(Subject).values(subject_id=subject_id).on_conflict_do_nothing()
-            )
-            row = await self.get(subject_id, for_update=True)
-        assert row is not None
-        return row
-
     async def snapshot(self, subject_id: str, *, for_update: bool = False) -> SubjectSnapshot:
         """One query; with ``for_update`` the subject row is locked (created first if new)."""
         found = await load_snapshots(self.session, [subject_id], for_update=for_update)
@@ -62,8 +53,8 @@ class SubjectRepository:
         return found.get(subject_id) or SubjectSnapshot(subject_id=subject_id)
 
     async def locked_snapshots(self, subject_ids: Sequence[str]) -> dict[str, SubjectSnapshot]:
-        """Many existing subjects, locked in id order (bulk import): one lock statement and
-        one read."""
+        """Many existing subjects, locked in id order until the transaction ends (bulk
+        import, a replay batch): one lock statement and one read."""
         return await load_snapshots(self.session, subject_ids, for_update=True)
 
     async def snapshots(
@@ -82,25 +73,21 @@ class SubjectRepository:
         )
         return (await self.session.execute(stmt)).scalar_one_or_none() is not None
 
-    async def update(self, subject_id: str, **values: Any) -> None:
-        await self.session.execute(
-            update(Subject)
-            .where(col(Subject.subject_id) == subject_id)
-            .values(**values, updated_at=func.now())
-        )
-
 
 class LedgerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def append(self, entry: dict[str, Any], evidence: dict[str, Any]) -> None:
-        await self.session.execute(insert(LedgerEntry).values(**entry))
-        await self.session.execute(
-            insert(LedgerEvidence).values(
-                subject_id=entry["subject_id"], sequence=entry["sequence"], evidence=evidence
-            )
-        )
+    async def append_change(
+        self,
+        entry: dict[str, Any],
+        evidence: Mapping[str, Any],
+        records: Iterable[PurposeRecord],
+        profile: dict[str, Any],
+        told: TellState,
+    ) -> None:
+        """Ledger row, evidence, projection rows and subject head (subject_store.py)."""
+        await append_change(self.session, entry, evidence, records, profile, told)
 
     async def history(
         self, subject_id: str, *, before: int | None, limit: int
@@ -220,24 +207,9 @@ class PolicyRepository:
         self.session.add(policy)
         await self.session.flush()
 
-    async def in_force(self, now: datetime) -> PolicyVersion | None:
-        stmt = (
-            select(PolicyVersion)
-            .where(col(PolicyVersion.effective_at) <= now)
-            .order_by(col(PolicyVersion.effective_at).desc())
-            .limit(1)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
-
 
 def to_policy(row: PolicyVersion) -> Policy:
     return Policy(row.version, row.effective_at, row.material, frozenset(row.affected_purposes))
-
-
-async def advisory_xact_lock(session: AsyncSession, key: int) -> bool:
-    return bool(
-        (await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key})).scalar()
-    )
 
 
 class GuardianRepository:

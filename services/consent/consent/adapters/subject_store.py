@@ -8,7 +8,7 @@ statement of data-modifying CTEs. Everything else about subjects is in ``reposit
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -38,6 +38,24 @@ SELECT s.subject_id, s.sequence, s.jurisdiction, s.birth_date, s.gpc_opted_out_a
 FROM subjects s WHERE s.subject_id = ANY($1::text[])
 """
 
+# The one upsert of the consent_state projection: the write path runs it inside APPEND_SQL,
+# ``consentctl state rebuild`` alone (UPSERT_STATE); rows as ``state_rows`` shapes them.
+_STATE_UPSERT = """
+    INSERT INTO consent_state (subject_id, purpose, status, source, sequence, policy_version,
+        actor_type, actor_id, updated_at, expires_at, ended_reason)
+    SELECT $1, r.purpose, r.status, r.source, r.sequence, r.policy_version,
+        r.actor_type, r.actor_id, r.updated_at, r.expires_at, r.ended_reason
+    FROM jsonb_to_recordset(${rows}::text::jsonb) AS r(purpose text, status text,
+        source text, sequence bigint, policy_version text, actor_type text, actor_id text,
+        updated_at timestamptz, expires_at timestamptz, ended_reason text)
+    ON CONFLICT (subject_id, purpose) DO UPDATE SET status = EXCLUDED.status,
+        source = EXCLUDED.source, sequence = EXCLUDED.sequence,
+        policy_version = EXCLUDED.policy_version, actor_type = EXCLUDED.actor_type,
+        actor_id = EXCLUDED.actor_id, updated_at = EXCLUDED.updated_at,
+        expires_at = EXCLUDED.expires_at, ended_reason = EXCLUDED.ended_reason
+"""
+UPSERT_STATE = _STATE_UPSERT.replace("${rows}", "$2")  # $1 subject id, $2 state_rows
+
 APPEND_SQL = """
 WITH ledger AS (
     INSERT INTO consent_ledger (subject_id, sequence, type, changes, detail, policy_version,
@@ -46,19 +64,7 @@ WITH ledger AS (
 ), evidence AS (
     INSERT INTO consent_evidence (subject_id, sequence, evidence)
     VALUES ($1, $2, $15::text::jsonb)
-), state AS (
-    INSERT INTO consent_state (subject_id, purpose, status, source, sequence, policy_version,
-        actor_type, actor_id, updated_at, expires_at, ended_reason)
-    SELECT $1, r.purpose, r.status, r.source, r.sequence, r.policy_version,
-        r.actor_type, r.actor_id, r.updated_at, r.expires_at, r.ended_reason
-    FROM jsonb_to_recordset($16::text::jsonb) AS r(purpose text, status text,
-        source text, sequence bigint, policy_version text, actor_type text, actor_id text,
-        updated_at timestamptz, expires_at timestamptz, ended_reason text)
-    ON CONFLICT (subject_id, purpose) DO UPDATE SET status = EXCLUDED.status,
-        source = EXCLUDED.source, sequence = EXCLUDED.sequence,
-        policy_version = EXCLUDED.policy_version, actor_type = EXCLUDED.actor_type,
-        actor_id = EXCLUDED.actor_id, updated_at = EXCLUDED.updated_at,
-        expires_at = EXCLUDED.expires_at, ended_reason = EXCLUDED.ended_reason
+), state AS ({STATE}
 )
 UPDATE subjects SET sequence = $2, last_hash = $14, updated_at = now(),
     jurisdiction = CASE WHEN $17::bool THEN $18::varchar ELSE jurisdiction END,
@@ -67,7 +73,7 @@ UPDATE subjects SET sequence = $2, last_hash = $14, updated_at = now(),
     erased_at = CASE WHEN $23::bool THEN $24::timestamptz ELSE erased_at END,
     decisions = $25::text::jsonb, age_status = $26, age_check_at = $27
 WHERE subject_id = $1
-"""
+""".replace("{STATE}", _STATE_UPSERT.replace("${rows}", "$16"))
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -157,30 +163,36 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def state_rows(records: Iterable[PurposeRecord]) -> str:
+    """Projection rows as the state upsert reads them (a JSON recordset)."""
+    return json.dumps(
+        [
+            {
+                "purpose": r.purpose,
+                "status": r.status,
+                "source": r.source,
+                "sequence": r.sequence,
+                "policy_version": r.policy_version,
+                "actor_type": r.actor.type,
+                "actor_id": r.actor.id,
+                "updated_at": _iso(r.updated_at),
+                "expires_at": _iso(r.expires_at),
+                "ended_reason": r.ended_reason,
+            }
+            for r in records
+        ]
+    )
+
+
 async def append_change(
     session: AsyncSession,
     entry: dict[str, Any],
-    evidence: dict[str, Any],
+    evidence: Mapping[str, Any],
     records: Iterable[PurposeRecord],
     profile: dict[str, Any],
     told: TellState,
 ) -> None:
     """Ledger row + evidence + projection rows + subject head, in one statement."""
-    states = [
-        {
-            "purpose": r.purpose,
-            "status": r.status,
-            "source": r.source,
-            "sequence": r.sequence,
-            "policy_version": r.policy_version,
-            "actor_type": r.actor.type,
-            "actor_id": r.actor.id,
-            "updated_at": _iso(r.updated_at),
-            "expires_at": _iso(r.expires_at),
-            "ended_reason": r.ended_reason,
-        }
-        for r in records
-    ]
     birth: date | None = profile.get("birth_date")
     conn = await driver(session)
     await conn.execute(
@@ -200,7 +212,7 @@ async def append_change(
         entry["prev_hash"],
         entry["hash"],
         json.dumps(evidence, default=str),
-        json.dumps(states),
+        state_rows(records),
         "jurisdiction" in profile,
         profile.get("jurisdiction"),
         "birth_date" in profile,

@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.adapters.propagator_api import PropagatorAPI
-from consent.api import problems
+from consent.api import openapi, problems
 from consent.api.admission import AdmissionLimit
 from consent.api.client_limit import ClientLimit, parse_networks
 from consent.api.jwks import JwksCache
@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(signals.router)
     app.include_router(preference_center.router)
     app.include_router(aliases.router)
+    openapi.install(app)
     # innermost first: load shedding, then the body read under its deadline (so a request is
     # admitted only once its body is here), then CORS (so a 429, 408 or 413 carries its
     # headers and preflights are never shed)

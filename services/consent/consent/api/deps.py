@@ -14,7 +14,7 @@ from consent.api.problems import Problem
 from consent.domain.authority import Reader
 from consent.service.context import utcnow
 from consent.service.decisions import age_status_of
-from consent.service.unit_of_work import UnitOfWork
+from consent.service.unit_of_work import UnitOfWork, unit_of_work
 from consent.settings import Settings
 
 
@@ -23,21 +23,17 @@ def get_settings(request: Request) -> Settings:
 
 
 async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
-    """The request's transaction. Writers call ``uow.commit()`` before answering;
-    anything not committed is rolled back here."""
+    """The request's transaction, committed here when the route returns and rolled back when
+    it raises (a problem document included): routes never commit. ``scope="function"``
+    below makes this run before the answer is sent, so a failed commit is the answer."""
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    if request.method in ("GET", "HEAD") and request.headers.get("sec-gpc", "").strip() != "1":
+    if request.method in ("GET", "HEAD"):
         sessions = request.app.state.read_sessions  # reads need no BEGIN/ROLLBACK round trips
-    async with sessions() as session:
-        uow = UnitOfWork(session)
-        try:
-            yield uow
-        finally:
-            if not uow.committed:
-                await uow.rollback()
+    async with unit_of_work(sessions) as uow:
+        yield uow
 
 
-UoW = Annotated[UnitOfWork, Depends(get_uow)]
+UoW = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
 
 
 async def get_principal(request: Request, uow: UoW) -> Principal:

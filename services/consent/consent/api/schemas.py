@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from consent.api.vocabulary import Jurisdiction, PurposeKey
 from consent.domain import jurisdictions
 
 BIGINT_MAX = 2**63 - 1  # ids and sequences are BIGINT: larger values overflow asyncpg (500)
@@ -33,7 +34,13 @@ def _bounded_utc(value: datetime) -> datetime:
     return utc
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(_bounded_utc)]
+# The pattern documents the accepted range (years 1901 to 8999 in any offset fall within
+# 1900 to 9000 in UTC); the validator is the rule.
+Timestamp = Annotated[
+    AwareDatetime,
+    AfterValidator(_bounded_utc),
+    Field(json_schema_extra={"pattern": r"^(190[1-9]|19[1-9][0-9]|[2-8][0-9]{3})-"}),
+]
 SubjectId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
 StatusIn = Literal["granted", "denied", "unset"]
 # What a request may name; which of these a credential may use is consent.domain.authority.
@@ -84,8 +91,12 @@ class Strict(StrictPart):
 
 
 class SubjectIn(Strict):
-    jurisdiction: str = Field(description="ISO 3166-1 alpha-2, or alpha-2 + '-' + subdivision")
-    birth_date: date | None = None
+    jurisdiction: Jurisdiction
+    birth_date: date | None = Field(
+        default=None,
+        description="In the past, from 1900",
+        json_schema_extra={"pattern": r"^(19[0-9]{2}|[2-9][0-9]{3})-"},
+    )
 
     @field_validator("jurisdiction")
     @classmethod
@@ -110,10 +121,10 @@ class WriteContextIn(StrictPart):
 
 
 class PreferencesPatch(Strict):
-    purposes: dict[Annotated[str, StringConstraints(max_length=64)], StatusIn] = Field(
-        min_length=1, max_length=64
+    purposes: dict[PurposeKey, StatusIn] = Field(min_length=1, max_length=64)
+    policy_version: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        default=None, description="A published policy version (GET /v1/policies)"
     )
-    policy_version: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     context: WriteContextIn | None = None
 
 
@@ -171,7 +182,7 @@ def as_out(data: dict[str, Any]) -> PreferencesOut:
 
 class DecisionQuery(StrictPart):
     subject_id: SubjectId
-    purpose: Annotated[str, StringConstraints(max_length=64)]
+    purpose: PurposeKey
 
 
 class BatchIn(Strict):
@@ -186,9 +197,7 @@ class PolicyIn(Strict):
     version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
     effective_at: Timestamp
     material: bool = False
-    affected_purposes: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
-        default_factory=list, max_length=64
-    )
+    affected_purposes: list[PurposeKey] = Field(default_factory=list, max_length=64)
     description: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
 

@@ -35,6 +35,16 @@ class ChannelChoice:
     device: str | None  # the device channel a guardian used, kept in the evidence
 
 
+def default_channel(credential: str, *, admin: bool = False) -> str:
+    """The channel a write records when the request names none, decided here only: ``web``
+    for a user token, ``api`` for a service key, ``operator`` for an admin key acting on its
+    own authority (a guardian link, a merge, an erasure for cause). A preference write by
+    an admin key defaults like any key's (API.md: ``context.channel``)."""
+    if credential == "user":
+        return "web"
+    return "operator" if admin else "api"
+
+
 def choose_channel(
     credential: str, requested: str | None, *, acting_guardian: bool
 ) -> ChannelChoice:
@@ -47,7 +57,7 @@ def choose_channel(
             f"channel {requested!r} cannot be recorded by {who}; "
             f"allowed: {', '.join(sorted(allowed))}"
         )
-    default = "web" if credential == "user" else "api"
+    default = default_channel(credential)
     if acting_guardian:
         return ChannelChoice("guardian", requested or default)
     return ChannelChoice(requested or default, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import pycountry
 
@@ -42,6 +43,14 @@ EU_EEA = frozenset(
 )
 GDPR_LIKE = EU_EEA | {"GB", "CH"}
 _CODE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")
+
+
+@lru_cache
+def known_codes() -> tuple[str, ...]:
+    """Every code ``normalize`` accepts, canonical and sorted (the OpenAPI enum)."""
+    countries = {c.alpha_2 for c in pycountry.countries}
+    subdivisions = {s.code for s in pycountry.subdivisions if _CODE.match(s.code)}
+    return tuple(sorted(countries | {s for s in subdivisions if s[:2] in countries}))
 
 
 def normalize(code: str) -> str | None:

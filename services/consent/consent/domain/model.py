@@ -87,10 +87,6 @@ class SubjectSnapshot:
     # the person this (anonymous) subject is merged into, while the link stands
     merged_into: str | None = None
 
-    @property
-    def exists(self) -> bool:
-        return self.sequence > 0
-
 
 @dataclass(frozen=True)
 class Decision:

@@ -132,8 +132,6 @@ class OutboxRelay:
                 parked.append((row["id"], _describe(errors[0])))
             else:
                 transient = transient or errors[0]
-        if os.environ.get("CONSENT_RELAY_CRASH_AFTER_PUBLISH") == "1":
-            os._exit(86)  # test hook: die between publish and mark
         if published:
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", published

@@ -31,8 +31,8 @@ PAGE = 500
 
 
 async def record_age_transition(uow: UnitOfWork, subject_id: str, now: datetime) -> bool:
-    """True when an event was recorded (the caller commits it). Bookkeeping alone (status
-    unchanged) is committed here, since the caller commits only events."""
+    """True when an event was recorded. Bookkeeping alone (status unchanged) is kept too:
+    the caller's unit of work commits whatever the step wrote."""
     if not await uow.subjects.try_lock(subject_id):
         return False
     snapshot = await uow.subjects.snapshot(subject_id)
@@ -48,7 +48,6 @@ async def record_age_transition(uow: UnitOfWork, subject_id: str, now: datetime)
     if was is None or was == now_status:
         # unchanged (or tracked only from now on: subjects written before tracking began)
         await uow.due.track_age(subject_id, now_status, next_age_change(snapshot, now))
-        await uow.commit()
         return False
     await record(
         uow,

@@ -23,14 +23,13 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.adapters.drift import DriftRepository
-from consent.adapters.subject_store import load_snapshots
 from consent.domain.drift import Difference, Held, differences
 from consent.domain.events import decisions_map
 from consent.domain.model import SubjectSnapshot
 from consent.service.decisions import decisions_for
 from consent.service.processors import KnownProcessor, known_processors
 from consent.service.recorder import as_answered, load_policies
-from consent.service.unit_of_work import UnitOfWork
+from consent.service.unit_of_work import UnitOfWork, unit_of_work
 
 SCAN_BATCH = 500
 ROUND_BUDGET_S = 2.0  # one scheduler round spends at most about this long on the check
@@ -44,7 +43,7 @@ class Comparison:
 
 
 async def compare(
-    session: AsyncSession,
+    uow: UnitOfWork,
     subject_ids: Sequence[str],
     processors: Mapping[str, KnownProcessor],
     now: datetime,
@@ -55,10 +54,9 @@ async def compare(
     out = Comparison()
     if not subject_ids or not processors:
         return out
-    uow = UnitOfWork(session)
-    repo = DriftRepository(session)
+    repo = uow.drift
     if snapshots is None:
-        snapshots = await load_snapshots(session, subject_ids)
+        snapshots = await uow.subjects.snapshots(list(subject_ids))
     out.snapshots = snapshots
     policies = await load_policies(uow)
     held = await repo.held(subject_ids)
@@ -110,7 +108,7 @@ class Page:
 
 
 async def report_page(
-    session: AsyncSession,
+    uow: UnitOfWork,
     processors: Mapping[str, KnownProcessor],
     now: datetime,
     *,
@@ -120,8 +118,8 @@ async def report_page(
 ) -> Page:
     """One page of the report: the differences among the next ``scan`` subjects after
     ``cursor`` (a page may hold none while ``next_cursor`` is set)."""
-    ids = await DriftRepository(session).subjects(cursor, subject_id, scan)
-    result = await compare(session, ids, processors, now)
+    ids = await uow.drift.subjects(cursor, subject_id, scan)
+    result = await compare(uow, ids, processors, now)
     return Page(
         items=result.differences,
         next_cursor=ids[-1] if len(ids) == scan else None,
@@ -143,11 +141,10 @@ async def full_report(
     cursor: str | None = ""
     scanned = unknown = 0
     while cursor is not None:
-        async with sessions() as session:
+        async with unit_of_work(sessions) as uow:
             page = await report_page(
-                session, processors, now, cursor=cursor, subject_id=subject_id, scan=scan
+                uow, processors, now, cursor=cursor, subject_id=subject_id, scan=scan
             )
-            await session.rollback()
         items += page.items
         scanned += page.scanned
         unknown += page.unknown
@@ -171,8 +168,8 @@ async def check_drift(sessions: async_sessionmaker[AsyncSession], now: datetime)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ROUND_BUDGET_S
     found = 0
-    async with sessions() as session:
-        repo = DriftRepository(session)
+    async with unit_of_work(sessions) as uow:
+        repo = uow.drift
         state = await repo.scan_state()
         if state is None:  # another replica's check holds it
             return 0
@@ -182,7 +179,7 @@ async def check_drift(sessions: async_sessionmaker[AsyncSession], now: datetime)
         started = started or now
         while True:
             ids = await repo.subjects(cursor, None, SCAN_BATCH)
-            result = await compare(session, ids, processors, now)
+            result = await compare(uow, ids, processors, now)
             upto = ids[-1] if len(ids) == SCAN_BATCH else None
             await repo.replace_findings(cursor, upto, result.differences, now)
             found += len(result.differences)
@@ -193,10 +190,10 @@ async def check_drift(sessions: async_sessionmaker[AsyncSession], now: datetime)
             if loop.time() >= deadline:
                 await repo.save_scan(cursor, started, last, 0)
                 break
-        await session.commit()
     return found
 
 
 async def drift_counts(session: AsyncSession) -> dict[str, int]:
-    """Differences per processor found by the scheduled check (``consent_drift``)."""
+    """Differences per processor found by the scheduled check (``consent_drift``): a read
+    of /metrics on its own session (like the outbox backlog)."""
     return await DriftRepository(session).counts()

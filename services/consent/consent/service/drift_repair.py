@@ -16,13 +16,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from consent.adapters.drift import DriftRepository
-from consent.adapters.operations import OperationsRepository
-from consent.adapters.subject_store import load_snapshots
 from consent.adapters.tables import ReplayJob
 from consent.domain.events import DomainEvent, consent_event, event_id
 from consent.domain.model import Actor, SubjectSnapshot
@@ -35,9 +30,6 @@ from consent_common.timefmt import rfc3339
 
 KIND = "repair"
 SCOPE = "drift-repair"
-COUNT_SUBJECTS = text(
-    "SELECT count(*) FROM subjects WHERE CAST(:s AS text) IS NULL OR subject_id = :s"
-)
 
 
 async def create_repair_job(
@@ -54,7 +46,7 @@ async def create_repair_job(
             f"unknown processor {processor!r}; known: {', '.join(sorted(known)) or 'none'}"
         )
     params = {"kind": KIND, "processor": processor, "subject_id": subject_id}
-    total = (await uow.session.execute(COUNT_SUBJECTS, {"s": subject_id})).scalar() or 0
+    total = await uow.drift.count_subjects(subject_id)
     job = ReplayJob(
         id=uuid.uuid4(),
         scope_key=SCOPE,
@@ -64,7 +56,7 @@ async def create_repair_job(
         total=int(total),
         heartbeat_at=datetime.now(UTC),
     )
-    ops = OperationsRepository(uow.session)
+    ops = uow.operations
     try:
         async with uow.session.begin_nested():
             await ops.add_job(job)
@@ -75,15 +67,14 @@ async def create_repair_job(
 
 
 async def repair_batch(
-    session: AsyncSession, job: ReplayJob, known: dict[str, KnownProcessor], batch: int
+    uow: UnitOfWork, job: ReplayJob, known: dict[str, KnownProcessor], batch: int
 ) -> tuple[int, int, bool]:
-    """One batch of a repair job (the caller holds the job's row and commits). Returns
+    """One batch of a repair job (the caller's unit of work holds the job's row). Returns
     (subjects looked at, repairs sent, finished)."""
-    uow = UnitOfWork(session)
-    ops = OperationsRepository(session)
+    ops = uow.operations
     params: dict[str, Any] = job.params
     now = datetime.now(UTC)
-    ids = await DriftRepository(session).subjects(job.cursor, params.get("subject_id"), batch)
+    ids = await uow.drift.subjects(job.cursor, params.get("subject_id"), batch)
     if not ids:
         await ops.update_job(job.id, status="completed", finished_at=now, heartbeat_at=now)
         await ops.audit(
@@ -101,8 +92,8 @@ async def repair_batch(
     )
     # locked until this batch commits, as a replay does: a concurrent change gets a later
     # outbox position than the repair, so the repair never lands after a newer state
-    snapshots = await load_snapshots(session, ids, for_update=True)
-    found = await compare(session, ids, processors, now, snapshots=snapshots)
+    snapshots = await uow.subjects.locked_snapshots(ids)
+    found = await compare(uow, ids, processors, now, snapshots=snapshots)
     drifted: dict[str, set[str]] = {}
     for d in found.differences:
         drifted.setdefault(d.subject_id, set()).add(d.processor)

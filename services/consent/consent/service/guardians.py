@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from consent.adapters.tables import GuardianLink
@@ -50,14 +51,12 @@ async def link(
     )
     await uow.guardians.add(row)
     snapshot.guardian_ids = snapshot.guardian_ids | {guardian_id}
-    ctx.evidence = {
-        **ctx.evidence,
-        "verification": {
-            "method": method,
-            "reference": reference,
-            "verified_at": verified_at.isoformat(),
-        },
+    verification = {
+        "method": method,
+        "reference": reference,
+        "verified_at": verified_at.isoformat(),
     }
+    ctx = replace(ctx, evidence={**ctx.evidence, "verification": verification})
     await record(
         uow,
         snapshot,

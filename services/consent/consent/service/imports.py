@@ -26,7 +26,7 @@ from consent.domain.model import Actor, Policy, SubjectSnapshot
 from consent.service.context import WriteContext, utcnow
 from consent.service.decisions import age_status_of
 from consent.service.recorder import load_policies, record
-from consent.service.unit_of_work import UnitOfWork
+from consent.service.unit_of_work import UnitOfWork, unit_of_work
 
 CHUNK = 200  # subjects per transaction
 FORMATS = ("jsonl", "csv")
@@ -106,15 +106,14 @@ async def start(
     """Read and check the whole file, then create its job (with the rows rejected so far).
     ``keep_payload``: store the upload so any replica can resume it (API uploads)."""
     purpose_map = dict(purpose_map or {})
-    async with sessions() as session:
-        uow = UnitOfWork(session)
+    async with unit_of_work(sessions) as uow:
         versions = {p.version for p in await load_policies(uow)}
         source = read_source(
             data, fmt, mapping=mapping, purpose_map=purpose_map, policy_versions=versions,
             now=utcnow(),
         )  # fmt: skip
         job_id = uuid.uuid4()
-        await ImportRepository(session).create(
+        await uow.imports.create(
             job_id,
             fmt=fmt,
             mapping=mapping,
@@ -130,7 +129,6 @@ async def start(
             },
             rejected=[r.as_dict() for r in sorted(source.rejected, key=lambda r: r.line)],
         )
-        await session.commit()
     return job_id, source
 
 
@@ -161,9 +159,8 @@ async def run(
     )  # fmt: skip
     subjects = sorted(source.by_subject)
     while True:
-        async with sessions() as session:
-            uow = UnitOfWork(session)
-            repo = ImportRepository(session)
+        async with unit_of_work(sessions) as uow:
+            repo = uow.imports
             locked = await repo.get(job_id, lock=True)
             if locked is None or locked.status != "running":
                 return locked
@@ -183,7 +180,6 @@ async def run(
             await repo.save(
                 job_id, cursor=cursor, counts=counts, rejected=rejected, finished=finished
             )
-            await uow.commit()
         if on_progress is not None:
             done = bisect_right(subjects, cursor) if cursor is not None else 0
             on_progress(done, len(subjects), counts)
@@ -208,7 +204,7 @@ async def import_chunk(
     """Several subjects' rows, each subject's as one accepted change (``plan_subject``), in
     the caller's transaction. The statements that do not depend on one subject (keys seen,
     locks, snapshots, keys remembered) are one each for the chunk."""
-    repo = ImportRepository(uow.session)
+    repo = uow.imports
     seen = await repo.seen([r.idempotency_key for rows in rows_by_subject.values() for r in rows])
     fresh = {
         s: [r for r in rows if r.idempotency_key not in seen]

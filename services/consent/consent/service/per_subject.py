@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consent.service.unit_of_work import UnitOfWork
+from consent.service.unit_of_work import UnitOfWork, unit_of_work
 
 
 async def each_subject(
@@ -14,14 +14,10 @@ async def each_subject(
     subject_ids: Iterable[str],
     step: Callable[[UnitOfWork, str], Awaitable[bool]],
 ) -> int:
-    """Commit where ``step`` returns True, roll back otherwise; return how many committed."""
+    """``step`` on each subject in a unit of work of its own (committed unless it raises);
+    return on how many it recorded something (returned True)."""
     done = 0
     for subject_id in subject_ids:
-        async with sessions() as session:
-            uow = UnitOfWork(session)
-            if await step(uow, subject_id):
-                await uow.commit()
-                done += 1
-            else:
-                await uow.rollback()
+        async with unit_of_work(sessions) as uow:
+            done += bool(await step(uow, subject_id))
     return done

@@ -6,10 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from consent.adapters.tables import PolicyVersion
-from consent.catalog import load_catalog
 from consent.domain.events import DomainEvent
 from consent.domain.model import DomainError
-from consent.service.preferences import UnknownValue
 from consent.service.recorder import invalidate_policies
 from consent.service.unit_of_work import UnitOfWork
 from consent_common.timefmt import rfc3339
@@ -26,9 +24,6 @@ async def publish(
     now: datetime,
 ) -> PolicyVersion:
     effective_at = effective_at.astimezone(UTC)
-    unknown = sorted(set(affected_purposes) - set(load_catalog()))
-    if unknown:
-        raise UnknownValue("affected_purposes", f"unknown purpose(s): {', '.join(unknown)}")
     if await uow.policies.get(version) is not None:
         raise DomainError("policy_version_exists", f"policy version {version!r} already exists")
     row = PolicyVersion(

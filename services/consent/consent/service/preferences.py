@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -12,7 +12,6 @@ from consent.domain import ages, preferences
 from consent.domain.authority import check_minor_profile_change
 from consent.domain.merge import device_view
 from consent.domain.model import (
-    Actor,
     Decision,
     DomainError,
     Policy,
@@ -110,18 +109,21 @@ async def get_decisions(
     return decide_pairs(snapshots, pairs, await load_policies(uow), now)
 
 
-async def _resolve_policy_version(uow: UnitOfWork, ctx: WriteContext) -> None:
+async def _resolve_policy_version(uow: UnitOfWork, ctx: WriteContext) -> WriteContext:
+    """``ctx`` naming the policy version it is written under: the one in force when the
+    request named none; an unknown one named is refused."""
     policies = await load_policies(uow)
     if ctx.policy_version is None:
         in_force = [p for p in policies if p.effective_at <= ctx.now]
-        ctx.policy_version = (
-            max(in_force, key=lambda p: p.effective_at).version if in_force else None
-        )
-    elif (
+        if not in_force:
+            return ctx
+        return replace(ctx, policy_version=max(in_force, key=lambda p: p.effective_at).version)
+    if (
         ctx.policy_version not in {p.version for p in policies}
         and await uow.policies.get(ctx.policy_version) is None  # maybe newer than the cache
     ):
         raise UnknownValue("policy_version", f"unknown policy version {ctx.policy_version!r}")
+    return ctx
 
 
 class UnknownValue(Exception):
@@ -172,12 +174,9 @@ async def change_preferences(
     gpc: bool = False,
     precondition: Callable[[int], None] | None = None,
 ) -> PreferencesView:
-    """``precondition`` sees the locked subject's sequence first (HTTP If-Match)."""
-    catalog = load_catalog()
-    unknown = sorted(set(requested) - set(catalog))
-    if unknown:
-        raise UnknownValue("purposes", f"unknown purpose(s): {', '.join(unknown)}")
-    await _resolve_policy_version(uow, ctx)
+    """``precondition`` sees the locked subject's sequence first (HTTP If-Match). Purpose
+    keys were checked against the catalog at the edge (api/vocabulary.py)."""
+    ctx = await _resolve_policy_version(uow, ctx)
     policies = await load_policies(uow)
     snapshot = await uow.subjects.snapshot(subject_id, for_update=True)
     if precondition is not None:
@@ -198,7 +197,7 @@ async def change_preferences(
         acting_guardian=ctx.acting_guardian,
     )
     if changes:
-        validity = {k: p.validity_days for k, p in catalog.items()}
+        validity = {k: p.validity_days for k, p in load_catalog().items()}
         new = records_after(snapshot, changes, ctx, snapshot.sequence + 1, validity)
         snapshot, _ = await record(
             uow,
@@ -237,7 +236,7 @@ async def gpc_on_read(uow: UnitOfWork, subject_id: str, ctx: WriteContext) -> Pr
     if snapshot.merged_into is not None:  # the signal is the person's
         target = await uow.subjects.snapshot(snapshot.merged_into)
     if preferences.plan_gpc_opt_out(target) and target.erased_at is None:
-        await _resolve_policy_version(uow, ctx)
+        ctx = await _resolve_policy_version(uow, ctx)
         target = await uow.subjects.snapshot(target.subject_id, for_update=True)
         after = await honour_gpc(uow, target, ctx, policies)
         snapshot = after if snapshot.merged_into is None else snapshot
@@ -290,6 +289,3 @@ async def put_subject(
             policies=policies,
         )
     return view(snapshot, policies, ctx.now)
-
-
-SYSTEM = Actor("system", "consent-service")

@@ -27,8 +27,10 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from consent.adapters.audit import AuditRecord, write_audit
 from consent.adapters.db import driver
 from consent.service.lease import AdvisoryLease
+from consent.service.unit_of_work import unit_of_work
 from consent_common.kafka import client_kwargs
 from consent_common.settings import CommonSettings
 
@@ -59,10 +61,6 @@ WHERE processor_acks.last_delivered_sequence < EXCLUDED.last_delivered_sequence
    OR (processor_acks.last_delivered_sequence = EXCLUDED.last_delivered_sequence
        AND (processor_acks.delivered_at IS NULL OR EXCLUDED.delivered_at IS NULL
             OR processor_acks.delivered_at <= EXCLUDED.delivered_at))
-"""
-INSERT_AUDIT = """
-INSERT INTO audit_log (at, actor, action, scope, counts, reference, source_id)
-VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7) ON CONFLICT (source_id) DO NOTHING
 """
 SAVE_OFFSET = """
 INSERT INTO receipt_offsets (topic, partition, next_offset) VALUES ($1, $2, $3)
@@ -162,7 +160,7 @@ class ReceiptProjector:
     async def project(self, batch: dict[TopicPartition, list[Any]]) -> None:
         receipts: list[tuple[Any, ...]] = []
         acks: dict[tuple[str, str], tuple[Any, ...]] = {}
-        audits: list[tuple[Any, ...]] = []
+        audits: list[AuditRecord] = []
         offsets: list[tuple[str, int, int]] = []
         for tp, records in batch.items():
             for rec in records:
@@ -173,14 +171,14 @@ class ReceiptProjector:
                         self._receipt(data, receipts, acks)
                     elif kind == "audit.recorded" and isinstance(data, dict):
                         audits.append(
-                            (
-                                _ts(data["at"]),
+                            AuditRecord(
                                 data["actor"],
                                 data["action"],
-                                orjson.dumps(data.get("scope") or {}).decode(),
-                                orjson.dumps(data.get("counts") or {}).decode(),
+                                data.get("scope") or {},
+                                data.get("counts") or {},
                                 data.get("reference"),
-                                data["id"],
+                                at=_ts(data["at"]),
+                                source_id=data["id"],
                             )
                         )
                     else:
@@ -190,16 +188,14 @@ class ReceiptProjector:
                     log.warning("receipt_skipped", offset=rec.offset, error=type(exc).__name__)
             if records:
                 offsets.append((tp.topic, tp.partition, records[-1].offset + 1))
-        async with self.sessions() as session:
-            raw = await driver(session)
+        async with unit_of_work(self.sessions) as uow:
+            raw = await driver(uow.session)
             if receipts:
                 await raw.executemany(UPSERT_RECEIPT, receipts)
             if acks:
                 await raw.executemany(UPSERT_ACK, list(acks.values()))
-            if audits:
-                await raw.executemany(INSERT_AUDIT, audits)
+            await write_audit(raw, audits)
             await raw.executemany(SAVE_OFFSET, offsets)
-            await session.commit()
         self.projected += len(receipts) + len(audits)
 
     @staticmethod

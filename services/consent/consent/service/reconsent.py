@@ -20,7 +20,7 @@ from consent.domain.model import Actor, Change, Policy
 from consent.service.context import WriteContext
 from consent.service.per_subject import each_subject
 from consent.service.recorder import invalidate_policies, load_policies, record
-from consent.service.unit_of_work import UnitOfWork
+from consent.service.unit_of_work import UnitOfWork, unit_of_work
 from consent.settings import get_settings
 
 ANNOUNCER = Actor("system", "reconsent-scheduler")
@@ -93,10 +93,8 @@ async def announce_reconsent(sessions: async_sessionmaker[AsyncSession], now: da
                 break
             told += await each_subject(sessions, page, partial(announce, policy=policy, now=now))
             after = page[-1]
-        async with sessions() as session:
-            uow = UnitOfWork(session)
+        async with unit_of_work(sessions) as uow:
             if await uow.due.subjects_to_announce(policy, "", 1):
                 continue  # someone was locked: the next round tells them
             await uow.due.mark_announced(policy.version, now)
-            await uow.commit()
     return told

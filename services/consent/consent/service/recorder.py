@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from consent.adapters.repositories import to_policy
-from consent.adapters.subject_store import TellState, append_change
+from consent.adapters.subject_store import TellState
 from consent.domain.events import DomainEvent, consent_event, decisions_map
 from consent.domain.hashing import GENESIS, entry_hash, evidence_hash
 from consent.domain.merge import device_view
@@ -145,8 +145,7 @@ async def record(
         age_status=None if basis.erased_at else age_status_of(basis, ctx.now),
         age_check_at=None if basis.erased_at else next_age_change(basis, ctx.now),
     )
-    await append_change(
-        uow.session,
+    await uow.ledger.append_change(
         {**fields, "evidence_hash": ev_hash, "prev_hash": prev_hash, "hash": digest},
         ctx.evidence,
         new_records or [],

@@ -19,16 +19,13 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consent.adapters.operations import OperationsRepository
-from consent.adapters.subject_store import load_snapshots
 from consent.adapters.tables import ReplayJob
-from consent.catalog import load_catalog
 from consent.domain.events import DomainEvent, consent_event, event_id
 from consent.domain.model import Actor
 from consent.service.decisions import decisions_for
 from consent.service.processors import KnownProcessor
 from consent.service.recorder import as_answered, load_policies
-from consent.service.unit_of_work import UnitOfWork
+from consent.service.unit_of_work import UnitOfWork, unit_of_work
 
 
 class ReplayError(ValueError):
@@ -75,16 +72,13 @@ def validate(req: ReplayRequest, known: dict[str, KnownProcessor]) -> None:
             f"unknown processor(s): {', '.join(unknown)}; "
             f"known: {', '.join(sorted(known)) or 'none configured'}"
         )
-    bad = sorted(set(req.purposes) - set(load_catalog()))
-    if bad:
-        raise ReplayError(f"unknown purpose(s): {', '.join(bad)}")
 
 
 async def create_job(
     uow: UnitOfWork, req: ReplayRequest, known: dict[str, KnownProcessor]
 ) -> ReplayJob:
     validate(req, known)
-    ops = OperationsRepository(uow.session)
+    ops = uow.operations
     job = ReplayJob(
         id=uuid.uuid4(),
         scope_key=req.scope_key(),
@@ -125,17 +119,15 @@ async def run_batch(
     batch: int = 100,
 ) -> BatchResult | None:
     """Advance a job by one batch; None when another runner holds it."""
-    async with sessions() as session:
-        uow = UnitOfWork(session)
-        ops = OperationsRepository(session)
+    async with unit_of_work(sessions) as uow:
+        ops = uow.operations
         job = await ops.job(job_id, for_update=True)
         if job is None or job.status not in ("running", "pending"):
             return None
         if job.params.get("kind") == "repair":  # drift repair (service/drift_repair.py)
             from consent.service.drift_repair import repair_batch
 
-            done, sent, finished = await repair_batch(session, job, known, batch)
-            await session.commit()
+            done, sent, finished = await repair_batch(uow, job, known, batch)
             return BatchResult(done, sent, finished, [])
         now = datetime.now(UTC)
         subjects = await ops.replay_subjects(job.params, job.cursor, batch)
@@ -148,11 +140,10 @@ async def run_batch(
                 {"subjects": job.done, "emitted": job.emitted},
                 reference=str(job.id),
             )
-            await session.commit()
             return BatchResult(0, 0, True, [])
         # locked until this batch commits: a concurrent change then gets a later outbox
         # position than the replayed state, so an older state never lands after a newer one
-        snapshots = await load_snapshots(session, subjects, for_update=True)
+        snapshots = await uow.subjects.locked_snapshots(subjects)
         policies = await load_policies(uow)
         targets = [known[n] for n in job.params.get("processors") or []]
         samples: list[dict[str, Any]] = []
@@ -202,10 +193,8 @@ async def run_batch(
                 emitted += 1
                 if len(samples) < 5:
                     samples.append({"topic": "consent.events.v1", **event.data})
-        if not job.dry_run:
-            await uow.flush_events()
-        else:
-            uow.events.clear()
+        if job.dry_run:
+            uow.events.clear()  # nothing reaches the outbox
         await ops.update_job(
             job.id,
             cursor=subjects[-1],
@@ -214,7 +203,6 @@ async def run_batch(
             heartbeat_at=now,
             status="running",
         )
-        await session.commit()
         return BatchResult(len(subjects), emitted, False, samples)
 
 
@@ -233,23 +221,23 @@ def _sample(cfg: KnownProcessor, eid: str, event_type: str, data: dict[str, Any]
 
 
 async def interrupt(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> None:
-    async with sessions() as session:
-        await OperationsRepository(session).update_job(job_id, status="interrupted")
-        await session.commit()
+    async with unit_of_work(sessions) as uow:
+        await uow.operations.update_job(job_id, status="interrupted")
 
 
 async def resume(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> ReplayJob:
-    async with sessions() as session:
-        ops = OperationsRepository(session)
-        job = await ops.job(job_id)
-        if job is None:
-            raise ReplayError(f"no replay job {job_id}")
-        if job.status == "completed":
-            raise ReplayError(f"replay job {job_id} has already completed")
-        try:
+    scope = "?"
+    try:
+        async with unit_of_work(sessions) as uow:
+            ops = uow.operations
+            job = await ops.job(job_id)
+            if job is None:
+                raise ReplayError(f"no replay job {job_id}")
+            if job.status == "completed":
+                raise ReplayError(f"replay job {job_id} has already completed")
+            scope = job.scope_key
             await ops.update_job(job_id, status="running", heartbeat_at=datetime.now(UTC))
-            await session.commit()
-        except IntegrityError as exc:
-            raise ReplayConflict(f"another replay is running for scope {job.scope_key}") from exc
-        job.status = "running"
-        return job
+    except IntegrityError as exc:  # the unique running job per scope, on update or commit
+        raise ReplayConflict(f"another replay is running for scope {scope}") from exc
+    job.status = "running"
+    return job

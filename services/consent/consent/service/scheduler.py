@@ -1,6 +1,7 @@
-"""The consent service's periodic jobs: every change that time makes to a decision (expiry,
-a material policy version taking effect, a birthday) is recorded here when it happens,
-the retention jobs run, and the drift report's check (service/drift.py) takes its next slice.
+"""Runs the consent service's periodic jobs, each defined in its own module (``JOBS``):
+expiry, reconsent announcements, age transitions, abandoned replays, evidence, idempotency
+and receipts retention, and the drift report's check (service/drift.py), a slice a round.
+Each job owns its transactions (adapters/db.py ``transaction``).
 
 Every API replica runs a scheduler, but a timed round runs only in the replica holding the
 scheduler lease (service/lease.py), so N replicas do each round's work once."""

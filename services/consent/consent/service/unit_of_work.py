@@ -1,11 +1,26 @@
-"""Unit of work: owns the transaction and turns collected domain events into outbox rows."""
+"""Unit of work: one transaction, and the domain events collected in it turned into outbox
+rows when it commits.
+
+**Who commits**: whoever opened the unit of work, when its block ends without an error:
+``unit_of_work()`` below, which the API's request dependency (api/deps.py), the GPC signal
+(api/gpc.py), the scheduler's jobs and the operator commands all use. Services and routes
+never commit; an error anywhere rolls everything back. tests/test_transaction_owner.py
+keeps it so (``.commit(`` appears in this module only)."""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.adapters.aliases import AliasRepository
+from consent.adapters.drift import DriftRepository
 from consent.adapters.due import DueRepository
+from consent.adapters.idempotency import IdempotencyRepository
+from consent.adapters.imports import ImportRepository
+from consent.adapters.operations import OperationsRepository
+from consent.adapters.receipts import ReceiptRepository
 from consent.adapters.repositories import (
     ErasureRepository,
     GuardianRepository,
@@ -15,10 +30,14 @@ from consent.adapters.repositories import (
     StateRepository,
     SubjectRepository,
 )
+from consent.adapters.retention import RetentionRepository
 from consent.domain.events import DomainEvent
 
 
 class UnitOfWork:
+    """The one way a service, route or job reaches the consent service's tables: a
+    repository of this unit of work (adapters/), all on its one session."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self.subjects = SubjectRepository(session)
@@ -30,8 +49,13 @@ class UnitOfWork:
         self.erasures = ErasureRepository(session)
         self.due = DueRepository(session)
         self.aliases = AliasRepository(session)
+        self.operations = OperationsRepository(session)
+        self.idempotency = IdempotencyRepository(session)
+        self.receipts = ReceiptRepository(session)
+        self.retention = RetentionRepository(session)
+        self.drift = DriftRepository(session)
+        self.imports = ImportRepository(session)
         self.events: list[DomainEvent] = []
-        self.committed = False
 
     def emit(self, event: DomainEvent) -> None:
         self.events.append(event)
@@ -42,10 +66,24 @@ class UnitOfWork:
         await self.outbox.add(events)
 
     async def commit(self) -> None:
+        """Only ``unit_of_work`` calls this."""
         await self.flush_events()
         await self.session.commit()
-        self.committed = True
 
     async def rollback(self) -> None:
         self.events.clear()
         await self.session.rollback()
+
+
+@asynccontextmanager
+async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[UnitOfWork]:
+    """One transaction: committed when the block ends normally, rolled back when it raises.
+    The only place anything in the consent service commits."""
+    async with sessions() as session:
+        uow = UnitOfWork(session)
+        try:
+            yield uow
+        except BaseException:
+            await uow.rollback()
+            raise
+        await uow.commit()

@@ -8,17 +8,19 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
 from pydantic import Field, StringConstraints
 
-from consent.adapters.operations import OperationsRepository
 from consent.adapters.propagator_api import PropagatorUnavailable
 from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS
 from consent.api.schemas import BIGINT_MAX, Strict, SubjectId, Timestamp
+from consent.api.views import Audited, AuditPage, DeliveryPage, ReplayJobOut
+from consent.api.vocabulary import PurposeKey
 from consent.service import replay as replay_svc
 from consent.service.processors import known_processors
+from consent.service.unit_of_work import unit_of_work
 from consent_common.timefmt import rfc3339
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -27,11 +29,9 @@ Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]
 
 class ReplayIn(Strict):
     since: Timestamp
-    until: Timestamp | None = None
+    until: Timestamp | None = Field(default=None, description="After ``since``; default: now")
     subject_id: SubjectId | None = None
-    purposes: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
-        default_factory=list, max_length=64
-    )
+    purposes: list[PurposeKey] = Field(default_factory=list, max_length=64)
     processors: list[Name] = Field(default_factory=list, max_length=32)
     dry_run: bool = False
     rate: float | None = Field(default=None, gt=0, le=100_000)
@@ -64,16 +64,16 @@ async def run_job(request: Request, job_id: uuid.UUID) -> None:
         result = await replay_svc.run_batch(app.state.sessions, job_id, known)
         if result is None or result.finished:
             return
-        async with app.state.sessions() as session:
-            job = await OperationsRepository(session).job(job_id)
+        async with unit_of_work(app.state.sessions) as uow:
+            job = await uow.operations.job(job_id)
             rate = job.params.get("rate") if job else None
         if rate:
             await asyncio.sleep(result.subjects / float(rate))
 
 
-@router.post("/replays", status_code=202, responses=PROBLEMS)
+@router.post("/replays", status_code=202, response_model=ReplayJobOut, responses=PROBLEMS)
 async def start_replay(
-    body: ReplayIn, request: Request, uow: UoW, principal: Caller
+    body: ReplayIn, request: Request, uow: UoW, principal: Caller, after: BackgroundTasks
 ) -> dict[str, Any]:
     require_scope(principal, "admin")
     req = replay_svc.ReplayRequest(
@@ -96,26 +96,28 @@ async def start_replay(
         ) from exc
     except replay_svc.ReplayConflict as exc:
         raise Problem(409, str(exc), code="replay_in_progress") from exc
-    view = job_view(job)
-    await uow.commit()
-    task = asyncio.create_task(run_job(request, job.id))
+    after.add_task(_start_job, request, job.id)  # once the job is committed
+    return job_view(job)
+
+
+async def _start_job(request: Request, job_id: uuid.UUID) -> None:
+    task = asyncio.create_task(run_job(request, job_id))
     request.app.state.background.add(task)
     task.add_done_callback(request.app.state.background.discard)
-    return view
 
 
-@router.get("/replays/{job_id}", responses=PROBLEMS)
+@router.get("/replays/{job_id}", response_model=ReplayJobOut, responses=PROBLEMS)
 async def replay_status(
     job_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
 ) -> dict[str, Any]:
     require_scope(principal, "admin")
-    job = await OperationsRepository(uow.session).job(job_id)
+    job = await uow.operations.job(job_id)
     if job is None:
         raise Problem(404, "No such replay job.")
     return job_view(job)
 
 
-@router.get("/deliveries", responses=PROBLEMS)
+@router.get("/deliveries", response_model=DeliveryPage, responses=PROBLEMS)
 async def list_deliveries(
     request: Request,
     principal: Caller,
@@ -133,7 +135,7 @@ async def list_deliveries(
     return {"items": body["items"], "next_cursor": body["next_cursor"]}
 
 
-@router.post("/deliveries/{delivery_id}/redrive", responses=PROBLEMS)
+@router.post("/deliveries/{delivery_id}/redrive", response_model=Audited, responses=PROBLEMS)
 async def redrive(
     request: Request, delivery_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
 ) -> dict[str, Any]:
@@ -144,14 +146,13 @@ async def redrive(
         raise Problem(
             409, "Only a dead delivery can be redriven (or it does not exist).", code="not_dead"
         )
-    audit_id = await OperationsRepository(uow.session).audit(
+    audit_id = await uow.operations.audit(
         principal.id,
         "delivery.redrive",
         {"delivery_id": str(delivery_id)},
         {"redriven": 1},
         reference=str(delivery_id),
     )
-    await uow.commit()
     return {"id": str(delivery_id), "status": "pending", "audit_id": audit_id}
 
 
@@ -170,7 +171,7 @@ async def forward(
         ) from exc
 
 
-@router.get("/audit", responses=PROBLEMS)
+@router.get("/audit", response_model=AuditPage, responses=PROBLEMS)
 async def audit(
     uow: UoW,
     principal: Caller,
@@ -178,7 +179,7 @@ async def audit(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     require_scope(principal, "admin")
-    rows = await OperationsRepository(uow.session).audit_entries(before, limit)
+    rows = await uow.operations.audit_entries(before, limit)
     return {
         "items": [
             {

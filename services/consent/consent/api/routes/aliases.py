@@ -11,7 +11,9 @@ from consent.api.deps import Caller, UoW, require_scope, require_subject_access
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.schemas import Strict, SubjectId
+from consent.api.views import AliasList
 from consent.api.writes import write_context
+from consent.domain.authority import default_channel
 from consent.service import aliases as alias_svc
 from consent_common.timefmt import rfc3339
 
@@ -45,7 +47,10 @@ def _out(result: alias_svc.LinkResult, status: int) -> Response:
     "/v1/subjects/{subject_id}/aliases",
     status_code=201,
     response_model=AliasOut,
-    responses={**PROBLEMS, 200: {"description": "Already linked to this subject: unchanged"}},
+    responses={
+        **PROBLEMS,
+        200: {"description": "Already linked to this subject: unchanged", "model": AliasOut},
+    },
 )
 async def merge_alias(
     subject_id: SubjectPath, body: AliasIn, request: Request, uow: UoW, principal: Caller
@@ -55,9 +60,8 @@ async def merge_alias(
     require_scope(principal, "preferences:write")
     if principal.kind != "key":
         raise Problem(403, "Merges are recorded by the site's backend (an API key).")
-    ctx = write_context(request, principal, "operator" if principal.has("admin") else "api")
+    ctx = write_context(request, principal, default_channel("key", admin=principal.has("admin")))
     result = await alias_svc.link(uow, subject_id, body.anonymous_id, ctx)
-    await uow.commit()
     return _out(result, 201 if result.created else 200)
 
 
@@ -76,19 +80,16 @@ async def undo_merge(
     require_scope(principal, "preferences:write")
     if principal.kind == "user" and principal.id != subject_id:
         raise Problem(403, "Only the person or a service may undo this merge.")
-    channel = "web" if principal.kind == "user" else "api"
-    if principal.kind == "key" and principal.has("admin"):
-        channel = "operator"
+    channel = default_channel(principal.kind, admin=principal.has("admin"))
     ctx = write_context(request, principal, channel)
     try:
         result = await alias_svc.unlink(uow, subject_id, anonymous_id, ctx)
     except LookupError as exc:
         raise Problem(404, "This anonymous id is not merged into this subject.") from exc
-    await uow.commit()
     return _out(result, 200)
 
 
-@router.get("/v1/subjects/{subject_id}/aliases", responses=PROBLEMS)
+@router.get("/v1/subjects/{subject_id}/aliases", response_model=AliasList, responses=PROBLEMS)
 async def list_aliases(subject_id: SubjectPath, uow: UoW, principal: Caller) -> dict[str, Any]:
     """Links of a person (or of an anonymous id), ended ones included."""
     await require_subject_access(principal, "preferences:read", subject_id, uow)

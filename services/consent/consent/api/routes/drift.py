@@ -7,17 +7,17 @@ nothing while it is set). ``POST /v1/admin/drift/repair`` starts a repair job.""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 
 from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
-from consent.api.routes.admin import Name, job_view, run_job
+from consent.api.routes.admin import Name, _start_job, job_view
 from consent.api.routes.preferences import PROBLEMS
 from consent.api.schemas import Strict, SubjectId
+from consent.api.views import DriftPage, ReplayJobOut
 from consent.domain.drift import Difference
 from consent.service import drift as drift_svc
 from consent.service import replay as replay_svc
@@ -58,7 +58,7 @@ def item(d: Difference, now: datetime) -> dict[str, Any]:
     }
 
 
-@router.get("", responses=PROBLEMS)
+@router.get("", response_model=DriftPage, responses=PROBLEMS)
 async def drift_report(
     request: Request,
     uow: UoW,
@@ -72,9 +72,8 @@ async def drift_report(
     known = _known(request, processor)
     now = datetime.now(UTC)
     page = await drift_svc.report_page(
-        uow.session, known, now, cursor=cursor or "", subject_id=subject_id, scan=limit
+        uow, known, now, cursor=cursor or "", subject_id=subject_id, scan=limit
     )
-    await uow.rollback()
     return {
         "items": [item(d, now) for d in page.items],
         "next_cursor": page.next_cursor,
@@ -83,9 +82,9 @@ async def drift_report(
     }
 
 
-@router.post("/repair", status_code=202, responses=PROBLEMS)
+@router.post("/repair", status_code=202, response_model=ReplayJobOut, responses=PROBLEMS)
 async def start_repair(
-    body: RepairIn, request: Request, uow: UoW, principal: Caller
+    body: RepairIn, request: Request, uow: UoW, principal: Caller, after: BackgroundTasks
 ) -> dict[str, Any]:
     """Current decisions to every drifted processor (or only ``processor``; only
     ``subject_id``): a job, audited; its progress at ``GET /v1/admin/replays/{job_id}``."""
@@ -101,9 +100,5 @@ async def start_repair(
         ) from exc
     except replay_svc.ReplayConflict as exc:
         raise Problem(409, str(exc), code="repair_in_progress") from exc
-    view = job_view(job)
-    await uow.commit()
-    task = asyncio.create_task(run_job(request, job.id))
-    request.app.state.background.add(task)
-    task.add_done_callback(request.app.state.background.discard)
-    return view
+    after.add_task(_start_job, request, job.id)  # once the job is committed
+    return job_view(job)

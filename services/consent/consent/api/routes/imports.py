@@ -13,11 +13,12 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Path, Query, Request
 
-from consent.adapters.imports import ImportRepository
 from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS
+from consent.api.views import ImportJobOut
 from consent.service import imports as import_svc
+from consent.service.unit_of_work import unit_of_work
 
 log = structlog.get_logger()
 router = APIRouter(prefix="/v1/admin/imports", tags=["admin"])
@@ -31,16 +32,20 @@ UPLOAD_PROBLEMS = {
     **PROBLEMS,
     415: {"description": "Not CSV or JSON Lines", "content": {"application/problem+json": {}}},
 }
+# an empty file (only ASCII white space) is refused: the document says so
+NOT_EMPTY = {"type": "string", "pattern": "[^\\t\\n\\r\\f\\v ]"}
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "text/csv": {"schema": {"type": "string"}},
-            "application/x-ndjson": {"schema": {"type": "string"}},
+            "text/csv": {"schema": NOT_EMPTY},
+            "application/x-ndjson": {"schema": NOT_EMPTY},
         },
     }
 }
-MapEntry = Annotated[str, Query(pattern=r"^[^=\s]{1,200}=[a-z0-9_]{1,64}$")]
+MapEntry = Annotated[
+    str, Query(pattern=r"^[^=\x00-\x20\x7f]{1,200}=[a-z0-9_]{1,64}$")
+]  # no NUL: PostgreSQL
 
 
 def _format(request: Request, fmt: str | None) -> str:
@@ -55,7 +60,13 @@ def _format(request: Request, fmt: str | None) -> str:
     return CONTENT_TYPES[ctype]
 
 
-@router.post("", status_code=202, responses=UPLOAD_PROBLEMS, openapi_extra=UPLOAD_BODY)
+@router.post(
+    "",
+    status_code=202,
+    response_model=ImportJobOut,
+    responses=UPLOAD_PROBLEMS,
+    openapi_extra=UPLOAD_BODY,
+)
 async def start_import(
     request: Request,
     principal: Caller,
@@ -82,8 +93,8 @@ async def start_import(
     task = asyncio.create_task(_run(sessions, job_id))
     request.app.state.background.add(task)
     task.add_done_callback(request.app.state.background.discard)
-    async with sessions() as session:
-        job = await ImportRepository(session).get(job_id)
+    async with unit_of_work(sessions) as uow:
+        job = await uow.imports.get(job_id)
     assert job is not None
     return import_svc.job_view(job)
 
@@ -95,13 +106,13 @@ async def _run(sessions: Any, job_id: uuid.UUID) -> None:
         log.warning("import_interrupted", job_id=str(job_id), error=type(exc).__name__)
 
 
-@router.get("/{job_id}", responses=PROBLEMS)
+@router.get("/{job_id}", response_model=ImportJobOut, responses=PROBLEMS)
 async def import_status(
     job_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
 ) -> dict[str, Any]:
     """Counts so far and the rejected rows (line, column, reason; the first 1,000)."""
     require_scope(principal, "admin")
-    job = await ImportRepository(uow.session).get(job_id)
+    job = await uow.imports.get(job_id)
     if job is None:
         raise Problem(404, "No such import job.")
     return import_svc.job_view(job)

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from consent.adapters.parked import ParkedRepository
 from consent.adapters.repositories import OutboxRepository
 from consent.api.schemas import PurposeInfo, PurposeList
+from consent.api.views import GpcWellKnown, Health, Readiness
 from consent.catalog import catalog_version, load_catalog
 from consent.relay import metrics as relay_metrics
 from consent.service.drift import drift_counts
@@ -37,12 +38,12 @@ async def purposes() -> PurposeList:
     return PurposeList(items=items, catalog_version=catalog_version())
 
 
-@router.get("/.well-known/gpc.json", tags=["gpc"])
+@router.get("/.well-known/gpc.json", tags=["gpc"], response_model=GpcWellKnown)
 async def gpc_json() -> dict[str, object]:
     return {"gpc": True, "lastUpdate": GPC_LAST_UPDATE}
 
 
-@router.get("/healthz", tags=["ops"])
+@router.get("/healthz", tags=["ops"], response_model=Health)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -87,7 +88,12 @@ async def database_reachable(request: Request) -> bool:
         return False
 
 
-@router.get("/readyz", tags=["ops"], responses={503: {"description": "Not ready"}})
+@router.get(
+    "/readyz",
+    tags=["ops"],
+    response_model=Readiness,
+    responses={503: {"description": "Not ready", "model": Readiness}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """Ready when the database answers. The broker is reported, not required: writes go to
     the outbox and wait there while Kafka is down, so the API keeps serving."""

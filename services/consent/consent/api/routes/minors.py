@@ -14,7 +14,9 @@ from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.schemas import Strict, StrictPart, SubjectId, Timestamp
+from consent.api.views import GuardianList
 from consent.api.writes import write_context
+from consent.domain.authority import default_channel
 from consent.service import erasure as erasure_svc
 from consent.service import guardians as guardian_svc
 from consent_common.timefmt import rfc3339
@@ -95,7 +97,7 @@ async def link_guardian(
     require_scope(principal, "minors:write")
     if principal.kind != "key":
         raise Problem(403, "Guardian links are recorded by a verification service (API key).")
-    ctx = write_context(request, principal, "operator" if principal.has("admin") else "api")
+    ctx = write_context(request, principal, default_channel("key", admin=principal.has("admin")))
     v = body.verification
     link = await guardian_svc.link(
         uow,
@@ -115,7 +117,6 @@ async def link_guardian(
         linked_at=rfc3339(link.linked_at),
         sequence=subject.sequence if subject else 0,
     )
-    await uow.commit()
     return out
 
 
@@ -144,11 +145,10 @@ async def revoke_guardian(
         await guardian_svc.revoke(uow, subject_id, guardian_id, ctx)
     except LookupError as exc:
         raise Problem(404, "No active link between this subject and guardian.") from exc
-    await uow.commit()
     return Response(status_code=204)
 
 
-@router.get("/v1/subjects/{subject_id}/guardians", responses=PROBLEMS)
+@router.get("/v1/subjects/{subject_id}/guardians", response_model=GuardianList, responses=PROBLEMS)
 async def list_guardians(
     subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
 ) -> dict[str, Any]:
@@ -187,5 +187,4 @@ async def collected_without_consent(
         uow, subject_id, ctx, reason="collected_without_guardian_consent"
     )
     out = ErasureAccepted.of(req)
-    await uow.commit()
     return out

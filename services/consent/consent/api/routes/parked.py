@@ -8,17 +8,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from consent.adapters.operations import OperationsRepository
 from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
 from consent.api.routes.admin import forward
 from consent.api.routes.preferences import PROBLEMS
+from consent.api.views import Audited, ParkedPage
 
 router = APIRouter(prefix="/v1/admin/parked", tags=["admin"])
 ParkedId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
-@router.get("", responses=PROBLEMS)
+@router.get("", response_model=ParkedPage, responses=PROBLEMS)
 async def list_parked(
     request: Request,
     principal: Caller,
@@ -31,7 +31,7 @@ async def list_parked(
     return {"items": body["items"], "next_cursor": body["next_cursor"]}
 
 
-@router.post("/{parked_id}/retry", status_code=202, responses=PROBLEMS)
+@router.post("/{parked_id}/retry", status_code=202, response_model=Audited, responses=PROBLEMS)
 async def retry_parked(
     request: Request, parked_id: ParkedId, uow: UoW, principal: Caller
 ) -> dict[str, Any]:
@@ -41,10 +41,9 @@ async def retry_parked(
     r = await forward(request, "POST", f"/v1/parked/{parked_id}/retry")
     if r.status_code == 404:
         raise Problem(404, "No such parked record.")
-    audit_id = await OperationsRepository(uow.session).audit(
+    audit_id = await uow.operations.audit(
         principal.id, "parked.retry", {"parked_id": parked_id}, {}, reference=str(parked_id)
     )
-    await uow.commit()
     return {"id": parked_id, "status": "retry_requested", "audit_id": audit_id}
 
 
@@ -57,12 +56,11 @@ async def drop_parked(
     if r.status_code == 404:
         raise Problem(404, "No such parked record.")
     dropped = r.json()
-    await OperationsRepository(uow.session).audit(
+    await uow.operations.audit(
         principal.id,
         "parked.drop",
         {"parked_id": parked_id, **dropped},
         {"dropped": 1},
         reference=str(parked_id),
     )
-    await uow.commit()
     return Response(status_code=204)

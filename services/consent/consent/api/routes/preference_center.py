@@ -75,7 +75,12 @@ async def preference_center_redirect() -> RedirectResponse:
 @router.get(
     f"{PREFIX}/",
     response_class=Response,
-    responses={200: {"content": {"text/html": {}}, "description": "The preference center"}},
+    responses={
+        200: {
+            "content": {"text/html": {"schema": {"type": "string"}}},
+            "description": "The preference center",
+        }
+    },
 )
 async def preference_center(request: Request) -> Response:
     """The reference preference center page (HTML; its script and strings are siblings)."""

@@ -8,11 +8,10 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from consent.adapters.idempotency import IdempotencyRepository
 from consent.adapters.tables import IdempotencyRecord
 from consent.api.auth import Principal
 from consent.api.deps import Caller, UoW, require_subject_access
-from consent.api.gpc import GpcSignal
+from consent.api.gpc import GpcSignal, SecGpc, is_gpc, own_gpc
 from consent.api.problems import Problem
 from consent.api.schemas import (
     DecisionOut,
@@ -22,8 +21,8 @@ from consent.api.schemas import (
     SubjectIn,
     decision_doc,
 )
+from consent.api.vocabulary import PurposeKey
 from consent.api.writes import actor_for, evidence_from, ip_salt, write_context
-from consent.catalog import load_catalog
 from consent.domain.authority import choose_channel
 from consent.service import preferences as svc
 from consent.service.context import WriteContext, utcnow
@@ -62,10 +61,6 @@ def _check_if_match(if_match: str | None, sequence: int) -> None:
         )
 
 
-def _is_gpc(value: str | None) -> bool:
-    return value is not None and value.strip() == "1"
-
-
 def _respond(view: svc.PreferencesView, gpc_applied: bool) -> Response:
     body = orjson.dumps(
         PreferencesOut.model_validate(view.as_dict()).model_dump(exclude_defaults=True)
@@ -99,31 +94,21 @@ async def put_subject(
         ctx=ctx,
         may_write_minors=minors,
     )
-    await uow.commit()
     return _respond(view, False)
-
-
-def _own_gpc(principal: Principal, subject_id: str, sec_gpc: str | None) -> bool:
-    return _is_gpc(sec_gpc) and principal.kind == "user" and principal.id == subject_id
 
 
 @router.get("/{subject_id}/preferences", response_model=PreferencesOut, responses=PROBLEMS)
 async def get_preferences(
     subject_id: SubjectPath,
-    request: Request,
     uow: UoW,
     principal: Caller,
-    sec_gpc: Annotated[str | None, Header(alias="Sec-GPC")] = None,
+    _gpc: GpcSignal,
 ) -> Response:
-    guardian = await require_subject_access(principal, "preferences:read", subject_id, uow)
-    gpc = _own_gpc(principal, subject_id, sec_gpc)
-    if gpc:
-        ctx = write_context(request, principal, "gpc", guardian=guardian, gpc=True)
-        view = await svc.gpc_on_read(uow, subject_id, ctx)
-        await uow.commit()
-    else:
-        view = await svc.get_preferences(uow, subject_id, utcnow())
-    return _respond(view, gpc and view.gpc_honored)
+    """A subject's own ``Sec-GPC: 1`` is recorded first, in its own unit of work (api/gpc.py),
+    so this read sees it; the middleware adds ``Sec-GPC-Honored``."""
+    await require_subject_access(principal, "preferences:read", subject_id, uow)
+    view = await svc.get_preferences(uow, subject_id, utcnow())
+    return _respond(view, False)
 
 
 def _request_hash(subject_id: str, body: PreferencesPatch, sec_gpc: str | None) -> str:
@@ -133,7 +118,7 @@ def _request_hash(subject_id: str, body: PreferencesPatch, sec_gpc: str | None) 
         + subject_id.encode()
         + b" "
         + orjson.dumps(body.model_dump(mode="json"))
-        + (b" gpc" if _is_gpc(sec_gpc) else b"")
+        + (b" gpc" if is_gpc(sec_gpc) else b"")
     ).hexdigest()
 
 
@@ -146,10 +131,10 @@ async def patch_preferences(
     principal: Caller,
     if_match: Annotated[str | None, Header()] = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-    sec_gpc: Annotated[str | None, Header(alias="Sec-GPC")] = None,
+    sec_gpc: SecGpc = None,
 ) -> Response:
     guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
-    idem = IdempotencyRepository(uow.session)
+    idem = uow.idempotency
     request_hash = _request_hash(subject_id, body, sec_gpc) if idempotency_key else ""
     owner = f"{principal.kind}:{principal.id}"  # a subject id never collides with a key id
     if idempotency_key:
@@ -186,7 +171,6 @@ async def patch_preferences(
                 },
             )
         )
-    await uow.commit()
     return response
 
 
@@ -200,14 +184,11 @@ async def _apply_patch(
     if_match: str | None,
     sec_gpc: str | None,
 ) -> Response:
-    unknown = sorted(set(body.purposes) - set(load_catalog()))
-    if unknown:
-        raise svc.UnknownValue("purposes", f"unknown purpose(s): {', '.join(unknown)}")
     context = body.context
     choice = choose_channel(
         principal.kind, context.channel if context else None, acting_guardian=bool(guardian)
     )
-    gpc = _own_gpc(principal, subject_id, sec_gpc)
+    gpc = own_gpc(principal, subject_id, sec_gpc)
     evidence = evidence_from(
         request,
         ip_salt(request),
@@ -241,17 +222,9 @@ async def get_decision(
     uow: UoW,
     principal: Caller,
     _gpc: GpcSignal,
-    purpose: Annotated[str, Query(max_length=64)],
+    purpose: Annotated[PurposeKey, Query()],
 ) -> Response:
     await require_subject_access(principal, "decisions:read", subject_id, uow)
-    if purpose not in load_catalog():
-        raise Problem(
-            422,
-            f"unknown purpose {purpose!r}",
-            errors=[
-                {"loc": ["query", "purpose"], "msg": "unknown purpose", "type": "unknown_value"}
-            ],
-        )
     [d] = await svc.get_decisions(uow, [(subject_id, purpose)], utcnow())
     body = decision_doc(subject_id, purpose, d.allowed, d.reason)
     return Response(orjson.dumps(body), media_type="application/json")  # hot: no re-validation

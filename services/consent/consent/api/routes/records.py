@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 
 from consent.api.deps import Caller, UoW, reader_of, require_scope, require_subject_access
 from consent.api.gpc import GpcSignal
@@ -20,7 +20,7 @@ from consent.api.schemas import (
     PolicyOut,
     decision_doc,
 )
-from consent.catalog import load_catalog
+from consent.api.views import Export
 from consent.service import history as history_svc
 from consent.service import policies as policy_svc
 from consent.service import preferences as preferences_svc
@@ -56,7 +56,9 @@ async def history(
         ) from exc
 
 
-@router.get("/v1/subjects/{subject_id}/export", responses=PROBLEMS, tags=["records"])
+@router.get(
+    "/v1/subjects/{subject_id}/export", response_model=Export, responses=PROBLEMS, tags=["records"]
+)
 async def export(subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal) -> Response:
     guardian = await require_subject_access(principal, "preferences:read", subject_id, uow)
     reader = reader_of(principal, guardian)
@@ -73,14 +75,6 @@ async def export(subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: Gpc
 @router.post("/v1/decisions:batch", response_model=BatchOut, responses=PROBLEMS, tags=["decisions"])
 async def batch_decisions(body: BatchIn, uow: UoW, principal: Caller) -> Response:
     require_scope(principal, "decisions:read")
-    catalog = load_catalog()
-    unknown = sorted({q.purpose for q in body.items} - set(catalog))
-    if unknown:
-        raise Problem(
-            422,
-            f"unknown purpose(s): {', '.join(unknown)}",
-            errors=[{"loc": ["body", "items"], "msg": "unknown purpose", "type": "unknown_value"}],
-        )
     ids = sorted({q.subject_id for q in body.items})
     if principal.kind == "user":
         for sid in ids:
@@ -113,7 +107,7 @@ async def list_policies(uow: UoW, principal: Caller) -> PolicyList:
     "/v1/policies", response_model=PolicyOut, status_code=201, responses=PROBLEMS, tags=["policies"]
 )
 async def publish_policy(
-    body: PolicyIn, uow: UoW, principal: Caller, request: Request
+    body: PolicyIn, uow: UoW, principal: Caller, request: Request, after: BackgroundTasks
 ) -> PolicyOut:
     require_scope(principal, "admin")
     now = utcnow()
@@ -126,8 +120,6 @@ async def publish_policy(
         description=body.description,
         now=now,
     )
-    out = _policy_out(row)
-    await uow.commit()
-    if row.material and row.effective_at <= now:  # already in effect: announce it now
-        request.app.state.scheduler_wake.set()
-    return out
+    if row.material and row.effective_at <= now:  # already in effect: announce it now,
+        after.add_task(request.app.state.scheduler_wake.set)  # once committed
+    return _policy_out(row)

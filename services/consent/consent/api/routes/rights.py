@@ -6,13 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from consent.adapters.receipts import ReceiptRepository
 from consent.api.deps import Caller, UoW, require_subject_access
 from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.minors import ErasureAccepted
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
+from consent.api.views import ErasureStatus, Propagation
 from consent.api.writes import write_context
+from consent.domain.authority import default_channel
 from consent.service import erasure as erasure_svc
 from consent_common.timefmt import rfc3339
 
@@ -31,12 +32,9 @@ async def request_erasure(
     """Irreversible and pushed to every processor: ``rights:erase`` (a user token may erase
     its own subject, and a guardian a linked minor)."""
     guardian = await require_subject_access(principal, "rights:erase", subject_id, uow)
-    ctx = write_context(
-        request, principal, "api" if principal.kind == "key" else "web", guardian=guardian
-    )
+    ctx = write_context(request, principal, default_channel(principal.kind), guardian=guardian)
     req, _new = await erasure_svc.request_erasure(uow, subject_id, ctx)
     out = ErasureAccepted.of(req)
-    await uow.commit()
     return out
 
 
@@ -50,7 +48,7 @@ def _status(receipts: list[dict[str, Any]]) -> str:
     return "in_progress"
 
 
-@router.get("/v1/subjects/{subject_id}/erasure", responses=PROBLEMS)
+@router.get("/v1/subjects/{subject_id}/erasure", response_model=ErasureStatus, responses=PROBLEMS)
 async def erasure_status(
     subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
 ) -> dict[str, Any]:
@@ -58,7 +56,7 @@ async def erasure_status(
     req = await uow.erasures.latest(subject_id)
     if req is None:
         raise Problem(404, "No erasure was requested for this subject.")
-    receipts = await ReceiptRepository(uow.session).for_event(req.event_id)
+    receipts = await uow.receipts.for_event(req.event_id)
     return {
         "request_id": str(req.request_id),
         "subject_id": subject_id,
@@ -80,12 +78,12 @@ async def erasure_status(
     }
 
 
-@router.get("/v1/subjects/{subject_id}/propagation", responses=PROBLEMS)
+@router.get("/v1/subjects/{subject_id}/propagation", response_model=Propagation, responses=PROBLEMS)
 async def propagation(
     subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
 ) -> dict[str, Any]:
     await require_subject_access(principal, "preferences:read", subject_id, uow)
-    rows = await ReceiptRepository(uow.session).per_processor(subject_id)
+    rows = await uow.receipts.per_processor(subject_id)
     return {
         "subject_id": subject_id,
         "processors": [

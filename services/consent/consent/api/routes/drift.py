@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
+from pydantic import Field
 
 from consent.api.deps import Caller, UoW, require_scope
 from consent.api.problems import Problem
@@ -30,7 +31,9 @@ SUBJECT_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 
 
 class RepairIn(Strict):
-    processor: Name | None = None
+    processor: Name | None = Field(
+        default=None, description="A processor of CONSENT_PROCESSORS_FILE (else 422)"
+    )
     subject_id: SubjectId | None = None
 
 
@@ -63,7 +66,13 @@ async def drift_report(
     request: Request,
     uow: UoW,
     principal: Caller,
-    processor: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
+    processor: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[a-z0-9_-]{1,64}$",
+            description="A processor of CONSENT_PROCESSORS_FILE (else 422)",
+        ),
+    ] = None,
     subject_id: Annotated[str | None, Query(pattern=SUBJECT_PATTERN)] = None,
     cursor: Annotated[str | None, Query(pattern=SUBJECT_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="subjects examined")] = 500,

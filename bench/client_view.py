@@ -199,7 +199,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from consent.embedded import TansuBroker
+    from consentctl.embedded import TansuBroker
 
     n = a.subjects
     run_dir = Path(tempfile.mkdtemp(prefix="bench-client-view-"))

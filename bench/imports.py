@@ -25,9 +25,9 @@ from pathlib import Path
 import asyncpg
 
 from consent.adapters.db import make_engine, make_sessionmaker, migrate
-from consent.embedded import start_postgres, stop_postgres
 from consent.service import imports as import_svc
 from consent_common.db import plain_url
+from consentctl.embedded import start_postgres, stop_postgres
 
 PURPOSES = ["marketing_email", "analytics", "sale", "personalization", "marketing_sms"]
 

@@ -28,13 +28,13 @@ import asyncpg
 from consent.adapters.db import make_engine, make_sessionmaker, migrate
 from consent.adapters.kafka import ensure_topics
 from consent.domain.model import Actor
-from consent.embedded import TansuBroker, start_postgres, stop_postgres
 from consent.service import reconsent
 from consent.service.context import WriteContext
 from consent.service.preferences import change_preferences
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings
 from consent_common.db import plain_url
+from consentctl.embedded import TansuBroker, start_postgres, stop_postgres
 from propagator.db import migrate as migrate_propagator
 
 SEED = """

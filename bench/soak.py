@@ -8,7 +8,7 @@ Starts embedded PostgreSQL and the broker (or uses ``CONSENT_DATABASE_URL`` /
 subprocesses and a recording processor; writes steadily; with ``--faults`` kills and pauses
 services in turn as the chaos suite does. Prints resident memory per service at each sample
 and its growth, then the oracle's verdict (acknowledged writes lost, events reordered,
-converged).
+converged, the drift report empty; exit 1 otherwise).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from tests.support import RecordingProcessor, serving
 
 from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
-from consent.embedded import TansuBroker, start_postgres, stop_postgres
 from consent.settings import Settings
+from consentctl.embedded import TansuBroker, start_postgres, stop_postgres
 from propagator.db import migrate as migrate_propagator
 
 
@@ -126,6 +126,7 @@ async def main() -> int:
         print(f"  {name:<11} {first.get(name, 0):6.0f} → {last[name]:6.0f} MiB ({grew:+.0f})")
     print(f"  {result.line()}")
     ok = not (result.lost or result.not_in_ledger or result.reordered) and result.converged
+    ok = ok and result.drift == 0  # the drift report is empty (after repair, if it took one)
     return 0 if ok else 1
 
 

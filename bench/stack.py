@@ -27,9 +27,9 @@ import yaml
 from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
 from consent.api.auth import hash_key
-from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
 from consent.settings import Settings
 from consent_common.db import plain_url
+from consentctl.embedded import TansuBroker, free_port, start_postgres, stop_postgres
 from propagator.db import migrate as migrate_propagator
 
 REPO = Path(__file__).resolve().parent.parent

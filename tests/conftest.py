@@ -97,8 +97,8 @@ def propagator_api(db_url: str) -> Iterator[str]:
     so a test that blocks its loop (synchronous HTTP calls) still gets answers."""
     import threading
 
-    from consent.embedded import free_port
     from consent_common.settings import CommonSettings
+    from consentctl.embedded import free_port
     from consentctl.servers import http_server
     from propagator.api import create_api
 

@@ -38,7 +38,8 @@ K8S_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
 
 # Compose services that run the consent image, and those that run something else.
 CONSENT_SERVICES = {
-    "migrate",
+    "migrate-consent",
+    "migrate-propagator",
     "api",
     "relay",
     "propagator",
@@ -47,7 +48,8 @@ CONSENT_SERVICES = {
     "logistics-processor",
 }
 OTHER_SERVICES = {"postgres": "postgres:", "kafka": "apache/kafka:", "topics": "apache/kafka:"}
-LONG_RUNNING = {"postgres", "kafka"} | (CONSENT_SERVICES - {"migrate"})
+MIGRATIONS = {"migrate-consent": "consent", "migrate-propagator": "propagator"}
+LONG_RUNNING = {"postgres", "kafka"} | (CONSENT_SERVICES - set(MIGRATIONS))
 
 # Kafka client settings read straight from the environment by consent.adapters.kafka.
 KAFKA_ENV = {
@@ -75,7 +77,8 @@ SECRET_ENV = {
 # Secrets the operator creates (docs/operations.md says how); the manifests reference them.
 EXTERNAL_SECRETS = {
     "consent-secrets",
-    "consent-migrate-db",  # issue 19: the owner side, for migrations and grants
+    "consent-migrate-secrets",  # each migration Job's own DSN (its service's owner side)
+    "consent-propagator-migrate-secrets",
     "consent-propagator-db",  # issue 19: the propagator's runtime role
     "consent-checkpoint-key",  # issue 19: the transparency log's signing key (a volume)
     "consent-processor-secrets",
@@ -83,7 +86,13 @@ EXTERNAL_SECRETS = {
     "consent-kafka-client",
 }
 # Which workloads may reach PostgreSQL and Kafka (NetworkPolicies).
-POSTGRES_CLIENTS = {"consent-api", "consent-relay", "consent-propagator", "consent-migrate"}
+POSTGRES_CLIENTS = {
+    "consent-api",
+    "consent-relay",
+    "consent-propagator",
+    "consent-migrate",
+    "consent-propagator-migrate",
+}
 KAFKA_CLIENTS = {"consent-api", "consent-relay", "consent-propagator", "consent-topics"}
 
 

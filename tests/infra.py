@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from consent.embedded import TansuBroker, start_postgres, stop_postgres
+from consentctl.embedded import TansuBroker, start_postgres, stop_postgres
 
 
 def docker_available() -> bool:

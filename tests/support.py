@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI, Request, Response
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from consent.embedded import free_port
 from consent.relay.relay import OutboxRelay
 from consent.settings import Settings
 from consent_common.kafka import client_kwargs
+from consentctl.embedded import free_port
 from consentctl.servers import http_server, serve_until
 from propagator.config import ProcessorConfig
 from propagator.service import Propagator
@@ -108,9 +110,16 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    settings: Settings, processors: list[ProcessorConfig] | None = None, relay: bool = True
+    settings: Settings,
+    processors: list[ProcessorConfig] | None = None,
+    relay: bool = True,
+    receipts: bool = False,
 ) -> AsyncIterator[Stack]:
-    """Relay and (optionally) propagator as tasks in this event loop."""
+    """Relay and (optionally) propagator as tasks in this event loop; with ``receipts``, the
+    consent service's projection of the propagator's receipts too (as the API runs it)."""
+    from consent.adapters.db import make_engine, make_sessionmaker
+    from consent.service.receipts import ReceiptProjector
+
     stop = asyncio.Event()
     r = OutboxRelay(settings, name="test-relay")
     tasks = [asyncio.create_task(r.run(stop))] if relay else []
@@ -118,11 +127,67 @@ async def running_stack(
     if processors is not None:
         prop = Propagator(settings, processors)
         tasks.append(asyncio.create_task(prop.run(stop)))
+    engine = make_engine(settings.database_url or "", pool_size=2) if receipts else None
+    if engine is not None:
+        projector = ReceiptProjector(
+            settings, make_sessionmaker(engine), settings.database_url or ""
+        )
+        tasks.append(asyncio.create_task(projector.run(stop)))
     try:
         yield Stack(r, prop, stop, tasks)
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+        if engine is not None:
+            await engine.dispose()
+
+
+def processors_file(path: Path, configs: list[ProcessorConfig]) -> Path:
+    """A ``CONSENT_PROCESSORS_FILE`` naming these processors (what the consent service reads
+    of it: names and purposes)."""
+    doc = {
+        "processors": [
+            {"name": c.name, "url": c.url, "secret_env": c.secret_env,
+             "purposes": list(c.purposes), "events": list(c.events)}
+            for c in configs
+        ]
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+RECEIPTS_BEHIND = """
+SELECT count(*) FROM propagator.processor_receipts r
+LEFT JOIN public.processor_acks a ON a.processor = r.processor AND a.subject_id = r.subject_id
+WHERE a.processor IS NULL OR a.last_delivered_sequence < r.last_delivered_sequence
+   OR a.delivered_at < r.delivered_at
+"""
+UNSETTLED = """
+SELECT (SELECT count(*) FROM public.outbox WHERE published_at IS NULL)
+     + (SELECT count(*) FROM public.outbox o WHERE NOT EXISTS (
+           SELECT 1 FROM propagator.propagator_inbox i WHERE i.event_id = o.id::text)
+        AND o.aggregatetype IN ('subject', 'replay'))
+     + (SELECT count(*) FROM propagator.deliveries WHERE status = 'pending'
+        AND NOT processor = ANY($1::text[]))
+     + (SELECT count(*) FROM propagator.propagator_outbox WHERE published_at IS NULL)
+"""
+
+
+async def settled(db: Any, failing: Iterable[str] = ()) -> bool:
+    """Every event published and taken in by the propagator, every delivery to a processor
+    not in ``failing`` finished, and every acknowledgement projected into the consent
+    service's read model (what the drift report reads)."""
+    if await db.fetchval(UNSETTLED, sorted(failing)):
+        return False
+    return not await db.fetchval(RECEIPTS_BEHIND)
+
+
+async def settle(db: Any, failing: Iterable[str] = (), timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await settled(db, failing):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the stack did not settle in time")
+        await asyncio.sleep(0.05)
 
 
 async def read_topic(

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from consent.api.auth import hash_key, new_key
-from consent.embedded import free_port
+from consentctl.embedded import free_port
 from consent.settings import Settings
 from tests.test_serve_commands import _ready
 

@@ -113,6 +113,10 @@ CONSENT_API: dict[tuple[str, str], Rule] = {
         None, user="any", public=True, query="?from=1&to=1"
     ),
     ("GET", "/.well-known/consent-keys.json"): PUBLIC,
+    ("GET", "/v1/admin/drift"): ADMIN,
+    ("POST", "/v1/admin/drift/repair"): Rule(
+        "admin", user="never", guardian=False, body={"subject_id": "nobody-m"}
+    ),
     ("POST", "/v1/admin/imports"): ADMIN,
     ("GET", "/v1/admin/imports/{job_id}"): ADMIN,
 }

@@ -71,6 +71,8 @@ def test_asyncapi_parses_and_references_only_existing_schemas():
         "consent.state.v1",
         "consent.deadletter.v1",
         "consent.checkpoints.v1",
+        "consent.replays.v1",  # private: replays to processors and drift repairs
+        "consent.receipts.v1",  # private: the propagator's receipts
     }
     assert doc["channels"]["consentState"]["bindings"]["kafka"]["topicConfiguration"][
         "cleanup.policy"

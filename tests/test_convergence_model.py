@@ -7,20 +7,20 @@ with effective times, erasures, processor failures and recoveries, and an inject
 jumping across birthdays, effective dates and validity periods. After each step the
 scheduler runs at the model's ``now`` and the real relay and propagator drain to real HTTP
 processors; then, for every healthy processor, its last applied decisions must equal
-``decisions_for(subject, now)`` on its purposes. Real PostgreSQL, the real broker.
+``decisions_for(subject, now)`` on its purposes, and the drift report (which knows only the
+receipts the consent service projects) must list exactly where a processor's applied
+decisions differ: nothing for a healthy one. Real PostgreSQL, the real broker.
 
 Small by default (CI); ``CONSENT_MODEL_EXAMPLES=200`` runs longer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,13 +32,15 @@ from consent.service import erasure, guardians, policies, preferences
 from consent.service.age_transitions import record_age_transitions
 from consent.service.context import WriteContext
 from consent.service.decisions import decisions_for
+from consent.service.drift import full_report
 from consent.service.expiry import expire_due
+from consent.service.processors import KnownProcessor
 from consent.service.reconsent import announce_reconsent
 from consent.service.recorder import invalidate_policies, load_policies
 from consent.service.unit_of_work import UnitOfWork
 from consent.settings import Settings
 from consent_common.db import plain_url
-from tests.support import RecordingProcessor, running_stack, serving
+from tests.support import RecordingProcessor, running_stack, serving, settle
 
 EXAMPLES = int(os.environ.get("CONSENT_MODEL_EXAMPLES", "4"))
 PURPOSES = {
@@ -173,28 +175,6 @@ def held(processor: RecordingProcessor, sid: str) -> tuple[dict[str, bool], list
     return state, [int(r.body["sequence"]) for r in applied]
 
 
-async def drained(db: asyncpg.Connection, failing: set[str]) -> bool:
-    """Every event published and taken in by the propagator, every delivery to a healthy
-    processor finished."""
-    return not await db.fetchval(
-        """SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL)
-             + (SELECT count(*) FROM outbox o WHERE NOT EXISTS (
-                   SELECT 1 FROM propagator_inbox i WHERE i.event_id = o.id::text)
-                AND o.aggregatetype = 'subject')
-             + (SELECT count(*) FROM deliveries WHERE status = 'pending'
-                AND NOT processor = ANY($1::text[]))""",
-        sorted(failing),
-    )
-
-
-async def settle(db: asyncpg.Connection, model: Model, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await drained(db, model.failing):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("the stack did not drain in time")
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.timeout(900)
 @settings(
     max_examples=EXAMPLES,
@@ -205,9 +185,11 @@ async def settle(db: asyncpg.Connection, model: Model, timeout: float = 60.0) ->
 async def test_every_processor_converges_on_the_decision_api(
     program: list[tuple[Any, ...]], topics: Settings, processor_secrets: dict[str, str], db
 ) -> None:
+
     settings_ = topics.model_copy(update={"scheduler_enabled": False})
     engine = make_engine(plain_url(settings_.database_url or ""), pool_size=4)
     model = Model(make_sessionmaker(engine), f"m{next(COUNTER)}")
+    print("PROGRAM", model.ids[0], program)
     processors = {n: RecordingProcessor(n, processor_secrets[n]) for n in PURPOSES}
     for p in processors.values():
         p.responder = lambda r, name=p.name: 503 if name in model.failing else 204
@@ -218,15 +200,18 @@ async def test_every_processor_converges_on_the_decision_api(
                                      events=[], **FAST),
     ]  # fmt: skip
     try:
-        async with serving(*processors.values()), running_stack(settings_, configs):
+        async with (
+            serving(*processors.values()),
+            running_stack(settings_, configs, receipts=True),
+        ):
             for s in program:
                 await model.apply(s)
                 await model.run_scheduler()
-                await settle(db, model)
-                await check(model, processors, model.failing)
+                await settle(db, model.failing)
+                await check(model, processors, model.failing, db)
             model.failing.clear()  # everyone recovers: everyone converges
-            await settle(db, model)
-            await check(model, processors, set())
+            await settle(db)
+            await check(model, processors, set(), db)
     finally:
         await engine.dispose()
 
@@ -235,13 +220,27 @@ FAST = {"backoff_initial_s": 0.05, "backoff_max_s": 0.2, "max_attempts": 100,
         "recovery_probe_s": 0.2}  # fmt: skip
 
 
-async def check(model: Model, processors: dict[str, RecordingProcessor], failing: set[str]) -> None:
+async def check(
+    model: Model, processors: dict[str, RecordingProcessor], failing: set[str], db: Any
+) -> None:
+    """What each healthy processor applied equals the decision API's answers; and the drift
+    report, which knows only the receipts, lists exactly where a processor's applied
+    decisions differ: nothing for a healthy one, what it has not applied for a failing one."""
+    known = {n: KnownProcessor(n, tuple(p)) for n, p in PURPOSES.items()}
+    drift = await full_report(model.sessions, known, model.now)
+    assert drift.unknown == 0
     for sid in model.ids:
         answers = await model.answers(sid)
+        trail = [tuple(r) for r in await db.fetch(
+            "SELECT processor, sequence, event_type, status, last_error FROM "
+            "propagator.deliveries WHERE subject_id = $1 ORDER BY created_at", sid)]  # fmt: skip
         for name, processor in processors.items():
             state, sequences = held(processor, sid)
             assert sequences == sorted(sequences), (name, sid, "applied out of order", sequences)
-            if name in failing:
-                continue
             want = {p: answers[p] for p in PURPOSES[name]}
-            assert state == want, (name, sid, model.now, state, want)
+            if name not in failing:
+                assert state == want, (name, sid, model.now, state, want, trail)
+            reported = {(d.purpose, d.delivered) for d in drift.items
+                        if d.subject_id == sid and d.processor == name}  # fmt: skip
+            expected = {(p, v) for p, v in state.items() if v != want[p]}
+            assert reported == expected, (name, sid, reported, state, want, trail)

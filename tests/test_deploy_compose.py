@@ -22,6 +22,7 @@ from tests.deploy_support import (
     CONSENT_SERVICES,
     DEV_ONLY_ENV,
     LONG_RUNNING,
+    MIGRATIONS,
     OTHER_SERVICES,
     TOPICS_SCRIPT,
     assert_consentctl_accepts,
@@ -110,13 +111,17 @@ def test_compose_order_and_health() -> None:
     def conditions(name: str) -> dict[str, str]:
         return {d: c["condition"] for d, c in services[name].get("depends_on", {}).items()}
 
-    assert conditions("migrate") == {"postgres": "service_healthy"}
+    for name, service in MIGRATIONS.items():  # one per service, each with its own DSN
+        assert conditions(name) == {"postgres": "service_healthy"}
+        assert service_command(name) == ["migrate", "--service", service]
+        assert "CONSENT_DATABASE_URL" in services[name]["environment"]
     assert conditions("topics") == {"kafka": "service_healthy"}
     for name in ("api", "relay", "propagator"):
         got = conditions(name)
         assert got["postgres"] == got["kafka"] == "service_healthy", name
-        assert got["migrate"] == got["topics"] == "service_completed_successfully", name
-    for name in ("migrate", "topics"):
+        done = {got[m] for m in MIGRATIONS} | {got["topics"]}
+        assert done == {"service_completed_successfully"}, name
+    for name in (*MIGRATIONS, "topics"):
         assert services[name]["restart"] == "no"
 
     # No cycle: every service can be started after its dependencies.

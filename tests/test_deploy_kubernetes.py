@@ -122,7 +122,7 @@ def test_k8s_manifests_validate_against_kubernetes_schemas(overlay: str, version
     kinds = sorted(d["kind"] for d in docs)
     for kind, count in {
         "Deployment": 3,
-        "Job": 2,
+        "Job": 3,  # a migration per service (issue 16), the topics
         "HorizontalPodAutoscaler": 1,
         "PodDisruptionBudget": 3,
         "NetworkPolicy": 2,
@@ -214,13 +214,19 @@ def test_k8s_disruption_budgets_and_autoscaler(overlay: str) -> None:
 def test_k8s_jobs_migrate_and_create_topics(overlay: str, tmp_path: Path) -> None:
     docs = render(OVERLAYS[overlay])
     jobs = of_kind(docs, "Job")
-    assert set(jobs) == {"consent-migrate", "consent-topics"}
+    assert set(jobs) == {"consent-migrate", "consent-propagator-migrate", "consent-topics"}
     for job in jobs.values():
         assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
         assert job["spec"]["backoffLimit"] >= 1
-    (migrate,) = jobs["consent-migrate"]["spec"]["template"]["spec"]["containers"]
-    assert migrate["args"] == ["migrate", "--apply-roles"]  # issue 19: least privilege
-    assert_consentctl_accepts(migrate["args"])
+    secrets = set()
+    for name, service in (("consent-migrate", "consent"),
+                          ("consent-propagator-migrate", "propagator")):  # fmt: skip
+        (migrate,) = jobs[name]["spec"]["template"]["spec"]["containers"]
+        assert migrate["args"] == ["migrate", "--service", service, "--apply-roles"]
+        assert_consentctl_accepts(migrate["args"])
+        (dsn,) = [e for e in migrate["env"] if e["name"] == "CONSENT_DATABASE_URL"]
+        secrets.add(dsn["valueFrom"]["secretKeyRef"]["name"])
+    assert secrets == {"consent-migrate-secrets", "consent-propagator-migrate-secrets"}
 
     pod = jobs["consent-topics"]["spec"]["template"]["spec"]
     (topics,) = pod["containers"]

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
 
-from consent.embedded import free_port
+from consentctl.embedded import free_port
 from tests import contracts
 
 REQUIRED_CE = {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject"}

@@ -25,6 +25,7 @@ BASE: dict[tuple[str, str], dict[str, Any]] = {
     ("delete", "/v1/admin/parked/{parked_id}"): {"path": {"parked_id": "1"}},
     ("post", "/v1/admin/parked/{parked_id}/retry"): {"path": {"parked_id": "1"}},
     ("get", "/v1/admin/deliveries"): {"query": {}},
+    ("get", "/v1/admin/drift"): {"query": {}},
     ("get", "/v1/subjects/{subject_id}/history"): {"query": {}},
     ("get", "/v1/subjects/{subject_id}/decisions"): {"query": {"purpose": "analytics"}},
     ("post", "/v1/decisions:batch"): {

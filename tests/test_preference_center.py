@@ -25,8 +25,8 @@ import jwt
 import pytest
 
 from consent.api.app import create_app
-from consent.embedded import free_port
 from consent.settings import Settings
+from consentctl.embedded import free_port
 from consentctl.servers import http_server
 from tests.conftest import ADMIN_KEY, JWT_SECRET
 from tests.gpp import axe_source

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 
 from consent.api.app import create_app
-from consent.embedded import free_port
 from consent.settings import Settings
+from consentctl.embedded import free_port
 from consentctl.serve import health_app
 from tests.conftest import admin
 

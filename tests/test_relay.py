@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 
 from consent.adapters.kafka import ensure_topics
-from consent.embedded import TansuBroker
 from consent.settings import Settings
+from consentctl.embedded import TansuBroker
 from tests.conftest import eventually
 from tests.support import dedupe_in_order, read_topic, running_stack, write_changes
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.service import scheduler
-from consent.service.retention import purge_idempotency
+from consent.service.retention import purge_idempotency, purge_receipts
 from consent.settings import Settings
 from consent_common.db import plain_url
 from propagator.db import SERVER_SETTINGS
@@ -95,6 +95,42 @@ async def test_finished_deliveries_are_purged_but_proof_and_state_stay(
     left = {r["event_id"] for r in await db.fetch("SELECT event_id FROM deliveries")}
     assert left == {"b", "e", "f", "g", "h", "h0", "i", "j"}
     assert await purge_deliveries(pool, NOW) == 0
+
+
+async def test_the_receipts_read_model_keeps_proof_and_state_and_purges_the_rest(
+    sessions: Any, db: asyncpg.Connection
+) -> None:
+    """The consent service's copy of the receipts follows the propagator's rule."""
+
+    async def row(event_id: str, subject: str, seq: int, status: str, **kw: Any) -> None:
+        at = kw.get("at", OLD)
+        await db.execute(
+            """INSERT INTO propagation_receipts (delivery_id, event_id, event_type, subject_id,
+                   sequence, processor, status, attempts, created_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, 'email', $6, 1, $7, $7)""",
+            uuid.uuid4(), event_id, kw.get("event_type", "consent.changed"), subject, seq,
+            status, at,
+        )  # fmt: skip
+
+    await row("a", "s1", 1, "delivered")  # older than a newer one: purged
+    await row("b", "s1", 2, "delivered")  # what the processor last acknowledged
+    await db.execute(
+        "INSERT INTO processor_acks (processor, subject_id, last_delivered_sequence, "
+        "last_event_id) VALUES ('email', 's1', 2, 'b')"
+    )
+    await row("c", "s1", 3, "superseded")  # purged
+    await row("e", "s1", 4, "delivered", event_type="subject.erasure_requested")  # a receipt
+    await row("f", "s2", 1, "dead")  # work for an operator
+    await row("g", "s2", 2, "pending")
+    await row("h0", "s3", 0, "delivered", at=NOW)  # recent
+    await row("h", "s3", 1, "delivered", at=NOW)
+    await row("i", "s4", 1, "delivered")  # the newest for its subject: /propagation shows it
+
+    assert await purge_receipts(sessions, NOW) == 2
+    left = {r[0] for r in await db.fetch("SELECT event_id FROM propagation_receipts")}
+    assert left == {"b", "e", "f", "g", "h0", "h", "i"}
+    assert await purge_receipts(sessions, NOW) == 0
+    assert "receipts_retention" in scheduler.JOBS
 
 
 async def test_idempotency_responses_and_inbox_entries_expire(

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from consent.adapters.db import migrate
-from consent.embedded import free_port
 from consent.settings import Settings
+from consentctl.embedded import free_port
 from propagator.db import migrate as migrate_propagator
 
 

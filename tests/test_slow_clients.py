@@ -12,8 +12,8 @@ import pytest
 
 from consent.api.app import create_app
 from consent.api.client_limit import ClientLimit, client_ip, parse_networks
-from consent.embedded import free_port
 from consent.settings import Settings
+from consentctl.embedded import free_port
 from consentctl.servers import http_server, serve_until
 from tests.conftest import admin
 from tests.test_admission import HeldApp

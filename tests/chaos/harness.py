@@ -23,10 +23,10 @@ import httpx
 import psutil
 import yaml
 
-from consent.embedded import free_port
 from consent.settings import Settings
 from consent.transparency.keys import generate_key_file
 from consent_common.db import plain_url
+from consentctl.embedded import free_port
 from tests.support import RecordingProcessor, headers_of, read_topic
 
 SUBJECTS = [f"chaos-{i}" for i in range(12)]
@@ -203,14 +203,56 @@ class Verdict:
     lost: list[tuple[str, int]]
     reordered: dict[str, list[int]]
     converged: bool
+    drift: int = -1  # differences the drift report still lists at the end
+    repairs: int = 0  # repair deliveries it took to get there
 
     def line(self) -> str:
         return (
             f"writes acknowledged {self.acked}, refused or failed {self.failed}, events "
             f"delivered {self.delivered} (duplicates {self.duplicates}); lost "
             f"{len(self.lost) + len(self.not_in_ledger)}, reordered {len(self.reordered)}, "
-            f"converged {self.converged}"
+            f"converged {self.converged}; drift report {self.drift} differences "
+            f"after {self.repairs} repairs"
         )
+
+
+async def drift_report(client: httpx.AsyncClient, api: str, key: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        r = await client.get(
+            f"{api}/v1/admin/drift",
+            params={"cursor": cursor} if cursor else {},
+            headers={"X-API-Key": key},
+        )
+        r.raise_for_status()
+        items += r.json()["items"]
+        if (cursor := r.json()["next_cursor"]) is None:
+            return items
+
+
+async def drift_after(api: str, key: str, wait_s: float = 30) -> tuple[int, int]:
+    """The drift report once the receipts are in: (differences left, repairs sent). It
+    waits for receipts to arrive, and repairs only what is still there after ``wait_s``."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        deadline = time.monotonic() + wait_s
+        while (items := await drift_report(client, api, key)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        if not items:
+            return 0, 0
+        r = await client.post(f"{api}/v1/admin/drift/repair", json={},
+                              headers={"X-API-Key": key})  # fmt: skip
+        r.raise_for_status()
+        job_id = r.json()["job_id"]
+        while (job := (await client.get(f"{api}/v1/admin/replays/{job_id}",
+                                        headers={"X-API-Key": key})).json())["status"] != (
+            "completed"
+        ):  # fmt: skip
+            await asyncio.sleep(0.2)
+        deadline = time.monotonic() + wait_s
+        while (items := await drift_report(client, api, key)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        return len(items), int(job["emitted"])
 
 
 def held(processor: RecordingProcessor) -> dict[str, bool]:
@@ -240,6 +282,7 @@ async def verdict(
     while {s: held(processor).get(s) for s in want} != want and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     converged = {s: held(processor).get(s) for s in want} == want
+    drift, repairs = await drift_after(load.api, load.key)
     conn = await asyncpg.connect(plain_url(settings.database_url or ""))
     try:
         in_ledger = {
@@ -264,4 +307,6 @@ async def verdict(
         lost=[(s, q) for s, q, _ in load.acked if (s, q) not in on_topic],
         reordered={s: q for s, q in applied.items() if q != sorted(q)},
         converged=converged,
+        drift=drift,
+        repairs=repairs,
     )

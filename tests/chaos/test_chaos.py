@@ -5,7 +5,9 @@ recover; then a counting oracle checks the promise:
 - **0 acknowledged writes lost**: every write answered 200 is in the ledger and on
   ``consent.events.v1`` with its sequence;
 - **0 events reordered** at the processor, per subject;
-- **converged**: the processor's last applied decision equals the decision API's answer.
+- **converged**: the processor's last applied decision equals the decision API's answer,
+  and the drift report (``GET /v1/admin/drift``, from receipts only) is empty, after a
+  repair if the fault model needs one (the number of repairs is printed).
 
 It prints writes acknowledged, events delivered, duplicates delivered, faults injected and
 the time to recover after each (fault over → a probe write delivered to the processor).
@@ -127,3 +129,4 @@ async def test_nothing_acknowledged_is_lost_or_reordered_whatever_fails(
     assert not result.lost, result.lost[:10]
     assert not result.reordered, result.reordered
     assert result.converged
+    assert result.drift == 0  # the drift report is empty (after repair, if it took one)

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from consent.api.app import create_app
-from consent.embedded import free_port
 from consent.settings import Settings
 from consent_client import AsyncDecisionClient, DecisionClient, DecisionError, Query
 from consent_client.decisions import retry_after
+from consentctl.embedded import free_port
 from consentctl.servers import http_server, serve_until
 from tests.conftest import ADMIN_KEY, admin
 

@@ -15,7 +15,6 @@ import pytest
 from fastapi import FastAPI
 from standardwebhooks.webhooks import Webhook
 
-from consent.embedded import free_port
 from consent.settings import Settings
 from consent_client import (
     MemoryStore,
@@ -30,6 +29,7 @@ from consent_client import (
 )
 from consent_client.fastapi import webhook_router
 from consent_client.processor import sign
+from consentctl.embedded import free_port
 from consentctl.servers import http_server, serve_until
 from propagator.config import ProcessorConfig
 from tests.conftest import admin, eventually, webhook_secret

@@ -32,8 +32,8 @@ import asyncpg
 
 from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
-from consent.embedded import free_port
 from consent.settings import Settings
+from consentctl.embedded import free_port
 from propagator.db import migrate as migrate_propagator
 
 NS, HOST_IF, NS_IF = "consentdrill", "cdrill0", "cdrill1"

@@ -49,6 +49,9 @@ class Settings(CommonSettings):
     idempotency_retention_hours: int = Field(default=24, ge=1, le=24 * 366)
     scheduler_interval_s: float = 30.0
     scheduler_enabled: bool = True
+    # the drift report's scheduled check (consent_drift in /metrics) starts a new pass over
+    # every subject at most this often
+    drift_check_interval_s: float = Field(default=300.0, ge=1, le=86400)
     # project consent.receipts.v1 (the propagator's receipts and audit entries) into this
     # service's read model; one API replica at a time does it (an advisory lease)
     receipts_projection: bool = True

@@ -21,10 +21,10 @@ from rich.table import Table
 from consent.adapters.db import migrate
 from consent.adapters.kafka import ensure_topics
 from consent.api.app import create_app
-from consent.embedded import TansuBroker, free_port, start_postgres, stop_postgres
 from consent.relay.relay import OutboxRelay
 from consent.settings import Settings
 from consentctl.dev_demo import demo_processors, dev_secrets
+from consentctl.embedded import TansuBroker, free_port, start_postgres, stop_postgres
 from consentctl.runtime import stack_file
 from consentctl.servers import (
     Interrupted,

@@ -9,7 +9,7 @@ import secrets
 import socket
 from pathlib import Path
 
-from consent.embedded import free_port
+from consentctl.embedded import free_port
 from propagator.config import ProcessorConfig
 
 DEMO = [

@@ -14,6 +14,7 @@ from consentctl import db_roles, maintenance, ops, transparency
 from consentctl.imports import import_file
 from consentctl.parked import parked_app
 from consentctl.processors import processors_app
+from consentctl.verify import verify_app
 
 app = typer.Typer(help="Consent platform operations.", no_args_is_help=True)
 keys_app = typer.Typer(help="Service API keys.", no_args_is_help=True)
@@ -34,6 +35,7 @@ app.add_typer(parked_app, name="parked")
 app.add_typer(transparency.log_app, name="log")
 app.add_typer(transparency.proof_app, name="proof")
 app.add_typer(db_roles.db_app, name="db")
+app.add_typer(verify_app, name="verify")
 app.add_typer(processors_app, name="processors")
 
 

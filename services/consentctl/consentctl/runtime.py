@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from consent.embedded import start_postgres
 from consent.settings import Settings
+from consentctl.embedded import start_postgres
 
 STACK_FILE = "stack.json"
 

@@ -2,7 +2,8 @@
 
 The helper verifies the signature and timestamp, drops a ``webhook-id`` already applied and
 a sequence older than the one applied for the subject, and maps the handler's outcome to
-the status the propagator understands. These demos only log and keep what they applied, and
+the status the propagator understands; a drift repair (``repair: true``) is applied even at
+an equal or older sequence. These demos only log and keep what they applied, and
 can be told to fail, to show retries and dead letters: ``POST /_control {"fail": 503}``
 (a 5xx, 408 or 429 is retried; another 4xx is permanent).
 """
@@ -30,6 +31,8 @@ def delivery_doc(d: WebhookDelivery) -> dict[str, Any]:
         "occurred_at": d.occurred_at.isoformat() if d.occurred_at else None,
         "replay": d.replay,
     }
+    if d.repair:  # a drift repair: applied even at an equal or older sequence
+        doc["repair"] = True
     if d.is_erasure:
         doc["request_id"] = d.request_id
     else:
@@ -58,6 +61,7 @@ def demo_processor_app(name: str, secret: str) -> FastAPI:
             sequence=d.sequence,
             decisions=d.decisions,
             replay=d.replay,
+            repair=d.repair,
         )
 
     processor = Processor(secret, apply)

@@ -77,6 +77,7 @@ class DecisionEvent(SubjectEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConsentChanged(DecisionEvent):
     TYPE: ClassVar[str] = "consent.changed"
+    repair: bool = False  # a drift repair (private replays topic only)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +161,7 @@ class SubjectErasureRequested(SubjectEvent):
     reason: str
     occurred_at: datetime
     replay: bool = False
+    repair: bool = False  # a drift repair (private replays topic only)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,6 +23,7 @@ from consent.api.middleware import BodyLimit, RequestContext
 from consent.api.routes import (
     admin,
     aliases,
+    drift,
     imports,
     meta,
     minors,
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rights.router)
     app.include_router(admin.router)
     app.include_router(parked.router)
+    app.include_router(drift.router)
     app.include_router(imports.router)
     app.include_router(signals.router)
     app.include_router(preference_center.router)

@@ -51,6 +51,23 @@ class ReplayJobOut(View):
     error: str | None
 
 
+class DriftItem(View):
+    subject_id: str
+    processor: str
+    purpose: str
+    delivered: bool = Field(description="What the processor last acknowledged")
+    current: bool = Field(description="What the decision API answers now")
+    since: str = Field(description="When the difference began, as far as the platform knows")
+    age_seconds: float
+
+
+class DriftPage(View):
+    items: list[DriftItem]
+    next_cursor: str | None = Field(description="Follow until null; a page may list none")
+    scanned: int = Field(description="Subjects examined for this page")
+    unknown: int = Field(description="Processors whose receipts do not tell what they hold")
+
+
 class DeliveryPage(View):
     items: list[dict[str, Any]] = Field(description="Deliveries, as the propagator reports them")
     next_cursor: str | None

@@ -7,7 +7,8 @@ topic by manual assignment, without a consumer group, and stores its position pe
 in ``receipt_offsets`` in the same transaction as what it projected: each record is
 applied once, and a replica that takes over resumes exactly there. Upserts keep the newest
 state per delivery (by the propagator's ``updated_at``) and the highest sequence each
-processor acknowledged, so records read twice or out of order change nothing.
+processor acknowledged, with the decisions it was sent (what it holds: the drift report,
+``service/drift.py``), so records read twice or out of order change nothing.
 
 Staleness: a receipt is visible in ``GET /v1/subjects/{id}/propagation`` and the erasure
 receipts a few tens of milliseconds after the propagator recorded it (measured by
@@ -50,12 +51,16 @@ WHERE propagation_receipts.updated_at <= EXCLUDED.updated_at
 """
 UPSERT_ACK = """
 INSERT INTO processor_acks (processor, subject_id, last_delivered_sequence, last_event_id,
-    delivered_at)
-VALUES ($1, $2, $3, $4, $5)
+    delivered_at, decisions, event_type)
+VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)
 ON CONFLICT (processor, subject_id) DO UPDATE SET
     last_delivered_sequence = EXCLUDED.last_delivered_sequence,
-    last_event_id = EXCLUDED.last_event_id, delivered_at = EXCLUDED.delivered_at
-WHERE processor_acks.last_delivered_sequence <= EXCLUDED.last_delivered_sequence
+    last_event_id = EXCLUDED.last_event_id, delivered_at = EXCLUDED.delivered_at,
+    decisions = EXCLUDED.decisions, event_type = EXCLUDED.event_type
+WHERE processor_acks.last_delivered_sequence < EXCLUDED.last_delivered_sequence
+   OR (processor_acks.last_delivered_sequence = EXCLUDED.last_delivered_sequence
+       AND (processor_acks.delivered_at IS NULL OR EXCLUDED.delivered_at IS NULL
+            OR processor_acks.delivered_at <= EXCLUDED.delivered_at))
 """
 SAVE_OFFSET = """
 INSERT INTO receipt_offsets (topic, partition, next_offset) VALUES ($1, $2, $3)
@@ -66,6 +71,12 @@ LOAD_OFFSETS = "SELECT partition, next_offset FROM receipt_offsets WHERE topic =
 
 def _ts(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def _newer_or_equal(seq: int, at: datetime | None, held_seq: int, held_at: datetime | None) -> bool:
+    if seq != held_seq:
+        return seq > held_seq
+    return at is None or held_at is None or held_at <= at
 
 
 def _header(record: Any, name: str) -> str | None:
@@ -212,13 +223,20 @@ class ReceiptProjector:
                 )
             )
         if d["status"] == "delivered":
+            # what the processor holds now: the decisions of the newest sequence it applied
+            # (at an equal sequence, the later delivery: a replay or a repair)
             key = (d["processor"], d["subject_id"])
             seq = int(d["sequence"])
-            if key not in acks or acks[key][2] <= seq:
+            at = _ts(d.get("delivered_at"))
+            known = acks.get(key)
+            if known is None or _newer_or_equal(seq, at, known[2], known[4]):
+                decisions = d.get("decisions")
                 acks[key] = (
                     d["processor"],
                     d["subject_id"],
                     seq,
                     d["event_id"],
-                    _ts(d.get("delivered_at")),
+                    at,
+                    orjson.dumps(decisions).decode() if isinstance(decisions, dict) else None,
+                    d["event_type"],
                 )

@@ -124,6 +124,11 @@ async def run_batch(
         job = await ops.job(job_id, for_update=True)
         if job is None or job.status not in ("running", "pending"):
             return None
+        if job.params.get("kind") == "repair":  # drift repair (service/drift_repair.py)
+            from consent.service.drift_repair import repair_batch
+
+            done, sent, finished = await repair_batch(uow, job, known, batch)
+            return BatchResult(done, sent, finished, [])
         now = datetime.now(UTC)
         subjects = await ops.replay_subjects(job.params, job.cursor, batch)
         if not subjects:

@@ -3,6 +3,11 @@
 - Evidence details (hashed IP, user agent, notice): the chain committed only to their hash,
   so verification still holds.
 - Idempotency responses: a retried request within the window still gets its first answer.
+- The receipts read model (``propagation_receipts``, projected from the propagator's
+  receipts) follows the propagator's rule for deliveries (``CONSENT_DELIVERY_RETENTION_DAYS``):
+  finished receipts go, except what is proof or state: every erasure receipt, the receipt of
+  what each processor last acknowledged (``processor_acks``), and the newest receipt per
+  subject and processor (what ``/propagation`` shows).
 
 (The propagator's inbox and deliveries are the propagator's to purge: propagator/retention.)
 
@@ -32,6 +37,17 @@ async def purge_idempotency(sessions: async_sessionmaker[AsyncSession], now: dat
     while True:
         async with unit_of_work(sessions) as uow:
             deleted = await uow.retention.purge_idempotency(cutoff, BATCH)
+        total += deleted
+        if deleted < BATCH:
+            return total
+
+
+async def purge_receipts(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
+    cutoff = now - timedelta(days=get_settings().delivery_retention_days)
+    total = 0
+    while True:
+        async with unit_of_work(sessions) as uow:
+            deleted = await uow.retention.purge_receipts(cutoff, BATCH)
         total += deleted
         if deleted < BATCH:
             return total

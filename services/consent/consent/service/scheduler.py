@@ -1,6 +1,7 @@
 """Runs the consent service's periodic jobs, each defined in its own module (``JOBS``):
-expiry, reconsent announcements, age transitions, abandoned replays, evidence and
-idempotency retention. Each job owns its transactions (adapters/db.py ``transaction``).
+expiry, reconsent announcements, age transitions, abandoned replays, evidence, idempotency
+and receipts retention, and the drift report's check (service/drift.py), a slice a round.
+Each job owns its transactions (adapters/db.py ``transaction``).
 
 Every API replica runs a scheduler, but a timed round runs only in the replica holding the
 scheduler lease (service/lease.py), so N replicas do each round's work once."""
@@ -16,11 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.service.age_transitions import record_age_transitions
 from consent.service.context import utcnow
+from consent.service.drift import check_drift
 from consent.service.expiry import expire_due
 from consent.service.imports import resume_abandoned_imports
 from consent.service.lease import SCHEDULER_LEASE_KEY, AdvisoryLease
 from consent.service.reconsent import announce_reconsent
-from consent.service.retention import purge_evidence, purge_idempotency
+from consent.service.retention import purge_evidence, purge_idempotency, purge_receipts
 
 log = structlog.get_logger()
 Job = Callable[[async_sessionmaker[AsyncSession], datetime], Awaitable[int]]
@@ -52,6 +54,8 @@ JOBS: dict[str, Job] = {
     "imports": resume_abandoned_imports,
     "evidence_retention": purge_evidence,
     "idempotency_retention": purge_idempotency,
+    "receipts_retention": purge_receipts,
+    "drift": check_drift,
 }
 
 

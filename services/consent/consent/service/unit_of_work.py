@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.adapters.aliases import AliasRepository
+from consent.adapters.drift import DriftRepository
 from consent.adapters.due import DueRepository
 from consent.adapters.idempotency import IdempotencyRepository
 from consent.adapters.imports import ImportRepository
@@ -53,6 +54,7 @@ class UnitOfWork:
         self.idempotency = IdempotencyRepository(session)
         self.receipts = ReceiptRepository(session)
         self.retention = RetentionRepository(session)
+        self.drift = DriftRepository(session)
         self.imports = ImportRepository(session)
         self.transparency = TransparencyRepository(session)
         self.events: list[DomainEvent] = []

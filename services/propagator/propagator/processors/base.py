@@ -81,6 +81,8 @@ class WebhookAdapter:
             "occurred_at": data.get("occurred_at"),
             "replay": bool(data.get("replay", False)),
         }
+        if data.get("repair"):  # drift repair: applied even at an equal or older sequence
+            out["repair"] = True
         if event_type == "subject.erasure_requested":
             out["request_id"] = data.get("request_id")
             out["due_at"] = data.get("due_at")  # the processor's deadline; our erasure alert's

@@ -15,6 +15,8 @@ from consent.api.schemas import PurposeInfo, PurposeList
 from consent.api.views import GpcWellKnown, Health, Readiness
 from consent.catalog import catalog_version, load_catalog
 from consent.relay import metrics as relay_metrics
+from consent.service.drift import drift_counts
+from consent.service.processors import known_processors
 
 router = APIRouter()
 GPC_LAST_UPDATE = "2026-11-01"
@@ -49,6 +51,14 @@ async def healthz() -> dict[str, str]:
 BROKER_REACHABLE = Gauge(
     "consent_api_broker_reachable",
     "1 if a Kafka bootstrap server accepted a connection at the last /readyz, else 0",
+)
+
+
+DRIFT = Gauge(
+    "consent_drift",
+    "Purposes where the processor's last acknowledged decision differs from the decision "
+    "API's answer, as the scheduled drift check last found them (read at scrape time)",
+    ["processor"],
 )
 
 
@@ -116,6 +126,10 @@ async def metrics(request: Request) -> Response:
             outbox = await asyncio.wait_for(ParkedRepository(session).outbox_count(), 2.0)
         relay_metrics.set_backlog(count, age)
         relay_metrics.PARKED_NOW.labels("outbox").set(outbox)
+        async with request.app.state.read_sessions() as session:
+            drift = await asyncio.wait_for(drift_counts(session), 2.0)
+        for name in set(known_processors(request.app.state.settings.processors_file)) | set(drift):
+            DRIFT.labels(name).set(drift.get(name, 0))
     except Exception:  # metrics never fail the scrape
         pass
     try:  # the propagator's parked records: its API tells

@@ -36,8 +36,8 @@ from bench.freshness_probes import fresh_token_rounds, view_lag, warm_views
 from bench.profile import summarize
 from bench.stack import PY, REPO, wait_http
 from consent.api.auth import hash_key
-from consentctl.embedded import free_port, start_postgres, stop_postgres
 from consent_common.db import plain_url
+from consentctl.embedded import free_port, start_postgres, stop_postgres
 from consentctl.workers import worker_count
 
 SUBJECTS = 5000

@@ -30,11 +30,11 @@ import orjson
 from consent.adapters.db import driver, make_engine, make_sessionmaker, migrate
 from consent.domain.hashing import GENESIS, evidence_hash
 from consent.domain.ledger import ChainedEntry
-from consentctl.embedded import start_postgres, stop_postgres
 from consent.transparency import proofs
 from consent.transparency.keys import generate_key_file, published_jwks
 from consent.transparency.log import LEDGER_FIELDS, decode_entry, run_once
 from consent_common.db import plain_url
+from consentctl.embedded import start_postgres, stop_postgres
 from consentctl.ledger import verify_all
 
 COLUMNS = (

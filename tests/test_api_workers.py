@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from consent.api.auth import hash_key, new_key
-from consentctl.embedded import free_port
 from consent.settings import Settings
+from consentctl.embedded import free_port
 from tests.test_serve_commands import _ready
 
 

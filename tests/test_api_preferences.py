@@ -13,7 +13,7 @@ import asyncpg
 
 from consent.adapters.db import make_engine, make_sessionmaker
 from consent.service.expiry import expire_due
-from tests.conftest import admin, user
+from tests.conftest import admin, eventually, user
 
 CATALOG = {"marketing_email", "marketing_sms", "marketing_push", "third_party_sharing", "sale"}
 CATALOG |= {"share", "analytics", "personalization", "cookies_functional", "cookies_analytics"}
@@ -219,6 +219,16 @@ async def test_material_policy_requires_reconsent(client, db):
     )
     await asyncio.sleep(0.05)
     await publish(client, "2026-material", material=True, purposes=["analytics", "personalization"])
+
+    async def announced() -> bool:  # the publish wakes the scheduler: one entry, at once
+        return bool(
+            await db.fetchval(
+                "SELECT count(*) FROM consent_ledger WHERE subject_id = 'rita' "
+                "AND type = 'consent.reconsent_required'"
+            )
+        )
+
+    await eventually(announced, timeout=15)  # then no entry lands between read and write
     body = (await client.get(prefs("rita"), headers=user("rita"))).json()
     seq = body["sequence"]
     a = body["purposes"]["analytics"]

@@ -15,11 +15,12 @@ Each job deletes in bounded batches, one transaction each, so no lock is held fo
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consent.service.unit_of_work import unit_of_work
+from consent.service.unit_of_work import UnitOfWork, unit_of_work
 from consent.settings import get_settings
 
 BATCH = 5000
@@ -31,23 +32,25 @@ async def purge_evidence(sessions: async_sessionmaker[AsyncSession], now: dateti
         return await uow.retention.purge_evidence(cutoff)
 
 
-async def purge_idempotency(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
-    cutoff = now - timedelta(hours=get_settings().idempotency_retention_hours)
+async def _in_batches(
+    sessions: async_sessionmaker[AsyncSession],
+    purge: Callable[[UnitOfWork], Awaitable[int]],
+) -> int:
+    """Delete in batches of ``BATCH``, one transaction each, so no lock is held for long."""
     total = 0
     while True:
         async with unit_of_work(sessions) as uow:
-            deleted = await uow.retention.purge_idempotency(cutoff, BATCH)
+            deleted = await purge(uow)
         total += deleted
         if deleted < BATCH:
             return total
+
+
+async def purge_idempotency(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
+    cutoff = now - timedelta(hours=get_settings().idempotency_retention_hours)
+    return await _in_batches(sessions, lambda uow: uow.retention.purge_idempotency(cutoff, BATCH))
 
 
 async def purge_receipts(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
     cutoff = now - timedelta(days=get_settings().delivery_retention_days)
-    total = 0
-    while True:
-        async with unit_of_work(sessions) as uow:
-            deleted = await uow.retention.purge_receipts(cutoff, BATCH)
-        total += deleted
-        if deleted < BATCH:
-            return total
+    return await _in_batches(sessions, lambda uow: uow.retention.purge_receipts(cutoff, BATCH))

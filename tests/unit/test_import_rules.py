@@ -215,3 +215,16 @@ def test_a_stray_carriage_return_ends_a_line_instead_of_failing_the_upload() -> 
     """It once reached the API as a 500 (``new-line character seen in unquoted field``)."""
     got = list(rules.read_rows(b"subject_id,purpose\na\rb,sale\n", "csv"))
     assert [raw for _, raw in got] == [{"subject_id": "a"}, {"subject_id": "b", "purpose": "sale"}]
+
+
+def test_a_line_nested_too_deep_is_reported_not_raised() -> None:
+    got = list(rules.read_rows(b"[" * 100_000 + b"\n", "jsonl"))
+    assert [(line, getattr(r, "reason", None)) for line, r in got] == [(1, "not valid JSON")]
+
+
+def test_a_header_naming_a_column_twice_is_refused() -> None:
+    data = b"subject_id,purpose,status,occurred_at,purpose\nk,sale,granted,2026-01-01T00:00:00Z,x\n"
+    got = list(rules.read_rows(data, "csv"))
+    assert [(line, r.column, r.reason) for line, r in got] == [  # type: ignore[union-attr]
+        (1, "purpose", "the header names this column twice")
+    ]

@@ -98,6 +98,15 @@ def read_rows(data: bytes, fmt: str) -> Iterator[tuple[int, dict[str, Any] | Row
     text = data.decode("utf-8-sig", errors="replace")
     if fmt == "csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            header = list(reader.fieldnames or [])
+        except csv.Error as exc:
+            yield 1, RowError(1, None, f"not CSV: {exc}")
+            return
+        twice = sorted({name for name in header if header.count(name) > 1})
+        if twice:  # which value would count? none: the file is refused at its header
+            yield 1, RowError(1, twice[0], "the header names this column twice")
+            return
         while True:
             try:
                 raw = next(reader)
@@ -116,7 +125,7 @@ def read_rows(data: bytes, fmt: str) -> Iterator[tuple[int, dict[str, Any] | Row
             continue
         try:
             raw = json.loads(chunk)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             yield line, RowError(line, None, "not valid JSON")
             continue
         if not isinstance(raw, dict):

@@ -27,7 +27,10 @@ ROLES: dict[str, str] = {
     "named-guardian": "the token's `sub` is the path's `guardian_id`",
 }
 MINOR = frozenset({"child", "teen_opt_in"})
-OWN = ("subject", "guardian")  # the default: the person, or a guardian for a minor
+OWN: tuple[Role, ...] = (
+    "subject",
+    "guardian",
+)  # the default: the person, or a guardian for a minor
 
 
 @dataclass(frozen=True, eq=False)

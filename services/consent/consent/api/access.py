@@ -27,10 +27,8 @@ ROLES: dict[str, str] = {
     "named-guardian": "the token's `sub` is the path's `guardian_id`",
 }
 MINOR = frozenset({"child", "teen_opt_in"})
-OWN: tuple[Role, ...] = (
-    "subject",
-    "guardian",
-)  # the default: the person, or a guardian for a minor
+# The default: the person, or a guardian for a minor.
+OWN: tuple[Role, ...] = ("subject", "guardian")
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,10 +1,12 @@
 """Authorization matrix: every route of every HTTP API the project serves, against every
 kind of credential and every scope. A route added without an entry here fails the test.
 
-For each route the entry says who may call it; the test calls it with each credential
-and expects 401 (no credentials), 403 (not allowed) or anything else (allowed: the
-request got past authorization; it may still be a 404 or 409). A refused request writes
-nothing.
+For each route the entry says who may call it, and must be what the OpenAPI document
+declares (its ``security``, generated from the route's ``needs(...)``). The test then calls
+the route with each credential and expects what the DOCUMENT says: 401 (no credentials),
+403 (not allowed) or anything else (allowed: the request got past authorization; it may
+still be a 404 or 409). A refused request writes nothing. So the document, this table and
+the enforcement cannot disagree.
 """
 
 from __future__ import annotations
@@ -126,9 +128,13 @@ WORKER_HEALTH = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 DEMO_PROCESSOR = {("POST", "/consent"): "signed", ("POST", "/_control"): "demo",
                   ("GET", "/_received"): "demo"}  # fmt: skip
 
-CREDENTIALS = ["none", "user_self", "user_other", "guardian", "dev_admin"] + [
-    f"key:{s}" for s in SCOPES
-]
+# user_self: alice's own token; user_other: mallory's, on alice; guardian: a linked guardian's,
+# on the minor; named_guardian: that guardian's, on alice, naming itself as `{guardian_id}`;
+# key:S a key with only S; key:- a key with no scope; all_but_declared: every scope but the
+# ones the operation declares.
+CREDENTIALS = ["none", "user_self", "user_other", "guardian", "named_guardian", "dev_admin"]
+CREDENTIALS += [f"key:{s}" for s in SCOPES] + ["key:-", "all_but_declared"]
+Security = list[dict[str, list[str]]]
 
 
 def operations(app: Any) -> set[tuple[str, str]]:
@@ -161,44 +167,74 @@ def test_every_worker_and_demo_route_has_an_entry(settings):
     assert _routes(demo_processor_app("email", webhook_secret())) == set(DEMO_PROCESSOR)
 
 
-def expected(rule: Rule, cred: str) -> str:
-    """``allow``, ``401`` or ``403``."""
+def declared(rule: Rule) -> Security:
+    """The entry as OpenAPI security requirements, in the order the document lists them."""
     if rule.public:
+        return []
+    scopes = [s for s in (rule.scope, rule.also) if s]
+    out: Security = [{"ApiKey": [s]} for s in dict.fromkeys([*scopes, "admin"])] if scopes else []
+    out = out or [{"ApiKey": []}]
+    roles = {"never": [], "any": [[]], "guardian_id": [["named-guardian"]]}.get(
+        rule.user, [["subject"], ["guardian"]] if rule.guardian else [["subject"]]
+    )
+    return out + [{"UserToken": r} for r in roles]
+
+
+def test_every_entry_is_what_the_document_declares(settings):
+    doc = create_app(settings).openapi()
+    wrong = {
+        f"{m} {p}": (declared(rule), doc["paths"][p][m.lower()]["security"])
+        for (m, p), rule in CONSENT_API.items()
+        if declared(rule) != doc["paths"][p][m.lower()]["security"]
+    }
+    assert not wrong, f"entry vs document: {wrong}"
+
+
+def declared_scopes(security: Security) -> set[str]:
+    return {s for r in security for s in r.get("ApiKey", [])}
+
+
+def key_scopes(cred: str, security: Security) -> set[str]:
+    if cred == "all_but_declared":
+        return set(SCOPES) - declared_scopes(security) - {"admin"}
+    return {"admin"} if cred == "dev_admin" else set(cred.removeprefix("key:").split()) - {"-"}
+
+
+ROLE_OF = {"user_self": "subject", "guardian": "guardian", "named_guardian": "named-guardian"}
+
+
+def expected(security: Security, cred: str) -> str:
+    """``allow``, ``401`` or ``403``, from the operation's declared security alone."""
+    if not security:
         return "allow"
     if cred == "none":
         return "401"
-    if cred == "dev_admin":
-        return "allow"
-    if cred.startswith("key:"):
-        scope = cred.removeprefix("key:")
-        ok = rule.scope is None or scope in ("admin", rule.scope, rule.also)
-        return "allow" if ok else "403"
-    if rule.user == "never":
-        return "403"
-    if rule.user == "any":
-        return "allow"
-    if rule.user == "guardian_id":
-        return "allow" if cred == "guardian" else "403"
-    if cred == "guardian":
-        return "allow" if rule.guardian else "403"
-    return "allow" if cred == "user_self" else "403"
+    if cred in ("dev_admin", "all_but_declared") or cred.startswith("key:"):
+        held = key_scopes(cred, security)
+        alternatives = [set(r["ApiKey"]) for r in security if "ApiKey" in r]
+        ok = any("admin" in held or need <= held for need in alternatives)
+    else:
+        roles = [r["UserToken"] for r in security if "UserToken" in r]
+        ok = [] in roles or [ROLE_OF.get(cred)] in roles
+    return "allow" if ok else "403"
 
 
-async def headers_for(db: asyncpg.Connection, cred: str) -> dict[str, str]:
+async def headers_for(db: asyncpg.Connection, cred: str, security: Security) -> dict[str, str]:
     if cred == "none":
         return {}
     if cred == "dev_admin":
         return admin()
-    if cred.startswith("key:"):
-        return await make_key(db, [cred.removeprefix("key:")])
-    return user({"user_self": SUBJECT, "user_other": OTHER, "guardian": GUARDIAN}[cred])
+    if cred.startswith("key:") or cred == "all_but_declared":
+        return await make_key(db, sorted(key_scopes(cred, security)))
+    token_of = {"user_self": SUBJECT, "user_other": OTHER}
+    return user(token_of.get(cred, GUARDIAN))
 
 
 def url(path: str, rule: Rule, cred: str) -> str:
     subject = KID if cred == "guardian" else SUBJECT
     return (
         path.replace("{subject_id}", subject)
-        .replace("{guardian_id}", GUARDIAN)
+        .replace("{guardian_id}", GUARDIAN if cred == "named_guardian" else "dad-m")
         .replace("{job_id}", str(uuid.uuid4()))
         .replace("{delivery_id}", str(uuid.uuid4()))
         .replace("{parked_id}", "1")
@@ -231,6 +267,8 @@ async def written(db: asyncpg.Connection) -> tuple[int, ...]:
 async def test_authorization_matrix(client, db, route):
     method, path = route
     rule = CONSENT_API[route]
+    doc = (await client.get("/openapi.json")).json()  # the document the server publishes
+    security = doc["paths"][path][method.lower()]["security"]
     await client.put(f"/v1/subjects/{SUBJECT}", json={"jurisdiction": "US-CA"}, headers=admin())
     minor = {"jurisdiction": "DE", "birth_date": born_years_ago(10)}
     await client.put(f"/v1/subjects/{KID}", json=minor, headers=admin())
@@ -239,13 +277,13 @@ async def test_authorization_matrix(client, db, route):
     assert r.status_code == 201, r.text
     failures = []
     for cred in CREDENTIALS:
-        want = expected(rule, cred)
+        want = expected(security, cred)
         before = await written(db)
         r = await client.request(
             method,
             url(path, rule, cred),
             json=body_for(method, path, rule, cred),
-            headers=await headers_for(db, cred),
+            headers=await headers_for(db, cred, security),
         )
         got = str(r.status_code) if r.status_code in (401, 403) else "allow"
         if got != want:

@@ -62,7 +62,11 @@ NOT_EXPRESSIBLE = {
     "POST /v1/subjects/{subject_id}/guardians": ("cannot be in the future",),
     "GET /v1/subjects/{subject_id}/history": ("malformed cursor",),
     "PUT /v1/subjects/{subject_id}": ("must be in the past",),
-    "PATCH /v1/subjects/{subject_id}/preferences": ("unknown policy version",),
+    # an Idempotency-Key the server already saw with another body (generated keys repeat)
+    "PATCH /v1/subjects/{subject_id}/preferences": (
+        "unknown policy version",
+        "used for a different request",
+    ),
     "GET /v1/checkpoints/consistency": ("from must not exceed to",),
 }
 

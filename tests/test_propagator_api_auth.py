@@ -47,3 +47,23 @@ async def test_every_route_needs_the_propagators_own_key(method: str, path: str)
 
 def test_the_route_list_is_not_empty() -> None:
     assert len(routes()) >= 7
+
+
+def test_every_operation_declares_the_key() -> None:
+    """The document tells a client what the routes enforce: the key, on every operation."""
+    doc = create_api(CommonSettings(database_url="postgresql://x@127.0.0.1:1/x")).openapi()
+    scheme = doc["components"]["securitySchemes"]["PropagatorKey"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-API-Key")
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            assert operation["security"] == [{"PropagatorKey": []}], (method, path)
+            names = [p["name"].lower() for p in operation.get("parameters", [])]
+            assert "x-api-key" not in names, (method, path)  # a scheme, not a parameter
+
+
+@pytest.mark.parametrize(("method", "path"), routes())
+async def test_the_declared_key_is_enough(propagator_api: str, method: str, path: str) -> None:
+    """With the key (and a real database) every route gets past authorization."""
+    async with httpx.AsyncClient(base_url=propagator_api) as c:
+        r = await c.request(method, path, headers={"X-API-Key": PROPAGATOR_KEY})
+    assert r.status_code not in (401, 403, 503) and r.status_code < 500, (method, path, r.text)

@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.security import APIKeyHeader
 
 from consent_common.db import KEEPALIVE_SETTINGS, plain_url
 from consent_common.settings import CommonSettings
@@ -83,7 +84,21 @@ def _parked(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-Key = Annotated[str | None, Header(alias="X-API-Key")]
+class PropagatorKey(APIKeyHeader):
+    """The credential as a security scheme: FastAPI declares it in the OpenAPI document on
+    every operation that takes ``Key``, and resolving it is the check (401, or 503 unset)."""
+
+    def __init__(self) -> None:
+        description = "The propagator's own key, `CONSENT_PROPAGATOR_API_KEY`."
+        super().__init__(name="X-API-Key", scheme_name="PropagatorKey", description=description)
+
+    async def __call__(self, request: Request) -> str:  # type: ignore[override]
+        key = request.headers.get("x-api-key")
+        _check_key(request, key)
+        return str(key)
+
+
+Key = Annotated[str | None, Security(PropagatorKey())]
 
 
 @router.get("/deliveries")

@@ -14,8 +14,6 @@ from consent.api.jwks import JwksUnavailable
 from consent.api.key_cache import KeyCache
 from consent.api.problems import Problem
 from consent.domain.authority import Reader
-from consent.service.context import utcnow
-from consent.service.decisions import age_status_of
 from consent.service.unit_of_work import UnitOfWork, unit_of_work
 from consent.settings import Settings
 
@@ -76,31 +74,6 @@ async def get_principal(request: Request, uow: UoW) -> Principal:
 
 
 Caller = Annotated[Principal, Depends(get_principal)]
-
-
-MINOR = frozenset({"child", "teen_opt_in"})
-
-
-def require_scope(principal: Principal, scope: str) -> None:
-    if not principal.has(scope):
-        raise Problem(403, f"This credential lacks the {scope!r} scope.")
-
-
-async def require_subject_access(
-    principal: Principal, scope: str, subject_id: str, uow: UnitOfWork
-) -> str | None:
-    """Check that the caller may act on ``subject_id``.
-
-    Returns the guardian id when a guardian's token acts for a linked minor.
-    """
-    require_scope(principal, scope)
-    if principal.kind != "user" or principal.id == subject_id:
-        return None
-    if await uow.guardians.is_active_guardian(subject_id, principal.id):
-        snapshot = await uow.subjects.snapshot(subject_id)
-        if age_status_of(snapshot, utcnow()) in MINOR:
-            return principal.id  # a guardian acts for a linked minor, and only a minor
-    raise Problem(403, "This token may not act for that subject.")
 
 
 def reader_of(principal: Principal, guardian: str | None) -> Reader:

@@ -12,7 +12,8 @@ from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
 from pydantic import Field, StringConstraints
 
 from consent.adapters.propagator_api import PropagatorUnavailable
-from consent.api.deps import Caller, UoW, require_scope
+from consent.api.access import Admin
+from consent.api.deps import UoW
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS
 from consent.api.schemas import BIGINT_MAX, Strict, SubjectId, Timestamp
@@ -73,13 +74,12 @@ async def run_job(request: Request, job_id: uuid.UUID) -> None:
 
 @router.post("/replays", status_code=202, response_model=ReplayJobOut, responses=PROBLEMS)
 async def start_replay(
-    body: ReplayIn, request: Request, uow: UoW, principal: Caller, after: BackgroundTasks
+    body: ReplayIn, request: Request, uow: UoW, access: Admin, after: BackgroundTasks
 ) -> dict[str, Any]:
-    require_scope(principal, "admin")
     req = replay_svc.ReplayRequest(
         since=body.since,
         until=body.until or datetime.now(UTC),
-        actor=principal.id,
+        actor=access.principal.id,
         subject_id=body.subject_id,
         purposes=body.purposes,
         processors=body.processors,
@@ -108,9 +108,8 @@ async def _start_job(request: Request, job_id: uuid.UUID) -> None:
 
 @router.get("/replays/{job_id}", response_model=ReplayJobOut, responses=PROBLEMS)
 async def replay_status(
-    job_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
+    job_id: Annotated[uuid.UUID, Path()], uow: UoW, access: Admin
 ) -> dict[str, Any]:
-    require_scope(principal, "admin")
     job = await uow.operations.job(job_id)
     if job is None:
         raise Problem(404, "No such replay job.")
@@ -120,14 +119,13 @@ async def replay_status(
 @router.get("/deliveries", response_model=DeliveryPage, responses=PROBLEMS)
 async def list_deliveries(
     request: Request,
-    principal: Caller,
+    access: Admin,
     status: Annotated[str | None, Query(pattern="^(pending|delivered|superseded|dead)$")] = None,
     processor: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
     cursor: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Answered by the propagator, which owns deliveries (forwarded to its API)."""
-    require_scope(principal, "admin")
     params = {"status": status, "processor": processor, "limit": limit}
     params["cursor"] = str(cursor) if cursor else None
     r = await forward(request, "GET", "/v1/deliveries", params)
@@ -137,17 +135,16 @@ async def list_deliveries(
 
 @router.post("/deliveries/{delivery_id}/redrive", response_model=Audited, responses=PROBLEMS)
 async def redrive(
-    request: Request, delivery_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
+    request: Request, delivery_id: Annotated[uuid.UUID, Path()], uow: UoW, access: Admin
 ) -> dict[str, Any]:
     """Redriven by the propagator (forwarded to its API); audited here, by whom it was asked."""
-    require_scope(principal, "admin")
     r = await forward(request, "POST", f"/v1/deliveries/{delivery_id}/redrive")
     if r.status_code != 200:
         raise Problem(
             409, "Only a dead delivery can be redriven (or it does not exist).", code="not_dead"
         )
     audit_id = await uow.operations.audit(
-        principal.id,
+        access.principal.id,
         "delivery.redrive",
         {"delivery_id": str(delivery_id)},
         {"redriven": 1},
@@ -174,11 +171,10 @@ async def forward(
 @router.get("/audit", response_model=AuditPage, responses=PROBLEMS)
 async def audit(
     uow: UoW,
-    principal: Caller,
+    access: Admin,
     before: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    require_scope(principal, "admin")
     rows = await uow.operations.audit_entries(before, limit)
     return {
         "items": [

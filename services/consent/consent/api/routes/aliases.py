@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 
-from consent.api.deps import Caller, UoW, require_scope, require_subject_access
+from consent.api.access import Granted, needs
+from consent.api.deps import Caller, UoW
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.api.schemas import Strict, SubjectId
@@ -53,13 +54,15 @@ def _out(result: alias_svc.LinkResult, status: int) -> Response:
     },
 )
 async def merge_alias(
-    subject_id: SubjectPath, body: AliasIn, request: Request, uow: UoW, principal: Caller
+    subject_id: SubjectPath,
+    body: AliasIn,
+    request: Request,
+    uow: UoW,
+    principal: Caller,
+    _access: Annotated[Granted, needs("preferences:write", users=None)],
 ) -> Response:
     """Merge an anonymous subject into this person (README: "Anonymous visitors who sign
     up"). A service key with ``preferences:write``: the site's backend, which saw the login."""
-    require_scope(principal, "preferences:write")
-    if principal.kind != "key":
-        raise Problem(403, "Merges are recorded by the site's backend (an API key).")
     ctx = write_context(request, principal, default_channel("key", admin=principal.has("admin")))
     result = await alias_svc.link(uow, subject_id, body.anonymous_id, ctx)
     return _out(result, 201 if result.created else 200)
@@ -74,12 +77,10 @@ async def undo_merge(
     request: Request,
     uow: UoW,
     principal: Caller,
+    _access: Annotated[Granted, needs("preferences:write", users=["subject"])],
 ) -> Response:
     """Undo a merge (a shared device, a mistaken login): a service key with
     ``preferences:write``, or the person's own token; never the anonymous id's token."""
-    require_scope(principal, "preferences:write")
-    if principal.kind == "user" and principal.id != subject_id:
-        raise Problem(403, "Only the person or a service may undo this merge.")
     channel = default_channel(principal.kind, admin=principal.has("admin"))
     ctx = write_context(request, principal, channel)
     try:
@@ -90,9 +91,10 @@ async def undo_merge(
 
 
 @router.get("/v1/subjects/{subject_id}/aliases", response_model=AliasList, responses=PROBLEMS)
-async def list_aliases(subject_id: SubjectPath, uow: UoW, principal: Caller) -> dict[str, Any]:
+async def list_aliases(
+    subject_id: SubjectPath, uow: UoW, _access: Annotated[Granted, needs("preferences:read")]
+) -> dict[str, Any]:
     """Links of a person (or of an anonymous id), ended ones included."""
-    await require_subject_access(principal, "preferences:read", subject_id, uow)
     return {
         "items": [
             {

@@ -13,7 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from pydantic import Field
 
-from consent.api.deps import Caller, UoW, require_scope
+from consent.api.access import Admin
+from consent.api.deps import UoW
 from consent.api.problems import Problem
 from consent.api.routes.admin import Name, _start_job, job_view
 from consent.api.routes.preferences import PROBLEMS
@@ -65,7 +66,7 @@ def item(d: Difference, now: datetime) -> dict[str, Any]:
 async def drift_report(
     request: Request,
     uow: UoW,
-    principal: Caller,
+    access: Admin,
     processor: Annotated[
         str | None,
         Query(
@@ -77,7 +78,6 @@ async def drift_report(
     cursor: Annotated[str | None, Query(pattern=SUBJECT_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="subjects examined")] = 500,
 ) -> dict[str, Any]:
-    require_scope(principal, "admin")
     known = _known(request, processor)
     now = datetime.now(UTC)
     page = await drift_svc.report_page(
@@ -93,14 +93,15 @@ async def drift_report(
 
 @router.post("/repair", status_code=202, response_model=ReplayJobOut, responses=PROBLEMS)
 async def start_repair(
-    body: RepairIn, request: Request, uow: UoW, principal: Caller, after: BackgroundTasks
+    body: RepairIn, request: Request, uow: UoW, access: Admin, after: BackgroundTasks
 ) -> dict[str, Any]:
     """Current decisions to every drifted processor (or only ``processor``; only
     ``subject_id``): a job, audited; its progress at ``GET /v1/admin/replays/{job_id}``."""
-    require_scope(principal, "admin")
     known = known_processors(request.app.state.settings.processors_file)
     try:
-        job = await create_repair_job(uow, principal.id, known, body.processor, body.subject_id)
+        job = await create_repair_job(
+            uow, access.principal.id, known, body.processor, body.subject_id
+        )
     except replay_svc.ReplayError as exc:
         raise Problem(
             422,

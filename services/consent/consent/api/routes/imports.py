@@ -13,7 +13,8 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Path, Query, Request
 
-from consent.api.deps import Caller, UoW, require_scope
+from consent.api.access import Admin
+from consent.api.deps import UoW
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS
 from consent.api.views import ImportJobOut
@@ -69,14 +70,13 @@ def _format(request: Request, fmt: str | None) -> str:
 )
 async def start_import(
     request: Request,
-    principal: Caller,
+    access: Admin,
     format: Annotated[str | None, Query(pattern="^(csv|jsonl)$")] = None,
     mapping: Annotated[str | None, Query(pattern="^(onetrust|didomi|unsubscribe)$")] = None,
     map: Annotated[list[MapEntry] | None, Query()] = None,
 ) -> dict[str, Any]:
     """Rows as in API.md's "Import rows"; ``mapping`` reads another tool's export, with
     ``map=their_purpose_id=our_purpose`` (repeat it) naming their purposes."""
-    require_scope(principal, "admin")
     fmt = _format(request, format)
     data = await request.body()
     if not data.strip():
@@ -85,7 +85,7 @@ async def start_import(
     sessions = request.app.state.sessions
     try:
         job_id, _ = await import_svc.start(
-            sessions, data, fmt, actor=principal.id or "admin", mapping=mapping,
+            sessions, data, fmt, actor=access.principal.id or "admin", mapping=mapping,
             purpose_map=purpose_map,
         )  # fmt: skip
     except import_svc.ImportRefused as exc:
@@ -108,10 +108,9 @@ async def _run(sessions: Any, job_id: uuid.UUID) -> None:
 
 @router.get("/{job_id}", response_model=ImportJobOut, responses=PROBLEMS)
 async def import_status(
-    job_id: Annotated[uuid.UUID, Path()], uow: UoW, principal: Caller
+    job_id: Annotated[uuid.UUID, Path()], uow: UoW, access: Admin
 ) -> dict[str, Any]:
     """Counts so far and the rejected rows (line, column, reason; the first 1,000)."""
-    require_scope(principal, "admin")
     job = await uow.imports.get(job_id)
     if job is None:
         raise Problem(404, "No such import job.")

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field, StringConstraints, field_validator
 
 from consent.adapters.tables import ErasureRequest
-from consent.api.deps import Caller, UoW, require_scope, require_subject_access
+from consent.api.access import Admin, Granted, needs
+from consent.api.deps import Caller, UoW
 from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
@@ -90,13 +91,15 @@ class ErasureAccepted(Strict):
     responses=PROBLEMS,
 )
 async def link_guardian(
-    subject_id: SubjectPath, body: GuardianIn, request: Request, uow: UoW, principal: Caller
+    subject_id: SubjectPath,
+    body: GuardianIn,
+    request: Request,
+    uow: UoW,
+    principal: Caller,
+    _access: Annotated[Granted, needs("minors:write", users=None)],
 ) -> GuardianOut:
     """Verification happens in a trusted service, so linking takes an API key with
     ``minors:write``: a link makes someone able to act for a child."""
-    require_scope(principal, "minors:write")
-    if principal.kind != "key":
-        raise Problem(403, "Guardian links are recorded by a verification service (API key).")
     ctx = write_context(request, principal, default_channel("key", admin=principal.has("admin")))
     v = body.verification
     link = await guardian_svc.link(
@@ -129,12 +132,9 @@ async def revoke_guardian(
     request: Request,
     uow: UoW,
     principal: Caller,
+    _access: Annotated[Granted, needs("minors:write", users=["named-guardian"])],
 ) -> Response:
     """A guardian may revoke their own link; services need ``minors:write``."""
-    if not (principal.kind == "user" and principal.id == guardian_id):
-        require_scope(principal, "minors:write")
-        if principal.kind == "user":
-            raise Problem(403, "Only the guardian or a service may revoke this link.")
     ctx = write_context(
         request,
         principal,
@@ -150,9 +150,11 @@ async def revoke_guardian(
 
 @router.get("/v1/subjects/{subject_id}/guardians", response_model=GuardianList, responses=PROBLEMS)
 async def list_guardians(
-    subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
+    subject_id: SubjectPath,
+    uow: UoW,
+    _access: Annotated[Granted, needs("preferences:read")],
+    _gpc: GpcSignal,
 ) -> dict[str, Any]:
-    await require_subject_access(principal, "preferences:read", subject_id, uow)
     links = await uow.guardians.all_for(subject_id)
     return {
         "items": [
@@ -176,13 +178,12 @@ async def list_guardians(
     tags=["admin"],
 )
 async def collected_without_consent(
-    subject_id: SubjectPath, body: DiscoveryIn, request: Request, uow: UoW, principal: Caller
+    subject_id: SubjectPath, body: DiscoveryIn, request: Request, uow: UoW, access: Admin
 ) -> ErasureAccepted:
     """A child's data turned out to be collected without guardian consent: erase it."""
-    require_scope(principal, "admin")
     if await uow.subjects.get(subject_id) is None:
         raise Problem(404, "No such subject.")
-    ctx = write_context(request, principal, "operator", note=body.note)
+    ctx = write_context(request, access.principal, "operator", note=body.note)
     req, _new = await erasure_svc.request_erasure(
         uow, subject_id, ctx, reason="collected_without_guardian_consent"
     )

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from consent.api.deps import Caller, UoW, require_scope
+from consent.api.access import Admin
+from consent.api.deps import UoW
 from consent.api.problems import Problem
 from consent.api.routes.admin import forward
 from consent.api.routes.preferences import PROBLEMS
@@ -21,11 +22,10 @@ ParkedId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 @router.get("", response_model=ParkedPage, responses=PROBLEMS)
 async def list_parked(
     request: Request,
-    principal: Caller,
+    access: Admin,
     cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    require_scope(principal, "admin")
     r = await forward(request, "GET", "/v1/parked", {"cursor": cursor, "limit": limit})
     body: dict[str, Any] = r.json()
     return {"items": body["items"], "next_cursor": body["next_cursor"]}
@@ -33,31 +33,27 @@ async def list_parked(
 
 @router.post("/{parked_id}/retry", status_code=202, response_model=Audited, responses=PROBLEMS)
 async def retry_parked(
-    request: Request, parked_id: ParkedId, uow: UoW, principal: Caller
+    request: Request, parked_id: ParkedId, uow: UoW, access: Admin
 ) -> dict[str, Any]:
     """Intake takes it again within about a second: a record now usable is delivered and
     leaves the list; one still unusable stays, with its new reason and one more attempt."""
-    require_scope(principal, "admin")
     r = await forward(request, "POST", f"/v1/parked/{parked_id}/retry")
     if r.status_code == 404:
         raise Problem(404, "No such parked record.")
     audit_id = await uow.operations.audit(
-        principal.id, "parked.retry", {"parked_id": parked_id}, {}, reference=str(parked_id)
+        access.principal.id, "parked.retry", {"parked_id": parked_id}, {}, reference=str(parked_id)
     )
     return {"id": parked_id, "status": "retry_requested", "audit_id": audit_id}
 
 
 @router.delete("/{parked_id}", status_code=204, responses=PROBLEMS)
-async def drop_parked(
-    request: Request, parked_id: ParkedId, uow: UoW, principal: Caller
-) -> Response:
-    require_scope(principal, "admin")
+async def drop_parked(request: Request, parked_id: ParkedId, uow: UoW, access: Admin) -> Response:
     r = await forward(request, "DELETE", f"/v1/parked/{parked_id}")
     if r.status_code == 404:
         raise Problem(404, "No such parked record.")
     dropped = r.json()
     await uow.operations.audit(
-        principal.id,
+        access.principal.id,
         "parked.drop",
         {"parked_id": parked_id, **dropped},
         {"dropped": 1},

@@ -9,8 +9,9 @@ import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from consent.adapters.tables import IdempotencyRecord
+from consent.api.access import Granted, needs
 from consent.api.auth import Principal
-from consent.api.deps import Caller, UoW, require_subject_access
+from consent.api.deps import Caller, UoW
 from consent.api.freshness import Consistency, MinSequence, read_decisions
 from consent.api.gpc import GpcSignal, SecGpc, is_gpc, own_gpc
 from consent.api.problems import Problem
@@ -79,11 +80,11 @@ async def put_subject(
     request: Request,
     uow: UoW,
     principal: Caller,
+    access: Annotated[Granted, needs("preferences:write", "minors:write")],  # either writes
     _gpc: GpcSignal,
 ) -> Response:
     minors = principal.kind == "key" and principal.has("minors:write")
-    scope = "minors:write" if minors else "preferences:write"  # either scope writes profiles
-    guardian = await require_subject_access(principal, scope, subject_id, uow)
+    guardian = access.guardian
     choice = choose_channel(principal.kind, None, acting_guardian=guardian is not None)
     ctx = write_context(request, principal, choice.channel, guardian=guardian)
     view = await svc.put_subject(
@@ -103,11 +104,11 @@ async def get_preferences(
     subject_id: SubjectPath,
     uow: UoW,
     principal: Caller,
+    _access: Annotated[Granted, needs("preferences:read")],
     _gpc: GpcSignal,
 ) -> Response:
     """A subject's own ``Sec-GPC: 1`` is recorded first, in its own unit of work (api/gpc.py),
     so this read sees it; the middleware adds ``Sec-GPC-Honored``."""
-    await require_subject_access(principal, "preferences:read", subject_id, uow)
     view = await svc.get_preferences(uow, subject_id, utcnow())
     return _respond(view, False)
 
@@ -130,11 +131,12 @@ async def patch_preferences(
     request: Request,
     uow: UoW,
     principal: Caller,
+    access: Annotated[Granted, needs("preferences:write")],
     if_match: Annotated[str | None, Header()] = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     sec_gpc: SecGpc = None,
 ) -> Response:
-    guardian = await require_subject_access(principal, "preferences:write", subject_id, uow)
+    guardian = access.guardian
     idem = uow.idempotency
     request_hash = _request_hash(subject_id, body, sec_gpc) if idempotency_key else ""
     owner = f"{principal.kind}:{principal.id}"  # a subject id never collides with a key id
@@ -231,12 +233,12 @@ async def get_decision(
     request: Request,
     uow: UoW,
     principal: Caller,
+    _access: Annotated[Granted, needs("decisions:read")],
     _gpc: GpcSignal,
     purpose: Annotated[PurposeKey, Query()],
     min_sequence: MinSequence = None,
     consistency: Consistency = None,
 ) -> Response:
-    await require_subject_access(principal, "decisions:read", subject_id, uow)
     answers = await read_decisions(
         request,
         [(subject_id, purpose)],

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 
-from consent.api.deps import Caller, UoW, reader_of, require_scope, require_subject_access
+from consent.api.access import Admin, Granted, needs
+from consent.api.deps import Caller, UoW, reader_of
 from consent.api.freshness import Consistency, read_decisions
 from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
@@ -40,11 +41,12 @@ async def history(
     subject_id: SubjectPath,
     uow: UoW,
     principal: Caller,
+    access: Annotated[Granted, needs("preferences:read")],
     _gpc: GpcSignal,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    guardian = await require_subject_access(principal, "preferences:read", subject_id, uow)
+    guardian = access.guardian
     reader = reader_of(principal, guardian)
     try:
         return await history_svc.history_page(uow, subject_id, cursor, limit, reader)
@@ -59,8 +61,14 @@ async def history(
 @router.get(
     "/v1/subjects/{subject_id}/export", response_model=Export, responses=PROBLEMS, tags=["records"]
 )
-async def export(subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal) -> Response:
-    guardian = await require_subject_access(principal, "preferences:read", subject_id, uow)
+async def export(
+    subject_id: SubjectPath,
+    uow: UoW,
+    principal: Caller,
+    access: Annotated[Granted, needs("preferences:read")],
+    _gpc: GpcSignal,
+) -> Response:
+    guardian = access.guardian
     reader = reader_of(principal, guardian)
     body = orjson.dumps(
         await history_svc.export(uow, subject_id, utcnow(), reader), option=orjson.OPT_INDENT_2
@@ -74,13 +82,14 @@ async def export(subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: Gpc
 
 @router.post("/v1/decisions:batch", response_model=BatchOut, responses=PROBLEMS, tags=["decisions"])
 async def batch_decisions(
-    body: BatchIn, request: Request, uow: UoW, principal: Caller, consistency: Consistency = None
+    body: BatchIn,
+    request: Request,
+    uow: UoW,
+    access: Annotated[Granted, needs("decisions:read")],
+    consistency: Consistency = None,
 ) -> Response:
-    require_scope(principal, "decisions:read")
-    ids = sorted({q.subject_id for q in body.items})
-    if principal.kind == "user":
-        for sid in ids:
-            await require_subject_access(principal, "decisions:read", sid, uow)
+    for sid in sorted({q.subject_id for q in body.items}):
+        await access.for_subject(sid, uow)  # a user token: each subject its own (or a minor's)
     pairs = [(q.subject_id, q.purpose) for q in body.items]
     wanted: dict[str, int] = {}
     for q in body.items:
@@ -107,7 +116,7 @@ def _policy_out(p: Any) -> PolicyOut:
 
 
 @router.get("/v1/policies", response_model=PolicyList, responses=PROBLEMS, tags=["policies"])
-async def list_policies(uow: UoW, principal: Caller) -> PolicyList:
+async def list_policies(uow: UoW, _access: Annotated[Granted, needs(users=())]) -> PolicyList:
     return PolicyList(items=[_policy_out(p) for p in await uow.policies.all()])
 
 
@@ -115,9 +124,8 @@ async def list_policies(uow: UoW, principal: Caller) -> PolicyList:
     "/v1/policies", response_model=PolicyOut, status_code=201, responses=PROBLEMS, tags=["policies"]
 )
 async def publish_policy(
-    body: PolicyIn, uow: UoW, principal: Caller, request: Request, after: BackgroundTasks
+    body: PolicyIn, uow: UoW, _access: Admin, request: Request, after: BackgroundTasks
 ) -> PolicyOut:
-    require_scope(principal, "admin")
     now = utcnow()
     row = await policy_svc.publish(
         uow,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 
-from consent.api.deps import Caller, UoW, require_subject_access
+from consent.api.access import Granted, needs
+from consent.api.deps import Caller, UoW
 from consent.api.gpc import GpcSignal
 from consent.api.problems import Problem
 from consent.api.routes.minors import ErasureAccepted
@@ -27,11 +28,16 @@ router = APIRouter(tags=["rights"])
     responses=PROBLEMS,
 )
 async def request_erasure(
-    subject_id: SubjectPath, request: Request, uow: UoW, principal: Caller, _gpc: GpcSignal
+    subject_id: SubjectPath,
+    request: Request,
+    uow: UoW,
+    principal: Caller,
+    access: Annotated[Granted, needs("rights:erase")],
+    _gpc: GpcSignal,
 ) -> ErasureAccepted:
     """Irreversible and pushed to every processor: ``rights:erase`` (a user token may erase
     its own subject, and a guardian a linked minor)."""
-    guardian = await require_subject_access(principal, "rights:erase", subject_id, uow)
+    guardian = access.guardian
     ctx = write_context(request, principal, default_channel(principal.kind), guardian=guardian)
     req, _new = await erasure_svc.request_erasure(uow, subject_id, ctx)
     out = ErasureAccepted.of(req)
@@ -50,9 +56,12 @@ def _status(receipts: list[dict[str, Any]]) -> str:
 
 @router.get("/v1/subjects/{subject_id}/erasure", response_model=ErasureStatus, responses=PROBLEMS)
 async def erasure_status(
-    subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
+    subject_id: SubjectPath,
+    uow: UoW,
+    principal: Caller,
+    _access: Annotated[Granted, needs("preferences:read")],
+    _gpc: GpcSignal,
 ) -> dict[str, Any]:
-    await require_subject_access(principal, "preferences:read", subject_id, uow)
     req = await uow.erasures.latest(subject_id)
     if req is None:
         raise Problem(404, "No erasure was requested for this subject.")
@@ -80,9 +89,12 @@ async def erasure_status(
 
 @router.get("/v1/subjects/{subject_id}/propagation", response_model=Propagation, responses=PROBLEMS)
 async def propagation(
-    subject_id: SubjectPath, uow: UoW, principal: Caller, _gpc: GpcSignal
+    subject_id: SubjectPath,
+    uow: UoW,
+    principal: Caller,
+    _access: Annotated[Granted, needs("preferences:read")],
+    _gpc: GpcSignal,
 ) -> dict[str, Any]:
-    await require_subject_access(principal, "preferences:read", subject_id, uow)
     rows = await uow.receipts.per_processor(subject_id)
     return {
         "subject_id": subject_id,

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from consent.api.deps import Caller, UoW, require_subject_access
+from consent.api.access import Granted, needs
+from consent.api.deps import Caller, UoW
 from consent.api.problems import Problem
 from consent.api.routes.preferences import PROBLEMS, SubjectPath
 from consent.service.context import utcnow
@@ -92,9 +93,13 @@ def _retry_after(request: Request) -> str:
     tags=["transparency"],
 )
 async def proof(
-    subject_id: SubjectPath, sequence: Sequence, request: Request, uow: UoW, principal: Caller
+    subject_id: SubjectPath,
+    sequence: Sequence,
+    request: Request,
+    uow: UoW,
+    principal: Caller,
+    _access: Annotated[Granted, needs("preferences:read")],
 ) -> dict[str, Any]:
-    await require_subject_access(principal, "preferences:read", subject_id, uow)
     try:
         return await uow.transparency.inclusion(subject_id, sequence)
     except proofs.NoSuchEntry as exc:
@@ -188,8 +193,8 @@ async def receipt(
     request: Request,
     uow: UoW,
     principal: Caller,
+    _access: Annotated[Granted, needs("preferences:read")],
 ) -> Response:
-    await require_subject_access(principal, "preferences:read", subject_id, uow)
     try:
         row = await uow.transparency.entry(subject_id, sequence)
     except proofs.NoSuchEntry as exc:

@@ -17,16 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consent.adapters.aliases import AliasRepository
 from consent.adapters.drift import DriftRepository
 from consent.adapters.due import DueRepository
+from consent.adapters.erasures import ErasureRepository
+from consent.adapters.guardians import GuardianRepository
 from consent.adapters.idempotency import IdempotencyRepository
 from consent.adapters.imports import ImportRepository
 from consent.adapters.operations import OperationsRepository
+from consent.adapters.policies import PolicyRepository
 from consent.adapters.receipts import ReceiptRepository
 from consent.adapters.repositories import (
-    ErasureRepository,
-    GuardianRepository,
     LedgerRepository,
     OutboxRepository,
-    PolicyRepository,
     StateRepository,
     SubjectRepository,
 )

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.adapters.aliases import AliasRepository
+from consent.adapters.api_keys import ApiKeyRepository
 from consent.adapters.drift import DriftRepository
 from consent.adapters.due import DueRepository
 from consent.adapters.erasures import ErasureRepository
@@ -56,6 +57,7 @@ class UnitOfWork:
         self.retention = RetentionRepository(session)
         self.drift = DriftRepository(session)
         self.imports = ImportRepository(session)
+        self.api_keys = ApiKeyRepository(session)
         self.transparency = TransparencyRepository(session)
         self.events: list[DomainEvent] = []
         # subject → the highest sequence this unit of work committed (the Consent-Token)

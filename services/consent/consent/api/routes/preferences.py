@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from consent.adapters.tables import IdempotencyRecord
+from consent.adapters.idempotency import StoredResponse
 from consent.api.auth import Principal
 from consent.api.deps import Caller, UoW, require_subject_access
 from consent.api.freshness import Consistency, MinSequence, read_decisions
@@ -159,7 +159,7 @@ async def patch_preferences(
     )
     if idempotency_key:
         await idem.save(
-            IdempotencyRecord(
+            StoredResponse(
                 principal=owner,
                 key=idempotency_key,
                 request_hash=request_hash,

@@ -63,6 +63,16 @@ async def driver(session: AsyncSession) -> asyncpg.Connection:
     return raw
 
 
+async def ping(engine: AsyncEngine, timeout_s: float = 2.0) -> bool:
+    """Whether the database answers within ``timeout_s`` (readiness; never raises)."""
+    try:
+        async with engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(_BEGIN), timeout_s)
+        return True
+    except Exception:  # readiness reports failure, it never raises
+        return False
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 

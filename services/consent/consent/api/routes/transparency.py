@@ -96,7 +96,7 @@ async def proof(
 ) -> dict[str, Any]:
     await require_subject_access(principal, "preferences:read", subject_id, uow)
     try:
-        return await uow.transparency.inclusion(subject_id, sequence)
+        return await proofs.inclusion(uow.transparency, subject_id, sequence)
     except proofs.NoSuchEntry as exc:
         raise Problem(404, str(exc)) from exc
     except proofs.NotYetCheckpointed as exc:
@@ -139,7 +139,7 @@ async def checkpoint_consistency(
             errors=[{"loc": ["query", "from"], "msg": "from > to", "type": "value_error"}],
         )
     try:
-        return await uow.transparency.consistency(from_, to)
+        return await proofs.consistency(uow.transparency, from_, to)
     except proofs.NoSuchCheckpoint as exc:
         raise Problem(404, str(exc)) from exc
 
@@ -191,7 +191,7 @@ async def receipt(
 ) -> Response:
     await require_subject_access(principal, "preferences:read", subject_id, uow)
     try:
-        row = await uow.transparency.entry(subject_id, sequence)
+        row = await proofs.entry_row(uow.transparency, subject_id, sequence)
     except proofs.NoSuchEntry as exc:
         raise Problem(404, str(exc)) from exc
     evidence = await uow.transparency.evidence(subject_id, sequence)

@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from consent.adapters.db import driver
+from consent.adapters.outbox_relay import BACKLOG_SQL
 from consent.adapters.subject_store import TellState, append_change, load_snapshots
 from consent.adapters.tables import ConsentState, LedgerEntry, LedgerEvidence, Subject
 from consent.domain.events import DomainEvent
 from consent.domain.model import PurposeRecord, SubjectSnapshot
-from consent.relay.metrics import BACKLOG_SQL
 from consent_common import tracing
 
 

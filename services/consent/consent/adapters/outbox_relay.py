@@ -31,6 +31,21 @@ ORDER BY position LIMIT $1
 """
 MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])"
 PARK = "UPDATE outbox SET parked_at = now(), last_error = $2 WHERE id = $1"
+# consentctl outbox status: the relay is found by its connection's application_name
+STATUS_SQL = """
+SELECT
+  count(*) FILTER (WHERE published_at IS NULL) AS backlog,
+  coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE published_at IS NULL)), 0)
+      AS oldest_s,
+  count(*) FILTER (WHERE published_at > now() - interval '1 minute') AS last_minute,
+  count(*) FILTER (WHERE published_at > now() - interval '1 hour') AS last_hour,
+  max(published_at) AS last_published
+FROM outbox
+"""
+LEADER_SQL = """
+SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'consent-relay:%'
+"""
 
 
 class RelayOutbox:
@@ -74,3 +89,11 @@ class RelayOutbox:
 
     async def close(self) -> None:
         await asyncio.wait_for(self.conn.close(), 2)
+
+
+async def outbox_status(conn: asyncpg.Connection) -> dict[str, Any]:
+    """Backlog, age, publish rate and the active relay (``consentctl outbox status``), on
+    an operator's connection."""
+    row = await conn.fetchrow(STATUS_SQL)
+    assert row is not None
+    return {**dict(row), "leader": await conn.fetchval(LEADER_SQL)}

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from consent.adapters.audit import AuditRecord
 from consent.adapters.ledger_audit import LedgerAudit
-from consent.domain.ledger import project
+from consent.domain.entries import project
 from consent.settings import Settings, get_settings
 from consent_common.db import plain_url
 from consent_common.kafka import client_kwargs

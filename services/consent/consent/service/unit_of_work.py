@@ -23,6 +23,7 @@ from consent.adapters.guardians import GuardianRepository
 from consent.adapters.idempotency import IdempotencyRepository
 from consent.adapters.imports import ImportRepository
 from consent.adapters.operations import OperationsRepository
+from consent.adapters.parked import ParkedRepository
 from consent.adapters.policies import PolicyRepository
 from consent.adapters.receipts import ReceiptRepository
 from consent.adapters.repositories import (
@@ -52,6 +53,7 @@ class UnitOfWork:
         self.due = DueRepository(session)
         self.aliases = AliasRepository(session)
         self.operations = OperationsRepository(session)
+        self.parked = ParkedRepository(session)
         self.idempotency = IdempotencyRepository(session)
         self.receipts = ReceiptRepository(session)
         self.retention = RetentionRepository(session)

@@ -15,23 +15,21 @@ _publish_batch = OutboxRelay.publish_batch
 
 
 class _DiesBeforeMarking:
-    """The relay's connection, except that the statement marking rows published ends the
-    process instead."""
+    """The relay's outbox (adapters/outbox_relay.py), except that marking rows published
+    ends the process instead."""
 
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
+    def __init__(self, outbox: Any) -> None:
+        self._outbox = outbox
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
+        return getattr(self._outbox, name)
 
-    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        if query.lstrip().startswith("UPDATE outbox SET published_at"):
-            os._exit(CRASHED)
-        return await self._conn.execute(query, *args, **kwargs)
+    async def mark_published(self, ids: Any) -> None:
+        os._exit(CRASHED)
 
 
-async def _crashing_publish_batch(self: OutboxRelay, conn: Any, producer: Any) -> int:
-    return await _publish_batch(self, _DiesBeforeMarking(conn), producer)
+async def _crashing_publish_batch(self: OutboxRelay, outbox: Any, producer: Any) -> int:
+    return await _publish_batch(self, _DiesBeforeMarking(outbox), producer)
 
 
 if __name__ == "__main__":

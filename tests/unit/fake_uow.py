@@ -12,7 +12,7 @@ from typing import Any
 
 from consent.adapters.subject_store import TellState
 from consent.domain.events import DomainEvent
-from consent.domain.model import PurposeRecord, SubjectSnapshot
+from consent.domain.model import Policy, PurposeRecord, SubjectSnapshot
 
 
 @dataclass
@@ -71,15 +71,15 @@ class FakeLedger:
 
 class FakePolicies:
     def __init__(self) -> None:
-        self.rows: dict[str, Any] = {}
+        self.rows: dict[str, Policy] = {}
 
-    async def all(self) -> list[Any]:
+    async def all(self) -> list[Policy]:
         return sorted(self.rows.values(), key=lambda p: p.effective_at)
 
-    async def get(self, version: str) -> Any:
+    async def get(self, version: str) -> Policy | None:
         return self.rows.get(version)
 
-    async def add(self, policy: Any) -> None:
+    async def add_policy(self, policy: Policy) -> None:
         self.rows[policy.version] = policy
 
 

@@ -10,21 +10,18 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
+from consent.adapters.api_keys import ApiKeyView
 from consent.adapters.db import make_engine, make_sessionmaker
-from consent.adapters.tables import ApiKey
 from consent.api.auth import SCOPES, hash_key, new_key
-from consent.service.unit_of_work import unit_of_work
+from consent.service.unit_of_work import UnitOfWork, unit_of_work
 from consent.settings import Settings
 from consentctl.runtime import resolve_database
 
 T = TypeVar("T")
 
 
-def _run(settings: Settings, coro_fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
+def _run(settings: Settings, coro_fn: Callable[[UnitOfWork], Awaitable[T]]) -> T:
     settings, _server = resolve_database(settings)
     assert settings.database_url
 
@@ -32,7 +29,7 @@ def _run(settings: Settings, coro_fn: Callable[[AsyncSession], Awaitable[T]]) ->
         engine = make_engine(settings.database_url or "", 2)
         try:
             async with unit_of_work(make_sessionmaker(engine)) as uow:
-                return await coro_fn(uow.session)
+                return await coro_fn(uow)
         finally:
             await engine.dispose()
 
@@ -46,10 +43,8 @@ def create(settings: Settings, scopes: list[str], name: str | None) -> None:
         raise typer.Exit(2)
     key_id, raw = new_key()
 
-    async def add(session: AsyncSession) -> None:
-        session.add(
-            ApiKey(id=key_id, key_hash=hash_key(raw), name=name, scopes=sorted(set(scopes)))
-        )
+    async def add(uow: UnitOfWork) -> None:
+        await uow.api_keys.add_key(key_id, hash_key(raw), name, sorted(set(scopes)))
 
     _run(settings, add)
     typer.echo(
@@ -60,10 +55,8 @@ def create(settings: Settings, scopes: list[str], name: str | None) -> None:
 
 
 def list_keys(settings: Settings) -> None:
-    async def fetch(session: AsyncSession) -> list[ApiKey]:
-        return list(
-            (await session.execute(select(ApiKey).order_by(col(ApiKey.created_at)))).scalars()
-        )
+    async def fetch(uow: UnitOfWork) -> list[ApiKeyView]:
+        return await uow.api_keys.all()
 
     rows = _run(settings, fetch)
     table = Table("id", "name", "scopes", "created", "revoked")
@@ -71,7 +64,7 @@ def list_keys(settings: Settings) -> None:
         table.add_row(
             r.id,
             r.name or "",
-            " ".join(r.scopes),
+            " ".join(sorted(r.scopes)),
             r.created_at.isoformat(),
             r.revoked_at.isoformat() if r.revoked_at else "",
         )
@@ -79,13 +72,8 @@ def list_keys(settings: Settings) -> None:
 
 
 def revoke(settings: Settings, key_id: str) -> None:
-    async def rev(session: AsyncSession) -> int:
-        res = await session.execute(
-            update(ApiKey)
-            .where(col(ApiKey.id) == key_id, col(ApiKey.revoked_at).is_(None))
-            .values(revoked_at=datetime.now(UTC))
-        )
-        return int(res.rowcount)  # type: ignore[attr-defined]
+    async def rev(uow: UnitOfWork) -> bool:
+        return await uow.api_keys.revoke(key_id, datetime.now(UTC))
 
     if not _run(settings, rev):
         typer.echo(f"error: no active key with id {key_id}", err=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Annotated, Any
 
 import asyncpg
@@ -13,8 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.table import Table
 
-from consent.adapters.audit import AuditRecord, write_audit
-from consent.adapters.subject_store import UPSERT_STATE, state_rows
+from consent.adapters.audit import AuditRecord
+from consent.adapters.ledger_audit import LedgerAudit
 from consent.domain.entries import project
 from consent.settings import Settings, get_settings
 from consent_common.db import plain_url
@@ -102,29 +101,14 @@ def topic_rewind(
     out.print(table)
 
 
-STATE_SQL = "SELECT subject_id, purpose, status, sequence FROM consent_state"
-ENTRIES_SQL = """
-SELECT subject_id, sequence, type, changes::text AS changes, detail::text AS detail,
-       policy_version, channel, actor_type, actor_id, occurred_at
-FROM consent_ledger ORDER BY subject_id, sequence
-"""
-
-
 async def rebuild(database_url: str, apply: bool) -> list[dict[str, Any]]:
     """Compare the projection with a replay of the ledger; fix it when ``apply``."""
     conn = await asyncpg.connect(plain_url(database_url))
+    audit = LedgerAudit(conn)
     try:
         async with conn.transaction():
-            current = {
-                (r["subject_id"], r["purpose"]): (r["status"], r["sequence"])
-                for r in await conn.fetch(STATE_SQL + " FOR UPDATE")
-            }
-            by_subject: dict[str, list[dict[str, Any]]] = {}
-            for r in await conn.fetch(ENTRIES_SQL):
-                d = dict(r)
-                d["changes"] = json.loads(d["changes"] or "[]")
-                d["detail"] = json.loads(d["detail"] or "{}")
-                by_subject.setdefault(d["subject_id"], []).append(d)
+            current = await audit.projection_locked()
+            by_subject = await audit.all_entries()
             expected = {
                 (sid, p): rec
                 for sid, entries in by_subject.items()
@@ -145,15 +129,11 @@ async def rebuild(database_url: str, apply: bool) -> list[dict[str, Any]]:
                         }
                     )
                     if apply and want is None:
-                        await conn.execute(
-                            "DELETE FROM consent_state WHERE subject_id = $1 AND purpose = $2", *key
-                        )
+                        await audit.drop_state(*key)
                     elif apply and want is not None:
-                        await conn.execute(UPSERT_STATE, key[0], state_rows([want]))
+                        await audit.put_state(key[0], want)
             if apply and diffs:
-                await write_audit(
-                    conn, [AuditRecord("cli", "state.rebuild", {}, {"fixed": len(diffs)})]
-                )
+                await audit.audit(AuditRecord("cli", "state.rebuild", {}, {"fixed": len(diffs)}))
         return diffs
     finally:
         await conn.close()

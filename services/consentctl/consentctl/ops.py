@@ -279,6 +279,6 @@ async def _with_ops(url: str, fn: Any) -> Any:
     engine = make_engine(url, 2)
     try:
         async with unit_of_work(make_sessionmaker(engine)) as uow:
-            return await fn(OperationsRepository(uow.session))
+            return await fn(uow.operations)
     finally:
         await engine.dispose()

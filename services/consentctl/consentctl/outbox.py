@@ -9,33 +9,16 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
+from consent.adapters.outbox_relay import outbox_status
 from consent_common.db import plain_url
-
-STATUS_SQL = """
-SELECT
-  count(*) FILTER (WHERE published_at IS NULL) AS backlog,
-  coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE published_at IS NULL)), 0)
-      AS oldest_s,
-  count(*) FILTER (WHERE published_at > now() - interval '1 minute') AS last_minute,
-  count(*) FILTER (WHERE published_at > now() - interval '1 hour') AS last_hour,
-  max(published_at) AS last_published
-FROM outbox
-"""
-LEADER_SQL = """
-SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'consent-relay:%'
-"""
 
 
 async def status(database_url: str) -> dict[str, Any]:
     conn = await asyncpg.connect(plain_url(database_url))
     try:
-        row = await conn.fetchrow(STATUS_SQL)
-        leader = await conn.fetchval(LEADER_SQL)
+        return await outbox_status(conn)
     finally:
         await conn.close()
-    assert row is not None
-    return {**dict(row), "leader": leader}
 
 
 def print_status(database_url: str) -> dict[str, Any]:

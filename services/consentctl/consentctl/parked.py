@@ -43,8 +43,7 @@ def _run(
         conn = await asyncpg.connect(plain_url(url), server_settings=PROPAGATOR_SESSION)
         try:
             async with unit_of_work(make_sessionmaker(engine)) as uow:
-                session = uow.session
-                return await fn(ParkedRepository(session), OperationsRepository(session), conn)
+                return await fn(uow.parked, uow.operations, conn)
         finally:
             await conn.close()
             await engine.dispose()

@@ -5,6 +5,7 @@ one timeline ``consentctl audit`` shows."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -28,7 +29,7 @@ processors_app = typer.Typer(
 async def _states(url: str) -> list[dict[str, Any]]:
     conn = await asyncpg.connect(plain_url(url), server_settings=PROPAGATOR_SESSION)
     try:
-        now = await conn.fetchval("SELECT now()")
+        now = datetime.now(UTC)
         return [health.describe(r, now) for r in await health.states(conn)]
     finally:
         await conn.close()

@@ -24,23 +24,13 @@ import asyncpg
 import orjson
 
 from consent.adapters.kafka import ensure_topics, make_producer
-from consent.adapters.subject_store import SNAPSHOT_SQL, _snapshot
+from consent.adapters.state_republish import SubjectStates
 from consent.domain.model import Policy
 from consent.service.decisions import decisions_for
 from consent.settings import Settings
 from consent_common.db import plain_url
 from consent_common.timefmt import rfc3339
 
-COUNT_SQL = "SELECT count(*) FROM subjects WHERE sequence > 0"
-PAGE_SQL = """
-SELECT subject_id, sequence, jurisdiction, erased_at, decisions::text AS decisions, updated_at
-FROM subjects WHERE sequence > 0 AND subject_id > $1 ORDER BY subject_id LIMIT $2
-"""
-ROWS_SQL = """
-SELECT subject_id, sequence, jurisdiction, erased_at, decisions::text AS decisions, updated_at
-FROM subjects WHERE subject_id = ANY($1::text[])
-"""
-POLICIES_SQL = "SELECT version, effective_at, material, affected_purposes FROM policy_versions"
 MAX_ROUNDS = 10
 
 
@@ -57,15 +47,14 @@ def _value(row: Any, decisions: dict[str, bool]) -> bytes:
 
 
 async def _records(
-    conn: asyncpg.Connection, rows: list[Any], policies: list[Policy]
+    states: SubjectStates, rows: list[Any], policies: list[Policy]
 ) -> list[tuple[str, int, bytes | None]]:
     """(subject, sequence, value or None for a tombstone) for each row."""
     missing = [r["subject_id"] for r in rows if r["erased_at"] is None and not r["decisions"]]
     computed: dict[str, dict[str, bool]] = {}
     if missing:
         now = datetime.now(UTC)
-        for snap_row in await conn.fetch(SNAPSHOT_SQL, missing, None):
-            snap = _snapshot(snap_row)
+        for snap in await states.snapshots(missing):
             computed[snap.subject_id] = {
                 p: d.allowed for p, d in decisions_for(snap, policies, now).items()
             }
@@ -92,30 +81,29 @@ async def republish(
     conn = await asyncpg.connect(plain_url(settings.database_url))
     producer = make_producer(settings)
     await producer.start()
+    states = SubjectStates(conn)
     counts = {"subjects": 0, "tombstones": 0, "again": 0}
     try:
-        total = int(await conn.fetchval(COUNT_SQL))
+        total = await states.count()
         if on_total:
             on_total(total)
-        policies = [
-            Policy(r[0], r[1], r[2], frozenset(r[3])) for r in await conn.fetch(POLICIES_SQL)
-        ]
+        policies = await states.policies()
         after = ""
         while True:
-            rows = await conn.fetch(PAGE_SQL, after, page_size)
+            rows = await states.page(after, page_size)
             if not rows:
                 break
             after = rows[-1]["subject_id"]
-            sent = await _send(settings, producer, await _records(conn, rows, policies))
+            sent = await _send(settings, producer, await _records(states, rows, policies))
             counts["subjects"] += len(rows)
             counts["tombstones"] += sum(1 for r in rows if r["erased_at"] is not None)
             for _ in range(MAX_ROUNDS):  # subjects that changed while we published
-                now_rows = await conn.fetch(ROWS_SQL, list(sent))
+                now_rows = await states.rows(list(sent))
                 changed = [r for r in now_rows if r["sequence"] != sent[r["subject_id"]]]
                 if not changed:
                     break
                 counts["again"] += len(changed)
-                sent = await _send(settings, producer, await _records(conn, changed, policies))
+                sent = await _send(settings, producer, await _records(states, changed, policies))
             if on_progress:
                 on_progress(len(rows))
     finally:

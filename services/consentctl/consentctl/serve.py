@@ -60,13 +60,12 @@ def api_worker(settings: Settings, host: str, port: int, reuse_port: bool = True
 def health_app(settings: Settings) -> Any:
     """/healthz, /readyz (PostgreSQL and broker reachable) and /metrics for a worker process.
     Readiness does not depend on being the active relay: a standby is ready too."""
-    import asyncpg
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, PlainTextResponse
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+    from consent.adapters.db import reachable
     from consent.api.routes.meta import broker_reachable
-    from consent_common.db import plain_url
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
@@ -76,18 +75,10 @@ def health_app(settings: Settings) -> Any:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        checks = {"database": False, "broker": False}
-        try:
-            conn = await asyncio.wait_for(
-                asyncpg.connect(plain_url(settings.database_url or "")), 2
-            )
-            try:
-                checks["database"] = await conn.fetchval("SELECT 1") == 1
-            finally:
-                await conn.close()
-        except Exception:  # readiness reports, never raises
-            checks["database"] = False
-        checks["broker"] = await broker_reachable(settings.kafka_bootstrap)
+        checks = {
+            "database": await reachable(settings.database_url or ""),
+            "broker": await broker_reachable(settings.kafka_bootstrap),
+        }
         ok = all(checks.values())
         return JSONResponse(
             {"status": "ready" if ok else "not_ready", "checks": checks},

@@ -30,8 +30,9 @@ def checkpoint() -> None:
     the newest checkpoint as JSON."""
     from consent.adapters.db import make_engine, make_sessionmaker
     from consent.service.context import utcnow
+    from consent.service.unit_of_work import unit_of_work
     from consent.transparency.keys import signing_key
-    from consent.transparency.log import checkpoint_now, latest_checkpoint
+    from consent.transparency.log import checkpoint_now
     from consentctl.runtime import resolve_database
 
     settings, _server = resolve_database(_settings())
@@ -46,10 +47,8 @@ def checkpoint() -> None:
             )
             typer.echo(f"sequenced {sequenced} entr{'y' if sequenced == 1 else 'ies'}", err=True)
             if cp is None:
-                from consent.adapters.db import driver
-
-                async with sessions() as session:
-                    cp = await latest_checkpoint(await driver(session))
+                async with unit_of_work(sessions) as uow:
+                    cp = await uow.transparency.latest()
             return cp.as_dict() if cp else None
         finally:
             await engine.dispose()

@@ -16,11 +16,10 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 import structlog
 
 from consent.service.subject_view import SubjectView
-from consent_common.db import plain_url
+from consent_common.db import connect_durable, plain_url
 
 CHANNEL = "consent_changes"
 log = structlog.get_logger()
@@ -71,7 +70,7 @@ class ChangeFeed:
         while not stop.is_set():
             conn: Any = None
             try:
-                conn = await asyncio.wait_for(asyncpg.connect(self.url), 10)
+                conn = await asyncio.wait_for(connect_durable(self.url, "consent-change-feed"), 10)
                 conn.add_termination_listener(self._on_lost)
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self.server_pid = conn.get_server_pid()

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from consent_common.db import sqlalchemy_url
+from consent_common.db import plain_url, sqlalchemy_url
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -61,6 +61,29 @@ async def driver(session: AsyncSession) -> asyncpg.Connection:
         if not raw.is_in_transaction():  # never let a write commit on its own
             raise RuntimeError("the session did not begin a transaction")
     return raw
+
+
+async def ping(engine: AsyncEngine, timeout_s: float = 2.0) -> bool:
+    """Whether the database answers within ``timeout_s`` (readiness; never raises)."""
+    try:
+        async with engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(_BEGIN), timeout_s)
+        return True
+    except Exception:  # readiness reports failure, it never raises
+        return False
+
+
+async def reachable(database_url: str, timeout_s: float = 2.0) -> bool:
+    """``ping`` for a process without an engine (a worker's /readyz): a connection of its
+    own, opened and closed."""
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(plain_url(database_url)), timeout_s)
+        try:
+            return bool(await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout_s) == 1)
+        finally:
+            await conn.close()
+    except Exception:  # readiness reports failure, it never raises
+        return False
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -9,8 +9,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from consent.adapters.repositories import to_policy
-from consent.adapters.tables import PolicyVersion
+from consent.adapters.policies import PolicyRepository
 from consent.domain.model import AgeStatus, Policy
 
 PENDING_RECONSENT = text("""
@@ -63,8 +62,7 @@ class DueRepository:
     async def policies_to_announce(self, now: datetime) -> list[Policy]:
         """Material versions in effect whose re-consent has not been announced to all."""
         versions = list((await self.session.execute(PENDING_RECONSENT, {"now": now})).scalars())
-        rows = [await self.session.get(PolicyVersion, v) for v in versions]
-        return [to_policy(r) for r in rows if r is not None]
+        return await PolicyRepository(self.session).get_many(versions)
 
     async def subjects_to_announce(self, policy: Policy, after: str, limit: int) -> list[str]:
         """Live subjects holding a grant of an affected purpose recorded before the version

@@ -6,10 +6,14 @@ change of a live delivery, and what each processor acknowledged. How stale it ma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from consent.adapters.audit import AuditRecord, write_audit
+from consent.adapters.db import driver
 
 PER_PROCESSOR = text("""
 SELECT DISTINCT ON (d.processor) d.processor, d.status, d.attempts, d.last_error,
@@ -26,6 +30,37 @@ SELECT processor, status, attempts, last_error, response_code, delivered_at, upd
 FROM propagation_receipts WHERE event_id = :e ORDER BY processor
 """)
 
+# the projector's statements (bulk: raw on the session's connection, see adapters/__init__)
+UPSERT_RECEIPT = """
+INSERT INTO propagation_receipts (delivery_id, event_id, event_type, subject_id, sequence,
+    processor, status, attempts, last_error, response_code, created_at, updated_at,
+    delivered_at, projected_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now())
+ON CONFLICT (delivery_id) DO UPDATE SET status = EXCLUDED.status,
+    attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
+    response_code = EXCLUDED.response_code, updated_at = EXCLUDED.updated_at,
+    delivered_at = EXCLUDED.delivered_at, projected_at = now()
+WHERE propagation_receipts.updated_at <= EXCLUDED.updated_at
+"""
+UPSERT_ACK = """
+INSERT INTO processor_acks (processor, subject_id, last_delivered_sequence, last_event_id,
+    delivered_at, decisions, event_type)
+VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)
+ON CONFLICT (processor, subject_id) DO UPDATE SET
+    last_delivered_sequence = EXCLUDED.last_delivered_sequence,
+    last_event_id = EXCLUDED.last_event_id, delivered_at = EXCLUDED.delivered_at,
+    decisions = EXCLUDED.decisions, event_type = EXCLUDED.event_type
+WHERE processor_acks.last_delivered_sequence < EXCLUDED.last_delivered_sequence
+   OR (processor_acks.last_delivered_sequence = EXCLUDED.last_delivered_sequence
+       AND (processor_acks.delivered_at IS NULL OR EXCLUDED.delivered_at IS NULL
+            OR processor_acks.delivered_at <= EXCLUDED.delivered_at))
+"""
+SAVE_OFFSET = """
+INSERT INTO receipt_offsets (topic, partition, next_offset) VALUES ($1, $2, $3)
+ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset
+"""
+LOAD_OFFSETS = "SELECT partition, next_offset FROM receipt_offsets WHERE topic = $1"
+
 
 class ReceiptRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -38,3 +73,25 @@ class ReceiptRepository:
     async def for_event(self, event_id: str) -> list[dict[str, Any]]:
         rows = await self.session.execute(FOR_EVENT, {"e": event_id})
         return [dict(r._mapping) for r in rows]
+
+    async def saved_offsets(self, topic: str) -> dict[int, int]:
+        """partition → the next offset to read, as the last projection stored it."""
+        rows = await (await driver(self.session)).fetch(LOAD_OFFSETS, topic)
+        return {r[0]: r[1] for r in rows}
+
+    async def project(
+        self,
+        receipts: Sequence[tuple[Any, ...]],
+        acks: Sequence[tuple[Any, ...]],
+        audits: Sequence[AuditRecord],
+        offsets: Sequence[tuple[str, int, int]],
+    ) -> None:
+        """One batch of the topic, with the offsets it ends at (same transaction: each
+        record is applied once). Rows are in ``UPSERT_RECEIPT``'s and ``UPSERT_ACK``'s order."""
+        raw = await driver(self.session)
+        if receipts:
+            await raw.executemany(UPSERT_RECEIPT, receipts)
+        if acks:
+            await raw.executemany(UPSERT_ACK, acks)
+        await write_audit(raw, audits)
+        await raw.executemany(SAVE_OFFSET, offsets)

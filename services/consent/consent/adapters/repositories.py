@@ -1,45 +1,79 @@
-"""Repositories of the consent service's core tables: subjects, ledger, consent state,
-outbox, policies, guardians and erasures. Other tables have their own adapter module
-(aliases, due, idempotency, operations, parked, receipts; subject_store holds the hot
-snapshot and write statements). None commits: the unit of work's owner does."""
+"""Repositories of the consent service's core tables: subjects, ledger, consent state and
+outbox. Other tables have their own adapter module (policies, guardians, erasures, aliases,
+due, idempotency, operations, parked, receipts; subject_store holds the hot snapshot and
+write statements). They return domain or view objects, never rows. None commits: the unit
+of work's owner does."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from consent.adapters.db import driver
+from consent.adapters.outbox_relay import BACKLOG_SQL
 from consent.adapters.subject_store import TellState, append_change, load_snapshots
-from consent.adapters.tables import (
-    ConsentState,
-    ErasureRequest,
-    GuardianLink,
-    LedgerEntry,
-    LedgerEvidence,
-    PolicyVersion,
-    Subject,
-)
+from consent.adapters.tables import ConsentState, LedgerEntry, LedgerEvidence, Subject
 from consent.domain.events import DomainEvent
-from consent.domain.model import Policy, PurposeRecord, SubjectSnapshot
-from consent.relay.metrics import BACKLOG_SQL
+from consent.domain.model import PurposeRecord, SubjectSnapshot
 from consent_common import tracing
+
+
+@dataclass(frozen=True)
+class SubjectProfile:
+    """A subject's row as an export or a response shows it (the rules use snapshots)."""
+
+    subject_id: str
+    sequence: int
+    jurisdiction: str | None
+    birth_date: date | None
+    created_at: datetime
+    erased_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LedgerEntryView:
+    """One ledger entry with its stored evidence (None once erased)."""
+
+    subject_id: str
+    sequence: int
+    type: str
+    changes: list[dict[str, Any]]
+    detail: dict[str, Any]
+    policy_version: str | None
+    jurisdiction: str | None
+    channel: str
+    actor_type: str
+    actor_id: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    evidence_hash: str
+    prev_hash: str
+    hash: str
+    evidence: dict[str, Any] | None
 
 
 class SubjectRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, subject_id: str, *, for_update: bool = False) -> Subject | None:
-        stmt = select(Subject).where(col(Subject.subject_id) == subject_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+    async def get(self, subject_id: str) -> SubjectProfile | None:
+        stmt = select(
+            col(Subject.subject_id),
+            col(Subject.sequence),
+            col(Subject.jurisdiction),
+            col(Subject.birth_date),
+            col(Subject.created_at),
+            col(Subject.erased_at),
+        ).where(col(Subject.subject_id) == subject_id)
+        row = (await self.session.execute(stmt)).one_or_none()
+        return SubjectProfile(*row) if row is not None else None
 
     async def snapshot(self, subject_id: str, *, for_update: bool = False) -> SubjectSnapshot:
         """One query; with ``for_update`` the subject row is locked (created first if new)."""
@@ -91,7 +125,8 @@ class LedgerRepository:
 
     async def history(
         self, subject_id: str, *, before: int | None, limit: int
-    ) -> list[tuple[LedgerEntry, dict[str, Any] | None]]:
+    ) -> list[LedgerEntryView]:
+        """Newest first, ``limit`` entries older than ``before`` (all when None)."""
         stmt = (
             select(LedgerEntry, col(LedgerEvidence.evidence))
             .outerjoin(
@@ -105,7 +140,28 @@ class LedgerRepository:
         )
         if before is not None:
             stmt = stmt.where(col(LedgerEntry.sequence) < before)
-        return [(row[0], row[1]) for row in (await self.session.execute(stmt)).all()]
+        return [_entry(e, ev) for e, ev in (await self.session.execute(stmt)).all()]
+
+
+def _entry(e: LedgerEntry, evidence: dict[str, Any] | None) -> LedgerEntryView:
+    return LedgerEntryView(
+        subject_id=e.subject_id,
+        sequence=e.sequence,
+        type=e.type,
+        changes=e.changes,
+        detail=e.detail,
+        policy_version=e.policy_version,
+        jurisdiction=e.jurisdiction,
+        channel=e.channel,
+        actor_type=e.actor_type,
+        actor_id=e.actor_id,
+        occurred_at=e.occurred_at,
+        recorded_at=e.recorded_at,
+        evidence_hash=e.evidence_hash,
+        prev_hash=e.prev_hash,
+        hash=e.hash,
+        evidence=evidence,
+    )
 
 
 class StateRepository:
@@ -189,97 +245,4 @@ class OutboxRepository:
             [e.occurred_at for e in events],
             [e.targets for e in events],
             tracing.current_traceparent(),  # the request's trace, continued by the relay
-        )
-
-
-class PolicyRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def all(self) -> list[PolicyVersion]:
-        stmt = select(PolicyVersion).order_by(col(PolicyVersion.effective_at))
-        return list((await self.session.execute(stmt)).scalars())
-
-    async def get(self, version: str) -> PolicyVersion | None:
-        return await self.session.get(PolicyVersion, version)
-
-    async def add(self, policy: PolicyVersion) -> None:
-        self.session.add(policy)
-        await self.session.flush()
-
-
-def to_policy(row: PolicyVersion) -> Policy:
-    return Policy(row.version, row.effective_at, row.material, frozenset(row.affected_purposes))
-
-
-class GuardianRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def active(self, subject_id: str) -> list[GuardianLink]:
-        stmt = select(GuardianLink).where(
-            col(GuardianLink.subject_id) == subject_id, col(GuardianLink.revoked_at).is_(None)
-        )
-        return list((await self.session.execute(stmt)).scalars())
-
-    async def active_for(self, subject_ids: Sequence[str]) -> dict[str, set[str]]:
-        stmt = select(col(GuardianLink.subject_id), col(GuardianLink.guardian_id)).where(
-            col(GuardianLink.subject_id).in_(subject_ids), col(GuardianLink.revoked_at).is_(None)
-        )
-        out: dict[str, set[str]] = {}
-        for sid, gid in (await self.session.execute(stmt)).all():
-            out.setdefault(sid, set()).add(gid)
-        return out
-
-    async def is_active_guardian(self, subject_id: str, guardian_id: str) -> bool:
-        return guardian_id in (await self.active_for([subject_id])).get(subject_id, set())
-
-    async def add(self, link: GuardianLink) -> None:
-        self.session.add(link)
-        await self.session.flush()
-
-    async def revoke(self, subject_id: str, guardian_id: str, now: datetime) -> bool:
-        res = await self.session.execute(
-            update(GuardianLink)
-            .where(
-                col(GuardianLink.subject_id) == subject_id,
-                col(GuardianLink.guardian_id) == guardian_id,
-                col(GuardianLink.revoked_at).is_(None),
-            )
-            .values(revoked_at=now)
-        )
-        return bool(res.rowcount)  # type: ignore[attr-defined]
-
-    async def all_for(self, subject_id: str) -> list[GuardianLink]:
-        stmt = select(GuardianLink).where(col(GuardianLink.subject_id) == subject_id)
-        return list(
-            (await self.session.execute(stmt.order_by(col(GuardianLink.linked_at)))).scalars()
-        )
-
-
-class ErasureRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def latest(self, subject_id: str) -> ErasureRequest | None:
-        stmt = (
-            select(ErasureRequest)
-            .where(col(ErasureRequest.subject_id) == subject_id)
-            .order_by(col(ErasureRequest.requested_at).desc())
-            .limit(1)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
-
-    async def add(self, request: ErasureRequest) -> None:
-        self.session.add(request)
-        await self.session.flush()
-
-    async def forget_personal_data(self, subject_id: str) -> None:
-        """Erasure keeps the ledger (no personal data in it) and drops what identifies:
-        birth date, stored evidence (hashed IP, user agent), idempotent responses."""
-        await self.session.execute(
-            update(Subject).where(col(Subject.subject_id) == subject_id).values(birth_date=None)
-        )
-        await self.session.execute(
-            text("DELETE FROM consent_evidence WHERE subject_id = :s"), {"s": subject_id}
         )

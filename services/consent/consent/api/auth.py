@@ -9,11 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
-from consent.adapters.tables import ApiKey
+from consent.adapters.api_keys import ApiKeyRepository
 from consent.api.jwks import JwksCache, UnknownKey
 from consent.settings import Settings
 
@@ -63,12 +61,10 @@ async def principal_from_key(raw: str, session: AsyncSession, settings: Settings
     )
     if dev and hmac.compare_digest(raw.encode(), dev.encode()):
         return Principal("key", "dev-admin", frozenset({"admin"}))
-    row = (
-        await session.execute(select(ApiKey).where(col(ApiKey.key_hash) == hash_key(raw)))
-    ).scalar_one_or_none()
-    if row is None or row.revoked_at is not None:
+    key = await ApiKeyRepository(session).by_hash(hash_key(raw))
+    if key is None or key.revoked_at is not None:
         raise AuthError("unknown or revoked API key")
-    return Principal("key", row.id, frozenset(row.scopes))
+    return Principal("key", key.id, key.scopes)
 
 
 async def principal_from_jwt(token: str, settings: Settings, jwks: JwksCache | None) -> Principal:

@@ -65,6 +65,9 @@ class Policy:
     effective_at: datetime
     material: bool
     affected_purposes: frozenset[str]
+    # what the policy list shows; no rule reads them
+    description: str | None = field(default=None, compare=False)
+    published_at: datetime | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -111,3 +114,16 @@ class DomainError(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+
+
+@dataclass(frozen=True)
+class GuardianLink:
+    """A verified guardian of a minor subject; ``revoked_at`` set once it no longer holds."""
+
+    subject_id: str
+    guardian_id: str
+    method: str
+    reference: str
+    verified_at: datetime
+    linked_at: datetime
+    revoked_at: datetime | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 from prometheus_client import Counter, Gauge
 
 PUBLISHED = Counter("consent_outbox_published_total", "Outbox rows published to Kafka")
@@ -11,22 +10,10 @@ BACKLOG = Gauge("consent_outbox_backlog", "Outbox rows not yet published")
 OLDEST_AGE = Gauge("consent_outbox_oldest_unpublished_seconds", "Age of the oldest unpublished row")
 LEADER = Gauge("consent_outbox_relay_leader", "1 while this process is the active relay")
 
-BACKLOG_SQL = """
-SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
-FROM outbox WHERE published_at IS NULL
-"""
-
 
 def set_backlog(count: int, oldest_age_s: float) -> None:
     BACKLOG.set(count)
     OLDEST_AGE.set(oldest_age_s)
-
-
-async def observe_backlog(conn: asyncpg.Connection) -> tuple[int, float]:
-    row = await conn.fetchrow(BACKLOG_SQL)
-    assert row is not None
-    set_backlog(int(row["n"]), float(row["age"]))
-    return int(row["n"]), float(row["age"])
 
 
 PARKED = Counter(

@@ -29,28 +29,15 @@ from aiokafka.errors import (
 from opentelemetry.trace import SpanKind
 
 from consent.adapters.kafka import make_producer
+from consent.adapters.outbox_relay import RelayOutbox
 from consent.relay import metrics
 from consent.settings import Settings
 from consent_common import tracing
-from consent_common.db import connect_durable
 from consent_common.kafka import cloudevent_headers, encode
 
 log = structlog.get_logger()
-RELAY_LOCK_KEY = 0x636F6E73656E74  # "consent"
 STATE_TYPES_TOMBSTONE = {"subject.erasure_requested"}
 
-CLEANUP = "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1)"
-# A parked row (one the broker or the encoder refuses) holds back its own subject's later
-# rows, to keep that subject's order, and nobody else's.
-FETCH = """
-SELECT id, aggregatetype, aggregateid, type, payload::text AS payload, sequence, occurred_at,
-    targets, traceparent
-FROM outbox o WHERE published_at IS NULL AND parked_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.aggregateid = o.aggregateid
-                  AND p.parked_at IS NOT NULL AND p.published_at IS NULL)
-ORDER BY position LIMIT $1
-"""
-PARK = "UPDATE outbox SET parked_at = now(), last_error = $2 WHERE id = $1"
 # errors about the row itself: publishing it again cannot succeed
 UNPUBLISHABLE: tuple[type[BaseException], ...] = (
     MessageSizeTooLargeError,
@@ -106,11 +93,11 @@ class OutboxRelay:
                     )
         return out
 
-    async def publish_batch(self, conn: asyncpg.Connection, producer: Any) -> int:
+    async def publish_batch(self, outbox: RelayOutbox, producer: Any) -> int:
         """Publish the next rows in outbox order; return how many rows were read. A row the
         broker or the encoder refuses is parked (kept, with its error) and holds back only
         its own subject; an error of the broker itself fails the batch, to be retried."""
-        rows = await conn.fetch(FETCH, self.settings.relay_batch_size)
+        rows = await outbox.next_rows(self.settings.relay_batch_size)
         if not rows:
             return 0
         blocked: set[str] = set()  # subjects with a row parked in this batch
@@ -135,11 +122,9 @@ class OutboxRelay:
             else:
                 transient = transient or errors[0]
         if published:
-            await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", published
-            )
+            await outbox.mark_published(published)
         for row_id, error in parked:
-            await conn.execute(PARK, row_id, error)
+            await outbox.park(row_id, error)
             metrics.PARKED.inc()
             log.error("relay_row_parked", outbox_id=str(row_id), error=error)
         self.published += len(published)
@@ -190,10 +175,10 @@ class OutboxRelay:
 
     async def _lead(self, stop: asyncio.Event) -> None:
         assert self.settings.database_url
-        conn = await connect_durable(self.settings.database_url, f"consent-relay:{self.name}")
+        outbox = await RelayOutbox.connect(self.settings.database_url, self.name)
         try:
             while not stop.is_set():
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+                if await outbox.try_lead():
                     break
                 self.is_leader = False
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -203,15 +188,15 @@ class OutboxRelay:
             self.is_leader = True
             metrics.LEADER.set(1)
             log.info("relay_leader", relay=self.name)
-            await conn.add_listener("outbox", lambda *_: self._wake.set())
-            await self._publish_loop(conn, stop)
+            await outbox.on_commit(self._wake.set)
+            await self._publish_loop(outbox, stop)
         finally:
             self.is_leader = False
             metrics.LEADER.set(0)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2)
+                await outbox.close()
 
-    async def _publish_loop(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+    async def _publish_loop(self, outbox: RelayOutbox, stop: asyncio.Event) -> None:
         producer = make_producer(self.settings)
         await producer.start()
         backoff, failures = 0.2, 0
@@ -224,7 +209,7 @@ class OutboxRelay:
                     # a short batch means the outbox is drained: a commit since the wake-up was
                     # cleared has set it again, so no second query to find it empty
                     full = self.settings.relay_batch_size
-                    while not stop.is_set() and await self.publish_batch(conn, producer) >= full:
+                    while not stop.is_set() and await self.publish_batch(outbox, producer) >= full:
                         pass
                     backoff, failures = 0.2, 0
                 except (asyncpg.PostgresError, OSError):
@@ -249,10 +234,10 @@ class OutboxRelay:
                     continue
                 if loop.time() - last_backlog >= 1:  # a gauge: once a second is enough
                     last_backlog = loop.time()
-                    await metrics.observe_backlog(conn)
+                    metrics.set_backlog(*await outbox.backlog())
                 if loop.time() - last_cleanup > 60:
                     last_cleanup = loop.time()
-                    await conn.execute(CLEANUP, self.settings.outbox_retention_hours)
+                    await outbox.clean_up(self.settings.outbox_retention_hours)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.relay_poll_interval_s)
         finally:

@@ -8,15 +8,20 @@ anonymous id's row, then the person's, always in that order (erasure does the sa
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from consent.adapters.tables import GuardianLink, SubjectAlias
+from consent.adapters.aliases import AliasLink
 from consent.domain.entries import PendingEntry, record_from_dict, record_to_dict
 from consent.domain.hashing import GENESIS
 from consent.domain.merge import apply_merge, device_view, plan_merge, plan_unmerge
-from consent.domain.model import Change, DomainError, PurposeRecord, SubjectSnapshot
+from consent.domain.model import (
+    Change,
+    DomainError,
+    GuardianLink,
+    PurposeRecord,
+    SubjectSnapshot,
+)
 from consent.service.context import WriteContext
 from consent.service.decisions import age_status_of, device_purposes
 from consent.service.recorder import load_policies, record
@@ -35,7 +40,7 @@ class LinkResult:
     created: bool
 
 
-def _result(link: SubjectAlias, changes: list[Change], created: bool) -> LinkResult:
+def _result(link: AliasLink, changes: list[Change], created: bool) -> LinkResult:
     return LinkResult(
         subject_id=link.subject_id,
         anonymous_id=link.alias_id,
@@ -109,9 +114,7 @@ async def link(uow: UnitOfWork, person_id: str, anonymous_id: str, ctx: WriteCon
     device_hash = device_after.last_hash or GENESIS
     for guardian in await uow.guardians.active(anonymous_id):
         if guardian.guardian_id in plan.guardians:
-            await uow.guardians.add(
-                replace_link(guardian, person_id, ctx.now),
-            )
+            await uow.guardians.add_link(replace_link(guardian, person_id, ctx.now))
     person.guardian_ids = person.guardian_ids | plan.guardians
     said = _event("person", person_id, anonymous_id, device_after.sequence, device_hash)
     detail = {**said, "guardians": sorted(plan.guardians)} if plan.guardians else said
@@ -124,8 +127,7 @@ async def link(uow: UnitOfWork, person_id: str, anonymous_id: str, ctx: WriteCon
         event_extra=said,
     )
     await record(uow, person, entry, ctx, policies=policies)
-    row = SubjectAlias(
-        id=uuid.uuid4(),
+    row = AliasLink(
         alias_id=anonymous_id,
         subject_id=person_id,
         linked_at=ctx.now,
@@ -135,21 +137,13 @@ async def link(uow: UnitOfWork, person_id: str, anonymous_id: str, ctx: WriteCon
             k: (record_to_dict(r) if r is not None else None) for k, r in plan.replaced.items()
         },
     )
-    await uow.aliases.add(row)
+    await uow.aliases.add_link(row)
     return _result(row, list(plan.changes), created=True)
 
 
 def replace_link(link: GuardianLink, subject_id: str, now: Any) -> GuardianLink:
     """A device's verified guardian, linked to the minor person it turned out to be."""
-    return GuardianLink(
-        id=uuid.uuid4(),
-        subject_id=subject_id,
-        guardian_id=link.guardian_id,
-        method=link.method,
-        reference=link.reference,
-        verified_at=link.verified_at,
-        linked_at=now,
-    )
+    return replace(link, subject_id=subject_id, linked_at=now, revoked_at=None)
 
 
 async def unlink(
@@ -167,7 +161,7 @@ async def unlink(
         k: (record_from_dict(v) if v is not None else None) for k, v in (row.replaced or {}).items()
     }
     changes, restored = plan_unmerge(person, row.person_sequence, replaced, ctx.now)
-    await uow.aliases.end(row, ctx.now)
+    await uow.aliases.end(anonymous_id, ctx.now)
     person_seq = person.sequence + 1
     device.merged_into = None
     head = person.last_hash or GENESIS

@@ -12,13 +12,10 @@ is audited, and the job's start and end.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
-from consent.adapters.tables import ReplayJob
+from consent.adapters.operations import JobConflict, ReplayJobView
 from consent.domain.events import DomainEvent, consent_event, event_id
 from consent.domain.model import Actor, SubjectSnapshot
 from consent.service.decisions import decisions_for
@@ -38,7 +35,7 @@ async def create_repair_job(
     known: dict[str, KnownProcessor],
     processor: str | None = None,
     subject_id: str | None = None,
-) -> ReplayJob:
+) -> ReplayJobView:
     from consent.service.replay import ReplayConflict, ReplayError
 
     if processor is not None and processor not in known:
@@ -47,27 +44,19 @@ async def create_repair_job(
         )
     params = {"kind": KIND, "processor": processor, "subject_id": subject_id}
     total = await uow.drift.count_subjects(subject_id)
-    job = ReplayJob(
-        id=uuid.uuid4(),
-        scope_key=SCOPE,
-        params=params,
-        status="running",
-        created_by=actor,
-        total=int(total),
-        heartbeat_at=datetime.now(UTC),
-    )
     ops = uow.operations
     try:
-        async with uow.session.begin_nested():
-            await ops.add_job(job)
-    except IntegrityError as exc:
+        job = await ops.start_job(
+            scope_key=SCOPE, params=params, created_by=actor, total=int(total)
+        )
+    except JobConflict as exc:
         raise ReplayConflict("a drift repair is already running") from exc
     await ops.audit(actor, "drift.repair.started", params, {"subjects": job.total}, str(job.id))
     return job
 
 
 async def repair_batch(
-    uow: UnitOfWork, job: ReplayJob, known: dict[str, KnownProcessor], batch: int
+    uow: UnitOfWork, job: ReplayJobView, known: dict[str, KnownProcessor], batch: int
 ) -> tuple[int, int, bool]:
     """One batch of a repair job (the caller's unit of work holds the job's row). Returns
     (subjects looked at, repairs sent, finished)."""
@@ -135,7 +124,7 @@ async def repair_batch(
 
 
 async def _repair_event(
-    uow: UnitOfWork, snap: SubjectSnapshot, policies: Any, now: datetime, job: ReplayJob
+    uow: UnitOfWork, snap: SubjectSnapshot, policies: Any, now: datetime, job: ReplayJobView
 ) -> DomainEvent:
     if snap.erased_at is not None:
         request = await uow.erasures.latest(snap.subject_id)

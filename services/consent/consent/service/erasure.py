@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from consent.adapters.tables import ErasureRequest
 from consent.domain.entries import PendingEntry
-from consent.domain.rights import ERASURE_BUSINESS_DAYS, add_business_days
+from consent.domain.rights import ERASURE_BUSINESS_DAYS, ErasureRequest, add_business_days
 from consent.service.context import WriteContext
 from consent.service.preferences import refuse_personal_write
 from consent.service.recorder import record
@@ -57,7 +56,7 @@ async def request_erasure(
         sequence=event.sequence or 0,
         event_id=event.id,
     )
-    await uow.erasures.add(request)
+    await uow.erasures.add_request(request)
     for alias in await uow.aliases.aliases_of(subject_id):
         await request_erasure(uow, alias, ctx, reason=MERGED_PERSON_ERASED)
     return request, True

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
-from consent.adapters.tables import GuardianLink
 from consent.domain.entries import PendingEntry
-from consent.domain.model import Change, DomainError, SubjectSnapshot
+from consent.domain.model import Change, DomainError, GuardianLink, SubjectSnapshot
 from consent.service.context import WriteContext
 from consent.service.decisions import age_status_of
 from consent.service.preferences import refuse_personal_write
@@ -42,7 +40,6 @@ async def link(
     if guardian_id in snapshot.guardian_ids:
         raise DomainError("guardian_already_linked", "this guardian is already linked")
     row = GuardianLink(
-        id=uuid.uuid4(),
         subject_id=subject_id,
         guardian_id=guardian_id,
         method=method,
@@ -50,7 +47,7 @@ async def link(
         verified_at=verified_at,
         linked_at=ctx.now,
     )
-    await uow.guardians.add(row)
+    await uow.guardians.add_link(row)
     snapshot.guardian_ids = snapshot.guardian_ids | {guardian_id}
     verification = {
         "method": method,

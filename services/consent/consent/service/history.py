@@ -6,7 +6,7 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from consent.adapters.tables import LedgerEntry
+from consent.adapters.repositories import LedgerEntryView
 from consent.catalog import catalog_version
 from consent.domain.authority import Reader, visible_evidence
 from consent.service.preferences import get_preferences
@@ -36,12 +36,10 @@ def decode_cursor(cursor: str) -> int:
 OPERATOR = Reader("operator", "")
 
 
-def entry_dict(
-    entry: LedgerEntry, evidence: dict[str, Any] | None, reader: Reader = OPERATOR
-) -> dict[str, Any]:
+def entry_dict(entry: LedgerEntryView, reader: Reader = OPERATOR) -> dict[str, Any]:
     """One ledger entry as its reader may see it: evidence filtered by who reads (the
     hashes are untouched, so the chain still verifies)."""
-    evidence = visible_evidence(evidence, reader, entry.actor_type, entry.actor_id)
+    evidence = visible_evidence(entry.evidence, reader, entry.actor_type, entry.actor_id)
     return {
         "sequence": entry.sequence,
         "type": entry.type,
@@ -65,8 +63,8 @@ async def history_page(
 ) -> dict[str, Any]:
     before = decode_cursor(cursor) if cursor else None
     rows = await uow.ledger.history(subject_id, before=before, limit=limit + 1)
-    items = [entry_dict(e, ev, reader) for e, ev in rows[:limit]]
-    next_cursor = encode_cursor(rows[limit - 1][0].sequence) if len(rows) > limit else None
+    items = [entry_dict(e, reader) for e in rows[:limit]]
+    next_cursor = encode_cursor(rows[limit - 1].sequence) if len(rows) > limit else None
     return {"subject_id": subject_id, "items": items, "next_cursor": next_cursor}
 
 
@@ -78,7 +76,7 @@ async def export(
     subject = await uow.subjects.get(subject_id)
     view = await get_preferences(uow, subject_id, now)
     entries = await uow.ledger.history(subject_id, before=None, limit=1_000_000)
-    history = [entry_dict(e, ev, reader) for e, ev in reversed(entries)]
+    history = [entry_dict(e, reader) for e in reversed(entries)]
     accepted = sorted({e["policy_version"] for e in history if e["policy_version"]})
     policies = {p.version: p for p in await uow.policies.all()}
     return {
@@ -100,7 +98,9 @@ async def export(
                 "version": v,
                 "effective_at": rfc3339(policies[v].effective_at) if v in policies else None,
                 "material": policies[v].material if v in policies else None,
-                "affected_purposes": policies[v].affected_purposes if v in policies else None,
+                "affected_purposes": sorted(policies[v].affected_purposes)
+                if v in policies
+                else None,
             }
             for v in accepted
         ],

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from consent.adapters.tables import PolicyVersion
 from consent.domain.events import DomainEvent
-from consent.domain.model import DomainError
+from consent.domain.model import DomainError, Policy
 from consent.service.recorder import invalidate_policies
 from consent.service.unit_of_work import UnitOfWork
 from consent_common.timefmt import rfc3339
@@ -22,19 +21,19 @@ async def publish(
     affected_purposes: list[str],
     description: str | None,
     now: datetime,
-) -> PolicyVersion:
+) -> Policy:
     effective_at = effective_at.astimezone(UTC)
     if await uow.policies.get(version) is not None:
         raise DomainError("policy_version_exists", f"policy version {version!r} already exists")
-    row = PolicyVersion(
-        version=version,
-        effective_at=effective_at,
-        material=material,
-        affected_purposes=sorted(set(affected_purposes)),
+    policy = Policy(
+        version,
+        effective_at,
+        material,
+        frozenset(affected_purposes),
         description=description,
         published_at=now,
     )
-    await uow.policies.add(row)
+    await uow.policies.add_policy(policy)
     invalidate_policies()
     uow.emit(
         DomainEvent(
@@ -47,10 +46,10 @@ async def publish(
                 "version": version,
                 "effective_at": rfc3339(effective_at),
                 "material": material,
-                "affected_purposes": row.affected_purposes,
+                "affected_purposes": sorted(policy.affected_purposes),
                 "description": description,
                 "published_at": rfc3339(now),
             },
         )
     )
-    return row
+    return policy

@@ -27,9 +27,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consent.adapters.audit import AuditRecord, write_audit
-from consent.adapters.db import driver
-from consent.service.lease import AdvisoryLease
+from consent.adapters.audit import AuditRecord
+from consent.adapters.lease import AdvisoryLease
 from consent.service.unit_of_work import unit_of_work
 from consent_common.kafka import client_kwargs
 from consent_common.settings import CommonSettings
@@ -37,36 +36,6 @@ from consent_common.settings import CommonSettings
 log = structlog.get_logger()
 RECEIPTS_LEASE_KEY = 0x636F6E73656E7402  # "consent" + 2
 LEASE_CHECK_S = 5.0
-
-UPSERT_RECEIPT = """
-INSERT INTO propagation_receipts (delivery_id, event_id, event_type, subject_id, sequence,
-    processor, status, attempts, last_error, response_code, created_at, updated_at,
-    delivered_at, projected_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now())
-ON CONFLICT (delivery_id) DO UPDATE SET status = EXCLUDED.status,
-    attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
-    response_code = EXCLUDED.response_code, updated_at = EXCLUDED.updated_at,
-    delivered_at = EXCLUDED.delivered_at, projected_at = now()
-WHERE propagation_receipts.updated_at <= EXCLUDED.updated_at
-"""
-UPSERT_ACK = """
-INSERT INTO processor_acks (processor, subject_id, last_delivered_sequence, last_event_id,
-    delivered_at, decisions, event_type)
-VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7)
-ON CONFLICT (processor, subject_id) DO UPDATE SET
-    last_delivered_sequence = EXCLUDED.last_delivered_sequence,
-    last_event_id = EXCLUDED.last_event_id, delivered_at = EXCLUDED.delivered_at,
-    decisions = EXCLUDED.decisions, event_type = EXCLUDED.event_type
-WHERE processor_acks.last_delivered_sequence < EXCLUDED.last_delivered_sequence
-   OR (processor_acks.last_delivered_sequence = EXCLUDED.last_delivered_sequence
-       AND (processor_acks.delivered_at IS NULL OR EXCLUDED.delivered_at IS NULL
-            OR processor_acks.delivered_at <= EXCLUDED.delivered_at))
-"""
-SAVE_OFFSET = """
-INSERT INTO receipt_offsets (topic, partition, next_offset) VALUES ($1, $2, $3)
-ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset
-"""
-LOAD_OFFSETS = "SELECT partition, next_offset FROM receipt_offsets WHERE topic = $1"
 
 
 def _ts(value: Any) -> datetime | None:
@@ -134,10 +103,8 @@ class ReceiptProjector:
                         await asyncio.wait_for(stop.wait(), 1)
             tps = [TopicPartition(topic, p) for p in sorted(parts)]
             consumer.assign(tps)
-            async with self.sessions() as session:
-                raw = await driver(session)
-                saved = {r[0]: r[1] for r in await raw.fetch(LOAD_OFFSETS, topic)}
-                await session.rollback()
+            async with unit_of_work(self.sessions) as uow:
+                saved = await uow.receipts.saved_offsets(topic)
             for tp in tps:
                 if tp.partition in saved:
                     consumer.seek(tp, saved[tp.partition])
@@ -189,13 +156,7 @@ class ReceiptProjector:
             if records:
                 offsets.append((tp.topic, tp.partition, records[-1].offset + 1))
         async with unit_of_work(self.sessions) as uow:
-            raw = await driver(uow.session)
-            if receipts:
-                await raw.executemany(UPSERT_RECEIPT, receipts)
-            if acks:
-                await raw.executemany(UPSERT_ACK, list(acks.values()))
-            await write_audit(raw, audits)
-            await raw.executemany(SAVE_OFFSET, offsets)
+            await uow.receipts.project(receipts, list(acks.values()), audits, offsets)
         self.projected += len(receipts) + len(audits)
 
     @staticmethod

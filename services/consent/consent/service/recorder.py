@@ -13,7 +13,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from consent.adapters.repositories import to_policy
 from consent.adapters.subject_store import TellState
 from consent.domain.entries import PendingEntry, records_of
 from consent.domain.events import DomainEvent, consent_event, decisions_map
@@ -56,7 +55,7 @@ async def load_policies(uow: UnitOfWork) -> list[Policy]:
     hit = cached_policies(key)
     if hit is not None:
         return hit
-    policies = [to_policy(p) for p in await uow.policies.all()]
+    policies = await uow.policies.all()
     _policy_cache[key] = (time.monotonic(), policies)
     return policies
 

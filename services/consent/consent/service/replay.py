@@ -12,14 +12,13 @@ topic; without, it publishes to ``consent.events.v1`` (and so to every processor
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from consent.adapters.tables import ReplayJob
+from consent.adapters.operations import JobConflict, ReplayJobView
 from consent.domain.events import DomainEvent, consent_event, event_id
 from consent.domain.model import Actor
 from consent.service.decisions import decisions_for
@@ -76,24 +75,19 @@ def validate(req: ReplayRequest, known: dict[str, KnownProcessor]) -> None:
 
 async def create_job(
     uow: UnitOfWork, req: ReplayRequest, known: dict[str, KnownProcessor]
-) -> ReplayJob:
+) -> ReplayJobView:
     validate(req, known)
     ops = uow.operations
-    job = ReplayJob(
-        id=uuid.uuid4(),
-        scope_key=req.scope_key(),
-        params=req.params(),
-        status="running",
-        dry_run=req.dry_run,
-        created_by=req.actor,
-        total=await ops.count_replay_subjects(req.params()),
-        heartbeat_at=datetime.now(UTC),
-    )
     try:
-        async with uow.session.begin_nested():
-            await ops.add_job(job)
-    except IntegrityError as exc:
-        raise ReplayConflict(f"a replay is already running for scope {job.scope_key}") from exc
+        job = await ops.start_job(
+            scope_key=req.scope_key(),
+            params=req.params(),
+            created_by=req.actor,
+            total=await ops.count_replay_subjects(req.params()),
+            dry_run=req.dry_run,
+        )
+    except JobConflict as exc:
+        raise ReplayConflict(f"a replay is already running for scope {req.scope_key()}") from exc
     await ops.audit(
         req.actor,
         "replay.started",
@@ -225,7 +219,7 @@ async def interrupt(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUI
         await uow.operations.update_job(job_id, status="interrupted")
 
 
-async def resume(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> ReplayJob:
+async def resume(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) -> ReplayJobView:
     scope = "?"
     try:
         async with unit_of_work(sessions) as uow:
@@ -236,8 +230,7 @@ async def resume(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID) 
             if job.status == "completed":
                 raise ReplayError(f"replay job {job_id} has already completed")
             scope = job.scope_key
-            await ops.update_job(job_id, status="running", heartbeat_at=datetime.now(UTC))
-    except IntegrityError as exc:  # the unique running job per scope, on update or commit
+            await ops.restart_job(job_id, datetime.now(UTC))
+    except JobConflict as exc:  # the unique running job per scope
         raise ReplayConflict(f"another replay is running for scope {scope}") from exc
-    job.status = "running"
-    return job
+    return replace(job, status="running")

@@ -4,7 +4,7 @@ and receipts retention, and the drift report's check (service/drift.py), a slice
 Each job owns its transactions (adapters/db.py ``transaction``).
 
 Every API replica runs a scheduler, but a timed round runs only in the replica holding the
-scheduler lease (service/lease.py), so N replicas do each round's work once."""
+scheduler lease (adapters/lease.py), so N replicas do each round's work once."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from consent.adapters.lease import SCHEDULER_LEASE_KEY, AdvisoryLease
 from consent.service.age_transitions import record_age_transitions
 from consent.service.context import utcnow
 from consent.service.drift import check_drift
 from consent.service.expiry import expire_due
 from consent.service.imports import resume_abandoned_imports
-from consent.service.lease import SCHEDULER_LEASE_KEY, AdvisoryLease
 from consent.service.reconsent import announce_reconsent
 from consent.service.retention import purge_evidence, purge_idempotency, purge_receipts
 

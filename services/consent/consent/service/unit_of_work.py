@@ -15,18 +15,20 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.adapters.aliases import AliasRepository
+from consent.adapters.api_keys import ApiKeyRepository
 from consent.adapters.drift import DriftRepository
 from consent.adapters.due import DueRepository
+from consent.adapters.erasures import ErasureRepository
+from consent.adapters.guardians import GuardianRepository
 from consent.adapters.idempotency import IdempotencyRepository
 from consent.adapters.imports import ImportRepository
 from consent.adapters.operations import OperationsRepository
+from consent.adapters.parked import ParkedRepository
+from consent.adapters.policies import PolicyRepository
 from consent.adapters.receipts import ReceiptRepository
 from consent.adapters.repositories import (
-    ErasureRepository,
-    GuardianRepository,
     LedgerRepository,
     OutboxRepository,
-    PolicyRepository,
     StateRepository,
     SubjectRepository,
 )
@@ -51,11 +53,13 @@ class UnitOfWork:
         self.due = DueRepository(session)
         self.aliases = AliasRepository(session)
         self.operations = OperationsRepository(session)
+        self.parked = ParkedRepository(session)
         self.idempotency = IdempotencyRepository(session)
         self.receipts = ReceiptRepository(session)
         self.retention = RetentionRepository(session)
         self.drift = DriftRepository(session)
         self.imports = ImportRepository(session)
+        self.api_keys = ApiKeyRepository(session)
         self.transparency = TransparencyRepository(session)
         self.events: list[DomainEvent] = []
         # subject → the highest sequence this unit of work committed (the Consent-Token)

@@ -5,17 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
+from consent.adapters.transparency import TransparencyRepository
 from consent.domain import merkle
 from consent.domain.ledger import ChainedEntry
-from consent.transparency.log import (
-    LEDGER_FIELDS,
-    checkpoint_at,
-    decode_entry,
-    fetch_nodes,
-    latest_checkpoint,
-)
 
 
 class NoSuchEntry(LookupError):
@@ -30,28 +22,23 @@ class NoSuchCheckpoint(LookupError):
     pass
 
 
-async def entry_row(conn: asyncpg.Connection, subject_id: str, sequence: int) -> dict[str, Any]:
-    row = await conn.fetchrow(
-        f"SELECT {LEDGER_FIELDS}, leaf_index FROM consent_ledger "
-        "WHERE subject_id = $1 AND sequence = $2",
-        subject_id,
-        sequence,
-    )
+async def entry_row(log: TransparencyRepository, subject_id: str, sequence: int) -> dict[str, Any]:
+    row = await log.entry(subject_id, sequence)
     if row is None:
         raise NoSuchEntry(f"{subject_id} has no ledger entry {sequence}")
-    return decode_entry(row)
+    return row
 
 
-async def inclusion(conn: asyncpg.Connection, subject_id: str, sequence: int) -> dict[str, Any]:
+async def inclusion(log: TransparencyRepository, subject_id: str, sequence: int) -> dict[str, Any]:
     """API.md: ``{entry, leaf_index, leaf_hash, inclusion_proof, checkpoint}``."""
-    row = await entry_row(conn, subject_id, sequence)
-    cp = await latest_checkpoint(conn)
+    row = await entry_row(log, subject_id, sequence)
+    cp = await log.latest()
     index = row["leaf_index"]
     if index is None or cp is None or index >= cp.tree_size:
         raise NotYetCheckpointed(f"entry {sequence} is not in a checkpoint yet")
     entry = ChainedEntry.of(row)
     wanted = merkle.nodes_needed(lambda node: merkle.inclusion_proof(index, cp.tree_size, node))
-    path = merkle.inclusion_proof(index, cp.tree_size, await fetch_nodes(conn, wanted))
+    path = merkle.inclusion_proof(index, cp.tree_size, await log.nodes(wanted))
     return {
         "entry": entry.as_json(),
         "leaf_index": index,
@@ -61,13 +48,13 @@ async def inclusion(conn: asyncpg.Connection, subject_id: str, sequence: int) ->
     }
 
 
-async def consistency(conn: asyncpg.Connection, old: int, new: int) -> dict[str, Any]:
+async def consistency(log: TransparencyRepository, old: int, new: int) -> dict[str, Any]:
     """A consistency proof between two issued checkpoints."""
-    first, second = await checkpoint_at(conn, old), await checkpoint_at(conn, new)
+    first, second = await log.at(old), await log.at(new)
     if first is None or second is None:
         raise NoSuchCheckpoint("both tree sizes must be issued checkpoints")
     wanted = merkle.nodes_needed(lambda node: merkle.consistency_proof(old, new, node))
-    proof = merkle.consistency_proof(old, new, await fetch_nodes(conn, wanted))
+    proof = merkle.consistency_proof(old, new, await log.nodes(wanted))
     return {
         "from": first.as_dict(),
         "to": second.as_dict(),

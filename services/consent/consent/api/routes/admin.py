@@ -11,6 +11,7 @@ import httpx
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
 from pydantic import Field, StringConstraints
 
+from consent.adapters.operations import ReplayJobView
 from consent.adapters.propagator_api import PropagatorUnavailable
 from consent.api.access import Admin
 from consent.api.deps import UoW
@@ -38,7 +39,7 @@ class ReplayIn(Strict):
     rate: float | None = Field(default=None, gt=0, le=100_000)
 
 
-def job_view(job: Any) -> dict[str, Any]:
+def job_view(job: ReplayJobView) -> dict[str, Any]:
     return {
         "job_id": str(job.id),
         "status": job.status,

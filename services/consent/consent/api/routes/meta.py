@@ -7,8 +7,8 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
-from sqlalchemy import text
 
+from consent.adapters.db import ping
 from consent.adapters.parked import ParkedRepository
 from consent.adapters.repositories import OutboxRepository
 from consent.api.schemas import PurposeInfo, PurposeList
@@ -79,15 +79,6 @@ async def broker_reachable(bootstrap: str | None, timeout_s: float = 1.0) -> boo
     return any(await asyncio.gather(*(one(s) for s in bootstrap.split(","))))
 
 
-async def database_reachable(request: Request) -> bool:
-    try:
-        async with request.app.state.engine.connect() as conn:
-            await asyncio.wait_for(conn.execute(text("SELECT 1")), 2.0)
-        return True
-    except Exception:  # readiness reports failure, it never raises
-        return False
-
-
 @router.get(
     "/readyz",
     tags=["ops"],
@@ -98,7 +89,7 @@ async def readyz(request: Request) -> JSONResponse:
     """Ready when the database answers. The broker is reported, not required: writes go to
     the outbox and wait there while Kafka is down, so the API keeps serving."""
     database, broker = await asyncio.gather(
-        database_reachable(request),
+        ping(request.app.state.engine),
         broker_reachable(request.app.state.settings.kafka_bootstrap),
     )
     BROKER_REACHABLE.set(1 if broker else 0)

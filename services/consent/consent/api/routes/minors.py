@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field, StringConstraints, field_validator
 
-from consent.adapters.tables import ErasureRequest
 from consent.api.access import Admin, Granted, needs
 from consent.api.deps import Caller, UoW
 from consent.api.gpc import GpcSignal
@@ -18,6 +17,7 @@ from consent.api.schemas import Strict, StrictPart, SubjectId, Timestamp
 from consent.api.views import GuardianList
 from consent.api.writes import write_context
 from consent.domain.authority import default_channel
+from consent.domain.rights import ErasureRequest
 from consent.service import erasure as erasure_svc
 from consent.service import guardians as guardian_svc
 from consent_common.timefmt import rfc3339

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from consent.adapters.tables import IdempotencyRecord
+from consent.adapters.idempotency import StoredResponse
 from consent.api.access import Granted, needs
 from consent.api.auth import Principal
 from consent.api.deps import Caller, UoW
@@ -161,7 +161,7 @@ async def patch_preferences(
     )
     if idempotency_key:
         await idem.save(
-            IdempotencyRecord(
+            StoredResponse(
                 principal=owner,
                 key=idempotency_key,
                 request_hash=request_hash,

@@ -23,6 +23,7 @@ from consent.api.schemas import (
     decision_doc,
 )
 from consent.api.views import Export
+from consent.domain.model import Policy
 from consent.service import history as history_svc
 from consent.service import policies as policy_svc
 from consent.service.context import utcnow
@@ -104,12 +105,12 @@ async def batch_decisions(
     return Response(orjson.dumps({"items": out}), media_type="application/json")
 
 
-def _policy_out(p: Any) -> PolicyOut:
+def _policy_out(p: Policy) -> PolicyOut:
     return PolicyOut(
         version=p.version,
         effective_at=rfc3339(p.effective_at),
         material=p.material,
-        affected_purposes=list(p.affected_purposes),
+        affected_purposes=sorted(p.affected_purposes),
         description=p.description,
         published_at=rfc3339(p.published_at),
     )

@@ -101,7 +101,7 @@ async def proof(
     _access: Annotated[Granted, needs("preferences:read")],
 ) -> dict[str, Any]:
     try:
-        return await uow.transparency.inclusion(subject_id, sequence)
+        return await proofs.inclusion(uow.transparency, subject_id, sequence)
     except proofs.NoSuchEntry as exc:
         raise Problem(404, str(exc)) from exc
     except proofs.NotYetCheckpointed as exc:
@@ -144,7 +144,7 @@ async def checkpoint_consistency(
             errors=[{"loc": ["query", "from"], "msg": "from > to", "type": "value_error"}],
         )
     try:
-        return await uow.transparency.consistency(from_, to)
+        return await proofs.consistency(uow.transparency, from_, to)
     except proofs.NoSuchCheckpoint as exc:
         raise Problem(404, str(exc)) from exc
 
@@ -196,7 +196,7 @@ async def receipt(
     _access: Annotated[Granted, needs("preferences:read")],
 ) -> Response:
     try:
-        row = await uow.transparency.entry(subject_id, sequence)
+        row = await proofs.entry_row(uow.transparency, subject_id, sequence)
     except proofs.NoSuchEntry as exc:
         raise Problem(404, str(exc)) from exc
     evidence = await uow.transparency.evidence(subject_id, sequence)

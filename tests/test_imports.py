@@ -35,8 +35,12 @@ FILE = [
     choice("imp-1", "marketing_email", "granted", "2026-01-05T10:00:00Z", notice_id="n-7"),
     choice("imp-1", "sale", "denied", "2026-01-06T10:00:00Z", jurisdiction="US-CA"),
     choice("imp-2", "analytics", "granted", "2026-02-01T00:00:00Z", channel="web"),
-    {"subject_id": "imp-3", "purpose": "telepathy", "status": "granted",
-     "occurred_at": "2026-02-01T00:00:00Z"},
+    {
+        "subject_id": "imp-3",
+        "purpose": "telepathy",
+        "status": "granted",
+        "occurred_at": "2026-02-01T00:00:00Z",
+    },
     choice("imp-3", "analytics", "maybe", "2026-02-01T00:00:00Z"),
     choice("imp-3", "analytics", "denied", "2026-02-02T00:00:00Z"),
 ]
@@ -155,9 +159,10 @@ async def test_an_interrupted_import_resumes_where_it_stopped(
         await import_svc.run(sessions, job_id, data + b"\n{}")  # not the same file
     job = await import_svc.run(sessions, job_id, data, chunk=10)
     assert job is not None and job.status == "completed" and job.counts["applied"] == 25
-    assert await db.fetchval(
-        "SELECT count(*) FROM consent_ledger WHERE subject_id LIKE 'imp-r%'"
-    ) == 25
+    assert (
+        await db.fetchval("SELECT count(*) FROM consent_ledger WHERE subject_id LIKE 'imp-r%'")
+        == 25
+    )
 
 
 async def test_upload_over_http(client: httpx.AsyncClient, settings: Settings) -> None:
@@ -197,3 +202,21 @@ async def test_upload_over_http(client: httpx.AsyncClient, settings: Settings) -
     assert r.status_code == 413
     missing = await client.get(f"/v1/admin/imports/{uuid.uuid4()}", headers=admin())
     assert missing.status_code == 404
+
+
+async def test_an_import_passes_ledger_verify(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """What an import projects is what its ledger entry replays to: ``ledger verify`` finds
+    nothing (a row's own time, channel, notice version and expiry included)."""
+    from consentctl.ledger import verify_all
+
+    rows = [
+        choice("impv-1", "marketing_email", "granted", "2026-01-05T10:00:00Z", notice_id="n-7"),
+        choice("impv-1", "sale", "denied", "2026-01-06T10:00:00Z", channel="web"),
+        choice("impv-2", "analytics", "granted", "2020-02-01T00:00:00Z"),  # expired since
+    ]
+    job_id, _ = await import_svc.start(sessions, jsonl(rows), "jsonl", actor="test")
+    await import_svc.run(sessions, job_id)
+    _, problems = await verify_all(settings.database_url or "", show_progress=False)
+    assert [p for p in problems if p.subject_id.startswith("impv-")] == []

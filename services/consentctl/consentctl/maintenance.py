@@ -15,7 +15,7 @@ from rich.table import Table
 
 from consent.adapters.audit import AuditRecord, write_audit
 from consent.adapters.subject_store import UPSERT_STATE, state_rows
-from consent.domain.ledger import project
+from consent.domain.entries import project
 from consent.settings import Settings, get_settings
 from consent_common.db import plain_url
 from consent_common.kafka import client_kwargs

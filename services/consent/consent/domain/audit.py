@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from consent.domain.ledger import ChainProblem, project
+from consent.domain.entries import project
+from consent.domain.ledger import ChainProblem
 
 # consent_state column → the rebuilt record's attribute
 STATE_FIELDS = {

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consent.domain import jurisdictions, preferences
+from consent.domain.entries import grant_expiry
 from consent.domain.model import (
     Actor,
     AgeStatus,
@@ -136,8 +137,9 @@ def read_rows(data: bytes, fmt: str) -> Iterator[tuple[int, dict[str, Any] | Row
 
 def default_key(raw: Mapping[str, Any]) -> str:
     """The idempotency key of a row that brings none: a hash of its canonical form."""
-    canonical = json.dumps({k: raw.get(k) for k in COLUMNS if k != "idempotency_key"},
-                           sort_keys=True, default=str)
+    canonical = json.dumps(
+        {k: raw.get(k) for k in COLUMNS if k != "idempotency_key"}, sort_keys=True, default=str
+    )
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -290,9 +292,7 @@ def _record(
         updated_at=row.occurred_at,
         sequence=sequence,
         policy_version=row.policy_version,
-        expires_at=row.occurred_at + timedelta(days=days)
-        if days and row.status == "granted"
-        else None,
+        expires_at=grant_expiry(row.status, row.occurred_at, days),
         actor=actor,
     )
     if record.expires_at is not None and record.expires_at <= now:

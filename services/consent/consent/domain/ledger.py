@@ -1,16 +1,15 @@
-"""Pure ledger checks: verify a subject's hash chain and rebuild its projection from it."""
+"""Pure ledger checks: what a ledger entry's hash covers, and a subject's chain verified.
+What an entry sets (the projection) is domain/entries.py."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from consent.domain.hashing import GENESIS, canonical, entry_hash, evidence_hash
 from consent.domain.merkle import leaf_hash
-from consent.domain.model import Actor, PurposeRecord
 
 CHAINED_FIELDS = (
     "subject_id",
@@ -25,10 +24,6 @@ CHAINED_FIELDS = (
     "actor_id",
     "occurred_at",
 )
-ENDED_BY_TYPE = {"consent.expired": "expired", "consent.lapsed": "lapsed"}
-# entries that restate statuses without changing the records (re-consent announcements:
-# the grant keeps its time, which is what makes it need re-consent)
-RESTATES = frozenset({"consent.reconsent_required"})
 
 
 def chained(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,66 +124,3 @@ def verify_chain(
             )
         )
     return problems
-
-
-def _dt(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def project(entries: Iterable[Mapping[str, Any]]) -> dict[str, PurposeRecord]:
-    """Replay ledger entries (oldest first) into the current record per purpose."""
-    records: dict[str, PurposeRecord] = {}
-    for e in entries:
-        if e["type"] in RESTATES:
-            continue
-        expiries = (e.get("detail") or {}).get("expires_at") or {}
-        ended = ENDED_BY_TYPE.get(e["type"])
-        # merges carry records with their own provenance (time, source, actor, expiry)
-        kept = (e.get("detail") or {}).get("records") or {}
-        for change in e.get("changes") or []:
-            purpose = change["purpose"]
-            if purpose in kept:
-                records[purpose] = record_from_dict(kept[purpose], int(e["sequence"]))
-                continue
-            records[purpose] = PurposeRecord(
-                purpose=purpose,
-                status=change["to"],
-                source=e["channel"],
-                updated_at=e["occurred_at"],
-                sequence=int(e["sequence"]),
-                policy_version=e.get("policy_version"),
-                expires_at=_dt(expiries.get(purpose)),
-                actor=Actor(e["actor_type"], e.get("actor_id")),
-                ended_reason=ended,
-            )
-    return records
-
-
-def record_to_dict(r: PurposeRecord) -> dict[str, Any]:
-    """A record's provenance as JSON (ledger detail of merges, alias links)."""
-    return {
-        "purpose": r.purpose,
-        "status": r.status,
-        "source": r.source,
-        "updated_at": r.updated_at.isoformat(),
-        "policy_version": r.policy_version,
-        "expires_at": r.expires_at.isoformat() if r.expires_at else None,
-        "actor": {"type": r.actor.type, "id": r.actor.id},
-    }
-
-
-def record_from_dict(d: Mapping[str, Any], sequence: int = 0) -> PurposeRecord:
-    updated = _dt(d["updated_at"])
-    assert updated is not None
-    return PurposeRecord(
-        purpose=d["purpose"],
-        status=d["status"],
-        source=d["source"],
-        updated_at=updated,
-        sequence=sequence,
-        policy_version=d.get("policy_version"),
-        expires_at=_dt(d.get("expires_at")),
-        actor=Actor(d["actor"]["type"], d["actor"].get("id")),
-    )

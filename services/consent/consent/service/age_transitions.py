@@ -18,6 +18,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from consent.domain.entries import PendingEntry
 from consent.domain.model import Actor
 from consent.service.context import WriteContext
 from consent.service.decisions import age_status_of, next_age_change
@@ -49,14 +50,12 @@ async def record_age_transition(uow: UnitOfWork, subject_id: str, now: datetime)
         # unchanged (or tracked only from now on: subjects written before tracking began)
         await uow.due.track_age(subject_id, now_status, next_age_change(snapshot, now))
         return False
-    await record(
-        uow,
-        snapshot,
-        event_type="subject.age_status_changed",
-        ctx=ctx,
+    entry = PendingEntry(
+        "subject.age_status_changed",
         detail={"reason": "age threshold crossed", **transition},
         event_extra=transition,
     )
+    await record(uow, snapshot, entry, ctx)
     return True
 
 

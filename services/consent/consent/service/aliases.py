@@ -9,12 +9,12 @@ anonymous id's row, then the person's, always in that order (erasure does the sa
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from consent.adapters.tables import GuardianLink, SubjectAlias
+from consent.domain.entries import PendingEntry, record_from_dict, record_to_dict
 from consent.domain.hashing import GENESIS
-from consent.domain.ledger import record_from_dict, record_to_dict
 from consent.domain.merge import apply_merge, device_view, plan_merge, plan_unmerge
 from consent.domain.model import Change, DomainError, PurposeRecord, SubjectSnapshot
 from consent.service.context import WriteContext
@@ -97,17 +97,12 @@ async def link(uow: UnitOfWork, person_id: str, anonymous_id: str, ctx: WriteCon
     person_seq = person.sequence + 1
     merged_person = apply_merge(person, plan)
     # the anonymous id's entry: from now on it answers for the person
+    said = _event("anonymous", person_id, anonymous_id, person_seq, person.last_hash or GENESIS)
     device_after, _ = await record(
         uow,
         device,
-        event_type="subject.merged",
-        ctx=ctx,
-        detail=_event(
-            "anonymous", person_id, anonymous_id, person_seq, person.last_hash or GENESIS
-        ),
-        event_extra=_event(
-            "anonymous", person_id, anonymous_id, person_seq, person.last_hash or GENESIS
-        ),
+        PendingEntry("subject.merged", detail=said, event_extra=said),
+        ctx,
         policies=policies,
         decide_as=device_view(device, merged_person, device_purposes()),
     )
@@ -118,23 +113,17 @@ async def link(uow: UnitOfWork, person_id: str, anonymous_id: str, ctx: WriteCon
                 replace_link(guardian, person_id, ctx.now),
             )
     person.guardian_ids = person.guardian_ids | plan.guardians
-    carried = [replace(r, sequence=person_seq) for r in plan.carried]
-    detail = _event("person", person_id, anonymous_id, device_after.sequence, device_hash)
-    detail["records"] = {r.purpose: record_to_dict(r) for r in carried}
-    if plan.guardians:
-        detail["guardians"] = sorted(plan.guardians)
-    await record(
-        uow,
-        person,
-        event_type="subject.merged",
-        ctx=ctx,
-        changes=list(plan.changes),
-        new_records=carried,
-        profile={"gpc_opted_out_at": plan.gpc_opted_out_at} if plan.gpc_opted_out_at else None,
+    said = _event("person", person_id, anonymous_id, device_after.sequence, device_hash)
+    detail = {**said, "guardians": sorted(plan.guardians)} if plan.guardians else said
+    entry = PendingEntry(
+        "subject.merged",
+        tuple(plan.changes),
         detail=detail,
-        event_extra=_event("person", person_id, anonymous_id, device_after.sequence, device_hash),
-        policies=policies,
+        carried=tuple(plan.carried),  # each keeps its own time, source and actor
+        profile={"gpc_opted_out_at": plan.gpc_opted_out_at} if plan.gpc_opted_out_at else {},
+        event_extra=said,
     )
+    await record(uow, person, entry, ctx, policies=policies)
     row = SubjectAlias(
         id=uuid.uuid4(),
         alias_id=anonymous_id,
@@ -182,28 +171,16 @@ async def unlink(
     person_seq = person.sequence + 1
     device.merged_into = None
     head = person.last_hash or GENESIS
+    said = _event("anonymous", person_id, anonymous_id, person_seq, head)
     device_after, _ = await record(
-        uow,
-        device,
-        event_type="subject.unmerged",
-        ctx=ctx,
-        detail=_event("anonymous", person_id, anonymous_id, person_seq, head),
-        event_extra=_event("anonymous", person_id, anonymous_id, person_seq, head),
+        uow, device, PendingEntry("subject.unmerged", detail=said, event_extra=said), ctx
     )
     device_hash = device_after.last_hash or GENESIS
-    restored = [replace(r, sequence=person_seq) for r in restored]
-    detail = _event("person", person_id, anonymous_id, device_after.sequence, device_hash)
-    detail["records"] = {r.purpose: record_to_dict(r) for r in restored}
-    await record(
-        uow,
-        person,
-        event_type="subject.unmerged",
-        ctx=ctx,
-        changes=changes,
-        new_records=restored,
-        detail=detail,
-        event_extra=_event("person", person_id, anonymous_id, device_after.sequence, device_hash),
+    said = _event("person", person_id, anonymous_id, device_after.sequence, device_hash)
+    entry = PendingEntry(
+        "subject.unmerged", tuple(changes), detail=said, carried=tuple(restored), event_extra=said
     )
+    await record(uow, person, entry, ctx)
     return LinkResult(
         subject_id=person_id,
         anonymous_id=anonymous_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from consent.adapters.tables import ErasureRequest
+from consent.domain.entries import PendingEntry
 from consent.domain.rights import ERASURE_BUSINESS_DAYS, add_business_days
 from consent.service.context import WriteContext
 from consent.service.preferences import refuse_personal_write
@@ -34,20 +35,18 @@ async def request_erasure(
             return existing, False
     request_id = uuid.uuid4()
     due = add_business_days(ctx.now, ERASURE_BUSINESS_DAYS)
-    _, event = await record(
-        uow,
-        snapshot,
-        event_type="subject.erasure_requested",
-        ctx=ctx,
-        profile={"erased_at": ctx.now, "birth_date": None},
+    entry = PendingEntry(
+        "subject.erasure_requested",
         detail={"request_id": str(request_id), "reason": reason},
-        event_data={
+        profile={"erased_at": ctx.now, "birth_date": None},
+        event_body={
             "request_id": str(request_id),
             "due_at": rfc3339(due),
             "reason": reason,
             "occurred_at": rfc3339(ctx.now),
         },
     )
+    _, event = await record(uow, snapshot, entry, ctx)
     await uow.erasures.forget_personal_data(subject_id)
     request = ErasureRequest(
         request_id=request_id,

@@ -10,10 +10,11 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from consent.domain.entries import PendingEntry
 from consent.domain.model import Actor, Change
 from consent.service.context import WriteContext
 from consent.service.per_subject import each_subject
-from consent.service.recorder import load_policies, record, records_after
+from consent.service.recorder import load_policies, record
 from consent.service.unit_of_work import UnitOfWork
 
 SYSTEM = Actor("system", "expiry-scheduler")
@@ -34,17 +35,10 @@ async def expire_subject(uow: UnitOfWork, subject_id: str, now: datetime) -> boo
         Change(r.purpose, "granted", "unset") for r in sorted(expired, key=lambda r: r.purpose)
     ]
     ctx = WriteContext(channel="system", actor=SYSTEM, now=now)
-    new = records_after(snapshot, changes, ctx, snapshot.sequence + 1, {}, ended_reason="expired")
-    await record(
-        uow,
-        snapshot,
-        event_type="consent.expired",
-        ctx=ctx,
-        changes=changes,
-        new_records=new,
-        detail={"reason": "validity period ended"},
-        policies=await load_policies(uow),
+    entry = PendingEntry(
+        "consent.expired", tuple(changes), detail={"reason": "validity period ended"}
     )
+    await record(uow, snapshot, entry, ctx, policies=await load_policies(uow))
     return True
 
 

@@ -8,11 +8,12 @@ from dataclasses import replace
 from datetime import datetime
 
 from consent.adapters.tables import GuardianLink
+from consent.domain.entries import PendingEntry
 from consent.domain.model import Change, DomainError, SubjectSnapshot
 from consent.service.context import WriteContext
 from consent.service.decisions import age_status_of
 from consent.service.preferences import refuse_personal_write
-from consent.service.recorder import record, records_after
+from consent.service.recorder import record
 from consent.service.unit_of_work import UnitOfWork
 from consent_common.timefmt import rfc3339
 
@@ -57,11 +58,8 @@ async def link(
         "verified_at": verified_at.isoformat(),
     }
     ctx = replace(ctx, evidence={**ctx.evidence, "verification": verification})
-    await record(
-        uow,
-        snapshot,
-        event_type="subject.guardian_linked",
-        ctx=ctx,
+    entry = PendingEntry(
+        "subject.guardian_linked",
         detail={"guardian_id": guardian_id, "verification_method": method},
         event_extra={
             "guardian_id": guardian_id,
@@ -69,6 +67,7 @@ async def link(
             "verified_at": rfc3339(verified_at),
         },
     )
+    await record(uow, snapshot, entry, ctx)
     return row
 
 
@@ -95,19 +94,13 @@ async def lapse_grants(
         return snapshot
     changes = [Change(r.purpose, "granted", "unset") for r in lapsing]
     lapse_ctx = WriteContext(channel="system", actor=ctx.actor, now=ctx.now)
-    new = records_after(
-        snapshot, changes, lapse_ctx, snapshot.sequence + 1, {}, ended_reason="lapsed"
-    )
-    after, _ = await record(
-        uow,
-        snapshot,
-        event_type="consent.lapsed",
-        ctx=lapse_ctx,
-        changes=changes,
-        new_records=new,
+    entry = PendingEntry(
+        "consent.lapsed",
+        tuple(changes),
         detail={"reason": reason, "guardian_id": guardian_id},
         event_extra={"reason": reason, **(extra or {})},
     )
+    after, _ = await record(uow, snapshot, entry, lapse_ctx)
     return after
 
 
@@ -118,12 +111,10 @@ async def revoke(uow: UnitOfWork, subject_id: str, guardian_id: str, ctx: WriteC
     if not await uow.guardians.revoke(subject_id, guardian_id, ctx.now):
         raise LookupError("no active link to that guardian")
     snapshot.guardian_ids = snapshot.guardian_ids - {guardian_id}
-    snapshot, _ = await record(
-        uow,
-        snapshot,
-        event_type="subject.guardian_revoked",
-        ctx=ctx,
+    entry = PendingEntry(
+        "subject.guardian_revoked",
         detail={"guardian_id": guardian_id},
         event_extra={"guardian_id": guardian_id},
     )
+    snapshot, _ = await record(uow, snapshot, entry, ctx)
     await lapse_grants(uow, snapshot, guardian_id, ctx, "guardian_revoked")

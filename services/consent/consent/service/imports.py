@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from consent.adapters.imports import ImportJob, ImportRepository
 from consent.catalog import load_catalog
 from consent.domain import imports as rules
+from consent.domain.entries import PendingEntry
 from consent.domain.import_mappings import MAPPERS, MappingError
 from consent.domain.model import Actor, Policy, SubjectSnapshot
 from consent.service.context import WriteContext, utcnow
@@ -207,8 +208,7 @@ async def import_chunk(
     repo = uow.imports
     seen = await repo.seen([r.idempotency_key for rows in rows_by_subject.values() for r in rows])
     fresh = {
-        s: [r for r in rows if r.idempotency_key not in seen]
-        for s, rows in rows_by_subject.items()
+        s: [r for r in rows if r.idempotency_key not in seen] for s, rows in rows_by_subject.items()
     }
     fresh = {s: rows for s, rows in fresh.items() if rows}
     counts = {"already_imported": len(seen), "applied": 0, "skipped": 0, "subjects_changed": 0}
@@ -264,17 +264,14 @@ async def _record_plan(
         policy_version=newest.policy_version,
         evidence={"import": {"job_id": str(job_id), "rows": [r.evidence() for r in plan.applied]}},
     )
-    after, _ = await record(
-        uow,
-        snapshot,
-        event_type="consent.changed",
-        ctx=ctx,
-        changes=plan.changes,
-        new_records=plan.records,
-        profile={"jurisdiction": plan.jurisdiction} if plan.jurisdiction else None,
+    entry = PendingEntry(
+        "consent.changed",
+        tuple(plan.changes),
         detail={"import": {"job_id": str(job_id), "rows": len(plan.applied)}},
-        policies=policies,
+        carried=tuple(plan.records),  # each row keeps its own time, channel and notice
+        profile={"jurisdiction": plan.jurisdiction} if plan.jurisdiction else {},
     )
+    after, _ = await record(uow, snapshot, entry, ctx, policies=policies)
     return after.sequence
 
 

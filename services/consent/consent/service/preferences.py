@@ -10,6 +10,7 @@ from typing import Any
 from consent.catalog import load_catalog
 from consent.domain import ages, preferences
 from consent.domain.authority import check_minor_profile_change
+from consent.domain.entries import PendingEntry
 from consent.domain.merge import device_view
 from consent.domain.model import (
     Decision,
@@ -27,7 +28,7 @@ from consent.service.decisions import (
     decisions_for,
     device_purposes,
 )
-from consent.service.recorder import as_answered, load_policies, record, records_after
+from consent.service.recorder import as_answered, load_policies, record
 from consent.service.unit_of_work import UnitOfWork
 from consent_common.timefmt import rfc3339
 
@@ -151,17 +152,8 @@ async def honour_gpc(
         policy_version=ctx.policy_version,
         evidence={**ctx.evidence, "gpc": True},
     )
-    new = records_after(snapshot, changes, gpc_ctx, snapshot.sequence + 1, {})
-    after, _ = await record(
-        uow,
-        snapshot,
-        event_type="consent.changed",
-        ctx=gpc_ctx,
-        changes=changes,
-        new_records=new,
-        profile={"gpc_opted_out_at": ctx.now},
-        policies=policies,
-    )
+    entry = PendingEntry("consent.changed", tuple(changes), profile={"gpc_opted_out_at": ctx.now})
+    after, _ = await record(uow, snapshot, entry, gpc_ctx, policies=policies)
     return after
 
 
@@ -198,16 +190,8 @@ async def change_preferences(
     )
     if changes:
         validity = {k: p.validity_days for k, p in load_catalog().items()}
-        new = records_after(snapshot, changes, ctx, snapshot.sequence + 1, validity)
-        snapshot, _ = await record(
-            uow,
-            snapshot,
-            event_type="consent.changed",
-            ctx=ctx,
-            changes=changes,
-            new_records=new,
-            policies=policies,
-        )
+        entry = PendingEntry("consent.changed", tuple(changes), validity_days=validity)
+        snapshot, _ = await record(uow, snapshot, entry, ctx, policies=policies)
     return view(await as_answered(uow, snapshot), policies, ctx.now)
 
 
@@ -278,14 +262,8 @@ async def put_subject(
     if profile:
         after_age = ages.age_status(birth_date, jurisdiction, ctx.now, age_rules())
         detail["age_status"] = {"from": before_age, "to": after_age}
-        snapshot, _ = await record(
-            uow,
-            snapshot,
-            event_type="subject.updated",
-            ctx=ctx,
-            profile=profile,
-            detail=detail,
-            event_extra={"age_status": after_age},
-            policies=policies,
+        entry = PendingEntry(
+            "subject.updated", detail=detail, profile=profile, event_extra={"age_status": after_age}
         )
+        snapshot, _ = await record(uow, snapshot, entry, ctx, policies=policies)
     return view(snapshot, policies, ctx.now)

@@ -16,6 +16,7 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from consent.domain.entries import PendingEntry
 from consent.domain.model import Actor, Change, Policy
 from consent.service.context import WriteContext
 from consent.service.per_subject import each_subject
@@ -47,18 +48,15 @@ async def announce(uow: UnitOfWork, subject_id: str, *, policy: Policy, now: dat
     if policy.version not in {p.version for p in policies}:  # published on another replica
         invalidate_policies()  # within this process's one-second cache
         policies = await load_policies(uow)
-    await record(
-        uow,
-        snapshot,
-        event_type="consent.reconsent_required",
-        ctx=ctx,
-        changes=[Change(p, "granted", "granted") for p in affected],
-        policies=policies,
+    entry = PendingEntry(
+        "consent.reconsent_required",
+        tuple(Change(p, "granted", "granted") for p in affected),
         detail={
             "reason": "material policy change",
             "effective_at": policy.effective_at.isoformat(),
         },
     )
+    await record(uow, snapshot, entry, ctx, policies=policies)
     return True
 
 

@@ -1,7 +1,8 @@
 """Appends one change to a subject: ledger row (hash-chained), projection, event.
 
-Every accepted change — preferences, profile, GPC, expiry, lapse, guardian, erasure —
-goes through ``record`` so that each takes exactly one sequence number.
+Every accepted change — preferences, profile, GPC, expiry, lapse, guardian, erasure,
+merge, import — is a ``PendingEntry`` (domain/entries.py) given to ``record``, so that
+each takes exactly one sequence number and projects exactly as ``ledger verify`` replays.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Any
 
 from consent.adapters.repositories import to_policy
 from consent.adapters.subject_store import TellState
+from consent.domain.entries import PendingEntry, records_of
 from consent.domain.events import DomainEvent, consent_event, decisions_map
 from consent.domain.hashing import GENESIS, evidence_hash
 from consent.domain.ledger import ChainedEntry
 from consent.domain.merge import device_view
-from consent.domain.model import Change, Policy, PurposeRecord, SubjectSnapshot
+from consent.domain.model import Decision, Policy, SubjectSnapshot
 from consent.service.context import WriteContext
 from consent.service.decisions import (
     age_status_of,
@@ -78,76 +80,29 @@ async def as_answered(uow: UnitOfWork, snapshot: SubjectSnapshot) -> SubjectSnap
     return device_view(snapshot, person, device_purposes())
 
 
-def records_after(
-    snapshot: SubjectSnapshot,
-    changes: list[Change],
-    ctx: WriteContext,
-    sequence: int,
-    validity_days: Mapping[str, int | None],
-    ended_reason: str | None = None,
-) -> list[PurposeRecord]:
-    from datetime import timedelta
-
-    out = []
-    for c in changes:
-        days = validity_days.get(c.purpose)
-        expires = ctx.now + timedelta(days=days) if days and c.to_status == "granted" else None
-        out.append(
-            PurposeRecord(
-                purpose=c.purpose,
-                status=c.to_status,
-                source=ctx.channel,
-                updated_at=ctx.now,
-                sequence=sequence,
-                policy_version=ctx.policy_version,
-                expires_at=expires,
-                actor=ctx.actor,
-                ended_reason=ended_reason,
-            )
-        )
-    return out
-
-
 async def record(
     uow: UnitOfWork,
     snapshot: SubjectSnapshot,
-    *,
-    event_type: str,
+    entry: PendingEntry,
     ctx: WriteContext,
-    changes: list[Change] | None = None,
-    new_records: list[PurposeRecord] | None = None,
-    profile: dict[str, Any] | None = None,
-    detail: dict[str, Any] | None = None,
-    event_extra: dict[str, Any] | None = None,
-    event_data: dict[str, Any] | None = None,
+    *,
     policies: list[Policy] | None = None,
     decide_as: SubjectSnapshot | None = None,
 ) -> tuple[SubjectSnapshot, DomainEvent]:
     """Write one ledger entry and its effects; return the new snapshot and its event.
 
-    ``profile`` holds subject columns to update (it may contain personal data, which never
-    reaches the ledger or the event: ``detail`` says only what changed). The event's
-    decisions are those of ``decide_as`` when given, else of what the subject answers with
-    after the change (``as_answered``).
-    """
-    changes = changes or []
+    The new records are what the entry replays to (``records_of``, as ``ledger verify``
+    rebuilds them). The event's decisions are those of ``decide_as`` when given, else of
+    what the subject answers with after the change (``as_answered``)."""
     sequence = snapshot.sequence + 1
     prev_hash = snapshot.last_hash or GENESIS
-    after = replace(snapshot, sequence=sequence, records=dict(snapshot.records))
-    for key, value in (profile or {}).items():
-        setattr(after, key, value)
-    for r in new_records or []:
-        after.records[r.purpose] = r
-    detail = dict(detail or {})
-    expiries = {r.purpose: r.expires_at.isoformat() for r in new_records or [] if r.expires_at}
-    if expiries:
-        detail["expires_at"] = expiries
+    after = replace(snapshot, sequence=sequence, records=dict(snapshot.records), **entry.profile)
     fields: dict[str, Any] = {
         "subject_id": snapshot.subject_id,
         "sequence": sequence,
-        "type": event_type,
-        "changes": [c.as_dict() for c in changes],
-        "detail": detail,
+        "type": entry.type,
+        "changes": [c.as_dict() for c in entry.changes],
+        "detail": entry.entry_detail(ctx.now),
         "policy_version": ctx.policy_version,
         "jurisdiction": after.jurisdiction,
         "channel": ctx.channel,
@@ -155,6 +110,8 @@ async def record(
         "actor_id": ctx.actor.id,
         "occurred_at": ctx.now,
     }
+    new_records = records_of(fields)
+    after.records.update(new_records)
     ev_hash = evidence_hash(ctx.evidence)
     digest = ChainedEntry(fields, prev_hash, ev_hash).hash()
     if policies is None:
@@ -169,39 +126,54 @@ async def record(
     await uow.ledger.append_change(
         {**fields, "evidence_hash": ev_hash, "prev_hash": prev_hash, "hash": digest},
         ctx.evidence,
-        new_records or [],
-        profile or {},
+        new_records.values(),
+        dict(entry.profile),
         told,
     )
     after.last_hash = digest
     after.published_decisions = told.decisions
     after.recorded_age_status = told.age_status
-    if event_data is not None:
-        event = DomainEvent(
-            event_type,
-            snapshot.subject_id,
-            sequence,
-            ctx.now,
-            {"subject_id": snapshot.subject_id, "sequence": sequence, **event_data},
-        )
-        uow.emit(event)
-        return after, event
-    event = consent_event(
-        event_type,
+    event = entry_event(
+        entry,
         subject_id=snapshot.subject_id,
         sequence=sequence,
-        changes=changes,
         decisions=decisions,
         jurisdiction=basis.jurisdiction,
-        policy_version=ctx.policy_version,
-        channel=ctx.channel,
-        actor=ctx.actor,
-        occurred_at=ctx.now,
-        extra=event_extra,
+        ctx=ctx,
         previous=previously_told(snapshot, policies, ctx.now),
     )
     uow.emit(event)
     return after, event
+
+
+def entry_event(
+    entry: PendingEntry,
+    *,
+    subject_id: str,
+    sequence: int,
+    decisions: Mapping[str, Decision],
+    jurisdiction: str | None,
+    ctx: WriteContext,
+    previous: Mapping[str, bool] | None,
+) -> DomainEvent:
+    """The entry's event: consent-shaped (with ``event_extra``), or ``event_body``."""
+    if entry.event_body is not None:
+        body = {"subject_id": subject_id, "sequence": sequence, **entry.event_body}
+        return DomainEvent(entry.type, subject_id, sequence, ctx.now, body)
+    return consent_event(
+        entry.type,
+        subject_id=subject_id,
+        sequence=sequence,
+        changes=list(entry.changes),
+        decisions=decisions,
+        jurisdiction=jurisdiction,
+        policy_version=ctx.policy_version,
+        channel=ctx.channel,
+        actor=ctx.actor,
+        occurred_at=ctx.now,
+        extra=entry.event_extra,
+        previous=previous,
+    )
 
 
 def previously_told(

@@ -58,36 +58,36 @@ class ProcessorWorker:
             return 0
         limit = c.concurrency * CLAIM_ROUNDS if permits is None else permits
         async with unit_of_work(self.pool, atomic=False) as uow:  # one statement
-            rows = await uow.deliveries.claim(c.name, limit, c.timeout_s * CLAIM_ROUNDS + 30)
-        if rows:
+            claimed = await uow.deliveries.claim(c.name, limit, c.timeout_s * CLAIM_ROUNDS + 30)
+        if claimed:
             slots = asyncio.Semaphore(c.concurrency)
-            outcomes = await asyncio.gather(*(self._send(r, slots) for r in rows))
+            outcomes = await asyncio.gather(*(self._send(r, slots) for r in claimed))
             # all delivered is one statement (atomic alone); anything else needs a transaction
             simple = all(o.ok for o in outcomes) and not self.exhausted
             async with unit_of_work(self.pool, atomic=not simple) as uow:
-                recovered = await self._record(uow, list(zip(rows, outcomes, strict=True)))
+                recovered = await self._record(uow, list(zip(claimed, outcomes, strict=True)))
             if recovered:  # only once its redrive is committed: else it is tried again
                 self.exhausted = False
-        return len(rows)
+        return len(claimed)
 
-    async def _send(self, row: ClaimedDelivery, slots: asyncio.Semaphore) -> Outcome:
-        body: dict[str, Any] = orjson.loads(row.payload)
+    async def _send(self, delivery: ClaimedDelivery, slots: asyncio.Semaphore) -> Outcome:
+        body: dict[str, Any] = orjson.loads(delivery.payload)
         try:
             async with slots:
                 if self.limiter is not None:
                     await self.limiter.acquire()
                 with tracing.span(
                     "consent.webhook",
-                    row.traceparent,
+                    delivery.traceparent,
                     SpanKind.CLIENT,
-                    {"consent.processor": self.config.name, "consent.attempt": row.attempts},
+                    {"consent.processor": self.config.name, "consent.attempt": delivery.attempts},
                 ) as span:
                     outcome = await self.adapter.send(
                         self.client,
-                        row.event_id,
-                        row.event_type,
+                        delivery.event_id,
+                        delivery.event_type,
                         body,
-                        tracing.current_traceparent() or row.traceparent,
+                        tracing.current_traceparent() or delivery.traceparent,
                     )
                     if span is not None and outcome.status_code is not None:
                         span.set_attribute("http.response.status_code", outcome.status_code)
@@ -119,11 +119,11 @@ class ProcessorWorker:
                     log.info("deliveries_auto_redriven", processor=name, count=redriven)
             metrics.DELIVERIES.labels(name, "delivered").inc(len(delivered))
             now = datetime.now(UTC)
-            for row, _, _ in delivered:
-                lag = (now - row.occurred_at).total_seconds()
+            for delivery, _, _ in delivered:
+                lag = (now - delivery.occurred_at).total_seconds()
                 metrics.E2E_LATENCY.labels(name).observe(max(lag, 0.0))
-        for row, outcome in results:
-            if not outcome.ok and await self._record_failure(uow, row, outcome):
+        for delivery, outcome in results:
+            if not outcome.ok and await self._record_failure(uow, delivery, outcome):
                 recovered = False  # gave up on one: still exhausted
         return recovered
 
@@ -151,16 +151,16 @@ class ProcessorWorker:
                 log.error("processor_disabled", processor=c.name, after_s=c.disable_after_s)
 
     async def _record_failure(
-        self, uow: UnitOfWork, row: ClaimedDelivery, outcome: Outcome
+        self, uow: UnitOfWork, delivery: ClaimedDelivery, outcome: Outcome
     ) -> bool:
         """Retry, supersede or give up on one failed delivery. True when it gave up on a
         retryable failure (the processor's retry budget ran out: it is exhausted)."""
         name = self.config.name
         error = outcome.error or "failed"
-        if outcome.retryable and row.attempts < row.max_attempts:
-            if await uow.deliveries.newer_exists(row):
+        if outcome.retryable and delivery.attempts < delivery.max_attempts:
+            if await uow.deliveries.newer_exists(delivery):
                 await uow.deliveries.finish(
-                    row,
+                    delivery,
                     "superseded",
                     outcome.status_code,
                     f"superseded after: {error}",
@@ -169,36 +169,40 @@ class ProcessorWorker:
                 metrics.DELIVERIES.labels(name, "superseded").inc()
                 return False
             delay = backoff_delay(
-                row.attempts, self.config.backoff_initial_s, self.config.backoff_max_s
+                delivery.attempts, self.config.backoff_initial_s, self.config.backoff_max_s
             )
             await uow.deliveries.reschedule(
-                row, delay, outcome.status_code, error, outcome.latency_ms
+                delivery, delay, outcome.status_code, error, outcome.latency_ms
             )
             metrics.DELIVERIES.labels(name, "retry").inc()
             log.info(
                 "delivery_retry",
                 processor=name,
-                attempt=row.attempts,
+                attempt=delivery.attempts,
                 retry_in_s=round(delay, 2),
                 error=error[:80],
             )
             return False
         reason = (
-            error if not outcome.retryable else f"gave up after {row.attempts} attempts: {error}"
+            error
+            if not outcome.retryable
+            else f"gave up after {delivery.attempts} attempts: {error}"
         )
         if outcome.retryable:
             self.exhausted = True
-        await uow.deliveries.finish(row, "dead", outcome.status_code, reason, outcome.latency_ms)
+        await uow.deliveries.finish(
+            delivery, "dead", outcome.status_code, reason, outcome.latency_ms
+        )
         await uow.outbox.queue(
             "deadletter",
-            row.subject_id,
+            delivery.subject_id,
             "delivery.dead",
-            row.dead_letter(reason, outcome.status_code),
-            row.sequence,
+            delivery.dead_letter(reason, outcome.status_code),
+            delivery.sequence,
         )
         metrics.DELIVERIES.labels(name, "dead").inc()
         metrics.DEAD_LETTERS.labels(name).inc()
-        log.warning("delivery_dead", processor=name, event_id=row.event_id, error=reason[:120])
+        log.warning("delivery_dead", processor=name, event_id=delivery.event_id, error=reason[:120])
         return outcome.retryable
 
     async def run(self, stop: asyncio.Event) -> None:

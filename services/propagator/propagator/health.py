@@ -11,7 +11,10 @@ of an exhausted retry budget, and the pending deliveries go out in order.
 How this combines with the automatic redrive (``worker.py``): while a processor is enabled,
 a recovery probe now and then finds out when it answers again and then redrives what it
 missed, with no operator. Disabling ends that: a disabled processor is never probed, since
-someone decided (or the time limit decided) that it is gone until told otherwise."""
+someone decided (or the time limit decided) that it is gone until told otherwise.
+
+These are the rules; the statements are ``repositories/health.py``'s, and the caller's
+unit of work (``unit_of_work.py``) holds them together."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Kafka intake: events → delivery intents, recorded before the offset is committed.
 
 One unit of work (``unit_of_work.py``) per polled batch writes the inbox rows (dedupe by
-event id), the deliveries and the parked records; only after it commits are the offsets
-committed. A crash in between means
-the batch is read again and the inbox drops what was already recorded.
+event id), the deliveries and the parked records (``repositories/inbox.py``,
+``repositories/parked.py``); only after it commits are the offsets committed. A crash in
+between means the batch is read again and the inbox drops what was already recorded.
 """
 
 from __future__ import annotations

@@ -74,5 +74,5 @@ def test_repositories_return_dataclasses_not_records():
 
 def test_the_scan_sees_what_it_checks():
     """Guards the guards: the scanned files exist and the repositories do run SQL."""
-    assert all(p.exists() for p in COMMANDS)
+    assert {p.name for p in COMMANDS} >= {"processors.py", "parked.py", "ops.py"}
     assert sum(len(_calls(p, SQL)) for p in REPOSITORIES.glob("*.py")) > 30

@@ -10,7 +10,7 @@ import asyncpg
 
 from consent_common.db import plain_url
 from propagator.db import SERVER_SETTINGS
-from propagator.store import DeliveryStore
+from propagator.unit_of_work import unit_of_work
 
 ROW = """
 INSERT INTO deliveries (id, event_id, event_type, subject_id, sequence, processor, status,
@@ -43,11 +43,12 @@ async def test_claim_leases_due_rows_and_supersedes_what_was_already_applied(
     )
     assert pool is not None
     try:
-        claimed = await DeliveryStore(pool).claim("email", 32, 30.0)
+        async with unit_of_work(pool, atomic=False) as uow:
+            claimed = await uow.deliveries.claim("email", 32, 30.0)
     finally:
         await pool.close()
 
-    assert sorted(r["event_id"] for r in claimed) == [
+    assert sorted(r.event_id for r in claimed) == [
         "erasure-below-receipt",
         "new-subject",
         "replay-of-current",

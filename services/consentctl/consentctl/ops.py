@@ -29,8 +29,8 @@ from consent.service.unit_of_work import unit_of_work
 from consent.settings import Settings, get_settings
 from consent_common.db import plain_url
 from consentctl.runtime import known_processors_for, resolve_database
-from propagator import admin as propagator_admin
 from propagator.db import SERVER_SETTINGS as PROPAGATOR_SESSION
+from propagator.unit_of_work import unit_of_work as propagator_unit_of_work
 
 console = Console(stderr=True)
 out = Console()
@@ -187,20 +187,20 @@ def deliveries_list(
     rows = asyncio.run(
         _with_propagator(
             _db(get_settings()),
-            lambda conn: propagator_admin.deliveries(conn, status, processor, None, limit),
+            lambda uow: uow.deliveries.page(status, processor, None, limit),
         )
     )
     table = Table("id", "processor", "subject", "seq", "type", "status", "attempts", "last error")
     for r in rows:
         table.add_row(
-            str(r["id"]),
-            r["processor"],
-            r["subject_id"],
-            str(r["sequence"]),
-            r["event_type"],
-            r["status"],
-            str(r["attempts"]),
-            (r["last_error"] or "")[:60],
+            str(r.id),
+            r.processor,
+            r.subject_id,
+            str(r.sequence),
+            r.event_type,
+            r.status,
+            str(r.attempts),
+            (r.last_error or "")[:60],
         )
     out.print(table)
 
@@ -230,7 +230,7 @@ def deliveries_redrive(
     async def run(ops: OperationsRepository) -> list[str]:
         # the propagator's deliveries (its schema), audited in the one timeline
         redriven: list[str] = await _with_propagator(
-            url, lambda conn: propagator_admin.redrive(conn, ids, processor)
+            url, lambda uow: uow.deliveries.redrive(ids, processor)
         )
         await ops.audit(
             "cli",
@@ -265,11 +265,12 @@ def audit(limit: Annotated[int, typer.Option()] = 50) -> None:
 
 
 async def _with_propagator(url: str, fn: Any) -> Any:
-    """``fn(conn)`` on a connection to the propagator's schema, in one transaction."""
+    """``fn(uow)`` in one of the propagator's units of work (its schema), committed when it
+    returns."""
     conn = await asyncpg.connect(plain_url(url), server_settings=PROPAGATOR_SESSION)
     try:
-        async with conn.transaction():
-            return await fn(conn)
+        async with propagator_unit_of_work(conn) as uow:
+            return await fn(uow)
     finally:
         await conn.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
@@ -20,8 +21,10 @@ from consent.service.unit_of_work import unit_of_work
 from consent.settings import get_settings
 from consent_common.db import plain_url
 from consentctl.runtime import resolve_database
-from propagator import admin as propagator_admin
 from propagator.db import SERVER_SETTINGS as PROPAGATOR_SESSION
+from propagator.repositories.parked import ParkedView
+from propagator.unit_of_work import UnitOfWork as PropagatorUoW
+from propagator.unit_of_work import unit_of_work as propagator_unit_of_work
 
 out = Console()
 err = Console(stderr=True)
@@ -30,10 +33,11 @@ T = TypeVar("T")
 
 
 def _run(
-    fn: Callable[[ParkedRepository, OperationsRepository, asyncpg.Connection], Awaitable[T]],
+    fn: Callable[[ParkedRepository, OperationsRepository, PropagatorUoW], Awaitable[T]],
 ) -> T:
     """``fn`` gets the consent service's repositories (outbox rows, the audit log) and a
-    connection to the propagator's schema (its parked records): consentctl drives both."""
+    unit of work of the propagator's (its parked records; each a single statement, so no
+    transaction): consentctl drives both."""
     settings, _server = resolve_database(get_settings())
     assert settings.database_url
     url = settings.database_url
@@ -42,8 +46,11 @@ def _run(
         engine = make_engine(url, 1)
         conn = await asyncpg.connect(plain_url(url), server_settings=PROPAGATOR_SESSION)
         try:
-            async with unit_of_work(make_sessionmaker(engine)) as uow:
-                return await fn(uow.parked, uow.operations, conn)
+            async with (
+                unit_of_work(make_sessionmaker(engine)) as uow,
+                propagator_unit_of_work(conn, atomic=False) as p,
+            ):
+                return await fn(uow.parked, uow.operations, p)
         finally:
             await conn.close()
             await engine.dispose()
@@ -61,20 +68,20 @@ def list_parked(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) ->
     """Parked records, oldest first: where they were and why."""
 
     async def fn(
-        _: ParkedRepository, __: OperationsRepository, conn: asyncpg.Connection
-    ) -> list[dict[str, Any]]:
-        return await propagator_admin.parked(conn, 0, limit)
+        _: ParkedRepository, __: OperationsRepository, p: PropagatorUoW
+    ) -> list[ParkedView]:
+        return await p.parked.page(0, limit)
 
     table = Table("id", "topic", "partition", "offset", "reason", "parked at", "attempts")
     for r in _run(fn):
         table.add_row(
-            str(r["id"]),
-            r["topic"],
-            str(r["partition"]),
-            str(r["offset"]),
-            r["reason"],
-            r["parked_at"].isoformat(),
-            str(r["attempts"]),
+            str(r.id),
+            r.topic,
+            str(r.partition),
+            str(r.offset),
+            r.reason,
+            r.parked_at.isoformat(),
+            str(r.attempts),
         )
     out.print(table)
 
@@ -83,8 +90,8 @@ def list_parked(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) ->
 def retry(parked_id: int) -> None:
     """Feed a parked record to intake again (the running propagator takes it within ~1 s)."""
 
-    async def fn(_: ParkedRepository, ops: OperationsRepository, conn: asyncpg.Connection) -> bool:
-        found = await propagator_admin.request_retry(conn, parked_id)
+    async def fn(_: ParkedRepository, ops: OperationsRepository, p: PropagatorUoW) -> bool:
+        found = await p.parked.request_retry(parked_id)
         if found:
             await ops.audit("cli", "parked.retry", {"parked_id": parked_id}, {})
         return found
@@ -98,10 +105,10 @@ def retry(parked_id: int) -> None:
 def drop(parked_id: int) -> None:
     """Drop a parked record for good (audited)."""
 
-    async def fn(_: ParkedRepository, ops: OperationsRepository, conn: asyncpg.Connection) -> bool:
-        dropped = await propagator_admin.drop(conn, parked_id)
+    async def fn(_: ParkedRepository, ops: OperationsRepository, p: PropagatorUoW) -> bool:
+        dropped = await p.parked.drop(parked_id)
         if dropped:
-            scope = {"parked_id": parked_id, **dropped}
+            scope = {"parked_id": parked_id, **asdict(dropped)}
             await ops.audit("cli", "parked.drop", scope, {"dropped": 1})
         return dropped is not None
 
@@ -114,7 +121,7 @@ def outbox_parked(limit: int = 100) -> None:
     """Outbox rows the relay parked; each holds back its own subject's later rows."""
 
     async def fn(
-        repo: ParkedRepository, _: OperationsRepository, __: asyncpg.Connection
+        repo: ParkedRepository, _: OperationsRepository, __: PropagatorUoW
     ) -> list[dict[str, Any]]:
         return await repo.outbox_rows(limit)
 
@@ -132,9 +139,7 @@ def outbox_parked(limit: int = 100) -> None:
 
 
 def outbox_retry(row_id: str) -> None:
-    async def fn(
-        repo: ParkedRepository, ops: OperationsRepository, _: asyncpg.Connection
-    ) -> str | None:
+    async def fn(repo: ParkedRepository, ops: OperationsRepository, _: PropagatorUoW) -> str | None:
         subject = await repo.retry_outbox(row_id)
         if subject:
             await ops.audit("cli", "outbox.retry", {"outbox_id": row_id}, {})
@@ -146,9 +151,7 @@ def outbox_retry(row_id: str) -> None:
 
 
 def outbox_skip(row_id: str) -> None:
-    async def fn(
-        repo: ParkedRepository, ops: OperationsRepository, _: asyncpg.Connection
-    ) -> str | None:
+    async def fn(repo: ParkedRepository, ops: OperationsRepository, _: PropagatorUoW) -> str | None:
         subject = await repo.skip_outbox(row_id, utcnow())
         if subject:
             await ops.audit("cli", "outbox.skip", {"outbox_id": row_id}, {"skipped": 1})

@@ -5,7 +5,6 @@ one timeline ``consentctl audit`` shows."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -18,6 +17,7 @@ from consent_common.db import plain_url
 from consentctl.runtime import resolve_database
 from propagator import health
 from propagator.db import SERVER_SETTINGS as PROPAGATOR_SESSION
+from propagator.unit_of_work import unit_of_work
 
 out = Console()
 err = Console(stderr=True)
@@ -29,8 +29,8 @@ processors_app = typer.Typer(
 async def _states(url: str) -> list[dict[str, Any]]:
     conn = await asyncpg.connect(plain_url(url), server_settings=PROPAGATOR_SESSION)
     try:
-        now = datetime.now(UTC)
-        return [health.describe(r, now) for r in await health.states(conn)]
+        async with unit_of_work(conn, atomic=False) as uow:
+            return await health.report(uow)
     finally:
         await conn.close()
 
@@ -38,8 +38,8 @@ async def _states(url: str) -> list[dict[str, Any]]:
 async def _enable(url: str, name: str) -> int | None:
     conn = await asyncpg.connect(plain_url(url), server_settings=PROPAGATOR_SESSION)
     try:
-        async with conn.transaction():
-            return await health.enable(conn, name, "cli")
+        async with unit_of_work(conn) as uow:
+            return await health.enable(uow, name, "cli")
     finally:
         await conn.close()
 

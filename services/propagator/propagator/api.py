@@ -3,7 +3,10 @@
 with ``/healthz`` and ``/readyz`` on ``consentctl serve propagator --health-port``.
 
 Authenticated with a credential of its own, ``CONSENT_PROPAGATOR_API_KEY`` (header
-``X-API-Key``), never open: without the setting every endpoint here answers 503."""
+``X-API-Key``), never open: without the setting every endpoint here answers 503.
+
+Each request is one unit of work (``unit_of_work.py``): a transaction for a write of more
+than one statement, none for reads and single statements."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import hmac
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import asyncpg
@@ -20,8 +24,11 @@ from fastapi.security import APIKeyHeader
 from consent_common.db import KEEPALIVE_SETTINGS, plain_url
 from consent_common.settings import CommonSettings
 from consent_common.timefmt import rfc3339
-from propagator import admin, health
+from propagator import health
 from propagator.db import SERVER_SETTINGS
+from propagator.repositories.deliveries import DeliveryView
+from propagator.repositories.parked import ParkedView
+from propagator.unit_of_work import unit_of_work
 
 router = APIRouter(prefix="/v1")
 ParkedId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -52,35 +59,35 @@ async def _pool(request: Request) -> asyncpg.Pool:
     return pool
 
 
-def _delivery(row: dict[str, Any]) -> dict[str, Any]:
+def _delivery(d: DeliveryView) -> dict[str, Any]:
     return {
-        "id": str(row["id"]),
-        "event_id": row["event_id"],
-        "event_type": row["event_type"],
-        "subject_id": row["subject_id"],
-        "sequence": row["sequence"],
-        "processor": row["processor"],
-        "status": row["status"],
-        "attempts": row["attempts"],
-        "last_error": row["last_error"],
-        "response_code": row["response_code"],
-        "replay": row["replay"],
-        "created_at": rfc3339(row["created_at"]),
-        "updated_at": rfc3339(row["updated_at"]),
-        "delivered_at": rfc3339(row["delivered_at"]),
+        "id": str(d.id),
+        "event_id": d.event_id,
+        "event_type": d.event_type,
+        "subject_id": d.subject_id,
+        "sequence": d.sequence,
+        "processor": d.processor,
+        "status": d.status,
+        "attempts": d.attempts,
+        "last_error": d.last_error,
+        "response_code": d.response_code,
+        "replay": d.replay,
+        "created_at": rfc3339(d.created_at),
+        "updated_at": rfc3339(d.updated_at),
+        "delivered_at": rfc3339(d.delivered_at),
     }
 
 
-def _parked(row: dict[str, Any]) -> dict[str, Any]:
+def _parked(p: ParkedView) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "topic": row["topic"],
-        "partition": row["partition"],
-        "offset": row["offset"],
-        "reason": row["reason"],
-        "parked_at": rfc3339(row["parked_at"]),
-        "retry_requested_at": rfc3339(row["retry_requested_at"]),
-        "attempts": row["attempts"],
+        "id": p.id,
+        "topic": p.topic,
+        "partition": p.partition,
+        "offset": p.offset,
+        "reason": p.reason,
+        "parked_at": rfc3339(p.parked_at),
+        "retry_requested_at": rfc3339(p.retry_requested_at),
+        "attempts": p.attempts,
     }
 
 
@@ -111,8 +118,8 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     _check_key(request, x_api_key)
-    async with (await _pool(request)).acquire() as conn:
-        rows = await admin.deliveries(conn, status, processor, cursor, limit + 1)
+    async with unit_of_work(await _pool(request), atomic=False) as uow:
+        rows = await uow.deliveries.page(status, processor, cursor, limit + 1)
     items = [_delivery(r) for r in rows[:limit]]
     return {"items": items, "next_cursor": items[-1]["id"] if len(rows) > limit else None}
 
@@ -122,8 +129,8 @@ async def redrive(
     request: Request, delivery_id: Annotated[uuid.UUID, Path()], x_api_key: Key = None
 ) -> dict[str, Any]:
     _check_key(request, x_api_key)
-    async with (await _pool(request)).acquire() as conn, conn.transaction():
-        redriven = await admin.redrive(conn, [delivery_id], None)
+    async with unit_of_work(await _pool(request)) as uow:
+        redriven = await uow.deliveries.redrive([delivery_id], None)
     if not redriven:
         raise HTTPException(409, "Only a dead delivery can be redriven (or it does not exist).")
     return {"id": str(delivery_id), "status": "pending"}
@@ -137,9 +144,9 @@ async def list_parked(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     _check_key(request, x_api_key)
-    async with (await _pool(request)).acquire() as conn:
-        rows = await admin.parked(conn, cursor or 0, limit + 1)
-        count = await admin.parked_count(conn)
+    async with unit_of_work(await _pool(request), atomic=False) as uow:
+        rows = await uow.parked.page(cursor or 0, limit + 1)
+        count = await uow.parked.count()
     items = [_parked(r) for r in rows[:limit]]
     return {
         "items": items,
@@ -153,8 +160,8 @@ async def retry_parked(
     request: Request, parked_id: ParkedId, x_api_key: Key = None
 ) -> dict[str, Any]:
     _check_key(request, x_api_key)
-    async with (await _pool(request)).acquire() as conn:
-        if not await admin.request_retry(conn, parked_id):
+    async with unit_of_work(await _pool(request), atomic=False) as uow:  # one statement
+        if not await uow.parked.request_retry(parked_id):
             raise HTTPException(404, "No such parked record.")
     return {"id": parked_id, "status": "retry_requested"}
 
@@ -164,21 +171,19 @@ async def drop_parked(
     request: Request, parked_id: ParkedId, x_api_key: Key = None
 ) -> dict[str, Any]:
     _check_key(request, x_api_key)
-    async with (await _pool(request)).acquire() as conn:
-        dropped = await admin.drop(conn, parked_id)
+    async with unit_of_work(await _pool(request), atomic=False) as uow:  # one statement
+        dropped = await uow.parked.drop(parked_id)
     if dropped is None:
         raise HTTPException(404, "No such parked record.")
-    return dropped
+    return asdict(dropped)
 
 
 @router.get("/processors")
 async def processor_health(request: Request, x_api_key: Key = None) -> dict[str, Any]:
     """Each processor that has had an outcome: failing since when, disabled or not."""
     _check_key(request, x_api_key)
-    async with (await _pool(request)).acquire() as conn:
-        rows = await health.states(conn)
-        now = await conn.fetchval("SELECT now()")
-    return {"items": [health.describe(r, now) for r in rows]}
+    async with unit_of_work(await _pool(request), atomic=False) as uow:
+        return {"items": await health.report(uow)}
 
 
 @router.post("/processors/{name}/enable")
@@ -189,8 +194,8 @@ async def enable_processor(
 ) -> dict[str, Any]:
     """Enable a disabled processor; what died of exhausted retries meanwhile is redriven."""
     _check_key(request, x_api_key)
-    async with (await _pool(request)).acquire() as conn, conn.transaction():
-        redriven = await health.enable(conn, name, "api")
+    async with unit_of_work(await _pool(request)) as uow:
+        redriven = await health.enable(uow, name, "api")
     if redriven is None:
         raise HTTPException(409, f"Processor {name!r} is not disabled.")
     return {"processor": name, "disabled": False, "redriven": redriven}

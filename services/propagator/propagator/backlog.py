@@ -5,17 +5,18 @@ Counters say what happened in one process; an operator (and the alert rules in
 pending, retrying and dead per processor, the age of the oldest one not delivered
 (propagation lag), whether a processor is disabled, and how close the nearest erasure due
 date is for an erasure not yet acknowledged. Every replica samples the same tables, so the
-figures agree whichever replica is scraped."""
+figures agree whichever replica is scraped. The reading is ``repositories/backlog.py``'s."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime
 
 import asyncpg
 import structlog
 from prometheus_client import Gauge
+
+from propagator.unit_of_work import unit_of_work
 
 log = structlog.get_logger()
 SAMPLE_EVERY_S = 15.0
@@ -49,43 +50,23 @@ ERASURE_DUE_IN = Gauge(
     ["processor"],
 )
 
-SAMPLE = """
-SELECT processor,
-       count(*) FILTER (WHERE status = 'pending' AND attempts = 0) AS pending,
-       count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retrying,
-       count(*) FILTER (WHERE status = 'dead') AS dead,
-       min(created_at) FILTER (WHERE status = 'pending') AS oldest,
-       count(*) FILTER (WHERE event_type = 'subject.erasure_requested'
-                        AND status IN ('pending', 'dead')) AS erasures,
-       min((payload->>'due_at')::timestamptz) FILTER (
-           WHERE event_type = 'subject.erasure_requested' AND status IN ('pending', 'dead')
-       ) AS erasure_due
-FROM deliveries
-WHERE status IN ('pending', 'dead')
-GROUP BY processor
-"""
-
 
 async def sample(pool: asyncpg.Pool, processors: list[str]) -> None:
-    """Set every gauge from one query; processors with nothing open read 0."""
-    async with pool.acquire() as conn:
-        rows = {r["processor"]: r for r in await conn.fetch(SAMPLE)}
-        disabled = {
-            r["processor"]
-            for r in await conn.fetch(
-                "SELECT processor FROM processor_health WHERE disabled_at IS NOT NULL"
-            )
-        }
-        now: datetime = await conn.fetchval("SELECT now()")
-    for name in sorted({*processors, *rows, *disabled}):
-        row = rows.get(name)
+    """Set every gauge from one reading; processors with nothing open read 0."""
+    async with unit_of_work(pool, atomic=False) as uow:
+        open_work = await uow.backlog.open_work()
+        disabled = await uow.health.disabled()
+        now = await uow.clock.now()
+    for name in sorted({*processors, *open_work, *disabled}):
+        work = open_work.get(name)
         DISABLED.labels(name).set(1 if name in disabled else 0)
-        for state in ("pending", "retrying", "dead"):
-            OPEN.labels(name, state).set(row[state] if row else 0)
-        oldest = row["oldest"] if row else None
+        OPEN.labels(name, "pending").set(work.pending if work else 0)
+        OPEN.labels(name, "retrying").set(work.retrying if work else 0)
+        OPEN.labels(name, "dead").set(work.dead if work else 0)
+        oldest = work.oldest if work else None
         OLDEST_OPEN_AGE.labels(name).set((now - oldest).total_seconds() if oldest else 0.0)
-        ERASURE_OPEN.labels(name).set(row["erasures"] if row else 0)
-        due = row["erasure_due"] if row else None
+        ERASURE_OPEN.labels(name).set(work.erasures if work else 0)
+        due = work.erasure_due if work else None
         if due is not None:
             ERASURE_DUE_IN.labels(name).set((due - now).total_seconds())
         else:

@@ -11,63 +11,22 @@ of an exhausted retry budget, and the pending deliveries go out in order.
 How this combines with the automatic redrive (``worker.py``): while a processor is enabled,
 a recovery probe now and then finds out when it answers again and then redrives what it
 missed, with no operator. Disabling ends that: a disabled processor is never probed, since
-someone decided (or the time limit decided) that it is gone until told otherwise."""
+someone decided (or the time limit decided) that it is gone until told otherwise.
+
+These are the rules; the statements are ``repositories/health.py``'s, and the caller's
+unit of work (``unit_of_work.py``) holds them together."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
-from propagator.store import audit
-
-# One statement per recorded batch: a success clears the failing streak; a failure starts
-# one (or extends it) and disables the processor once the streak is older than the limit.
-NOTE = """
-INSERT INTO processor_health AS h (processor, failing_since, last_success_at, last_failure_at,
-                                   last_error, updated_at)
-VALUES ($1, CASE WHEN $2 THEN NULL ELSE now() END, CASE WHEN $2 THEN now() END,
-        CASE WHEN $3 THEN now() END, $4, now())
-ON CONFLICT (processor) DO UPDATE SET
-    failing_since = CASE WHEN $2 THEN NULL ELSE coalesce(h.failing_since, now()) END,
-    last_success_at = CASE WHEN $2 THEN now() ELSE h.last_success_at END,
-    last_failure_at = CASE WHEN $3 THEN now() ELSE h.last_failure_at END,
-    last_error = CASE WHEN $3 THEN $4 ELSE h.last_error END,
-    disabled_at = CASE
-        WHEN h.disabled_at IS NOT NULL THEN h.disabled_at
-        WHEN NOT $2 AND h.failing_since < now() - make_interval(secs => $5) THEN now()
-    END,
-    disabled_reason = CASE
-        WHEN h.disabled_at IS NOT NULL THEN h.disabled_reason
-        WHEN NOT $2 AND h.failing_since < now() - make_interval(secs => $5)
-            THEN 'failing without a success since ' || h.failing_since::text
-    END,
-    updated_at = now()
-RETURNING disabled_at = now() AS just_disabled  -- set by this statement, not before
-"""
-IS_DISABLED = "SELECT disabled_at IS NOT NULL FROM processor_health WHERE processor = $1"
-LIST = """
-SELECT processor, failing_since, last_success_at, last_failure_at, last_error, disabled_at,
-       disabled_reason
-FROM processor_health ORDER BY processor
-"""
-ENABLE = """
-UPDATE processor_health SET disabled_at = NULL, disabled_reason = NULL, failing_since = NULL,
-       updated_at = now()
-WHERE processor = $1 AND disabled_at IS NOT NULL
-RETURNING processor
-"""
-REDRIVE_EXHAUSTED = """
-UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),
-       lease_until = NULL, updated_at = now()
-WHERE processor = $1 AND status = 'dead' AND last_error LIKE 'gave up after%'
-RETURNING id
-"""
+from propagator.repositories.health import ProcessorState
+from propagator.unit_of_work import UnitOfWork
 
 
 async def note(
-    conn: asyncpg.Connection,
+    uow: UnitOfWork,
     processor: str,
     *,
     succeeded: bool,
@@ -75,64 +34,66 @@ async def note(
     error: str | None,
     disable_after_s: float,
 ) -> bool:
-    """Record a batch's outcome; True when this call disabled the processor (audited)."""
-    just_disabled = await conn.fetchval(
-        NOTE, processor, succeeded, failed, (error or "")[:200] or None, disable_after_s
+    """Record a batch's outcome: a success clears the failing streak, a failure starts or
+    extends it and disables the processor once the streak is older than
+    ``disable_after_s``. True when this call disabled it (audited)."""
+    if not await uow.health.note(
+        processor,
+        succeeded=succeeded,
+        failed=failed,
+        error=(error or "")[:200] or None,
+        disable_after_s=disable_after_s,
+    ):
+        return False
+    await uow.outbox.audit(
+        "propagator",
+        "processor.disabled",
+        {"processor": processor},
+        {"disable_after_s": disable_after_s},
+        reference=processor,
     )
-    if just_disabled:
-        await audit(
-            conn,
-            "propagator",
-            "processor.disabled",
-            {"processor": processor},
-            {"disable_after_s": disable_after_s},
-            reference=processor,
-        )
-        return True
-    return False
+    return True
 
 
-async def is_disabled(conn: asyncpg.Connection, processor: str) -> bool:
-    return bool(await conn.fetchval(IS_DISABLED, processor))
-
-
-async def states(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in await conn.fetch(LIST)]
-
-
-async def enable(conn: asyncpg.Connection, processor: str, actor: str) -> int | None:
+async def enable(uow: UnitOfWork, processor: str, actor: str) -> int | None:
     """Enable a disabled processor and redrive what died of exhausted retries while it was
     failing; None when it was not disabled. Audited; the workers are woken on commit."""
-    if await conn.fetchval(ENABLE, processor) is None:
+    if not await uow.health.enable(processor):
         return None
-    redriven = len(await conn.fetch(REDRIVE_EXHAUSTED, processor))
-    await audit(
-        conn,
+    redriven = await uow.deliveries.redrive_exhausted(processor)
+    await uow.outbox.audit(
         actor,
         "processor.enabled",
         {"processor": processor},
         {"redriven": redriven},
         reference=processor,
     )
-    await conn.execute("SELECT pg_notify('deliveries', '')")
+    await uow.deliveries.wake_workers()
     return redriven
 
 
-def describe(row: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """A state row as the API shows it (times as RFC 3339)."""
+async def report(uow: UnitOfWork) -> list[dict[str, Any]]:
+    """Every processor with an outcome so far, as the API and ``consentctl`` show it."""
+    states = await uow.health.states()
+    now = await uow.clock.now()
+    return [describe(s, now) for s in states]
+
+
+def describe(state: ProcessorState, now: datetime) -> dict[str, Any]:
+    """A processor's state as the API shows it (times as RFC 3339)."""
 
     def at(v: datetime | None) -> str | None:
         return v.isoformat() if v else None
 
-    failing = row["failing_since"]
+    failing = state.failing_since
     return {
-        "processor": row["processor"],
-        "disabled": row["disabled_at"] is not None,
-        "disabled_at": at(row["disabled_at"]),
-        "disabled_reason": row["disabled_reason"],
+        "processor": state.processor,
+        "disabled": state.disabled_at is not None,
+        "disabled_at": at(state.disabled_at),
+        "disabled_reason": state.disabled_reason,
         "failing_since": at(failing),
         "failing_for_s": round((now - failing).total_seconds(), 1) if failing else 0.0,
-        "last_success_at": at(row["last_success_at"]),
-        "last_failure_at": at(row["last_failure_at"]),
-        "last_error": row["last_error"],
+        "last_success_at": at(state.last_success_at),
+        "last_failure_at": at(state.last_failure_at),
+        "last_error": state.last_error,
     }

@@ -1,8 +1,9 @@
 """Kafka intake: events → delivery intents, recorded before the offset is committed.
 
-One transaction per polled batch writes the inbox rows (dedupe by event id) and the
-deliveries; only after it commits are the offsets committed. A crash in between means
-the batch is read again and the inbox drops what was already recorded.
+One unit of work (``unit_of_work.py``) per polled batch writes the inbox rows (dedupe by
+event id), the deliveries and the parked records (``repositories/inbox.py``,
+``repositories/parked.py``); only after it commits are the offsets committed. A crash in
+between means the batch is read again and the inbox drops what was already recorded.
 """
 
 from __future__ import annotations
@@ -25,16 +26,9 @@ from consent_common.settings import CommonSettings
 from propagator import metrics
 from propagator.decode import Park, Skip, Usable, decode
 from propagator.intents import DeliveryIntent
-from propagator.parking import (
-    ParkedRecord,
-    due_retries,
-    headers_from_json,
-    park,
-    resolve,
-    still_parked,
-)
+from propagator.parking import Headers, ParkedRecord
 from propagator.processors import ProcessorAdapter
-from propagator.store import DeliveryStore
+from propagator.unit_of_work import unit_of_work
 
 log = structlog.get_logger()
 
@@ -78,7 +72,12 @@ def plan(
 
 def replay_targets(rec: ConsumerRecord[Any, Any]) -> frozenset[str]:
     """The processors a record of the private replays topic is for."""
-    for key, value in rec.headers or ():
+    return targets_in(rec.headers or ())
+
+
+def targets_in(headers: Headers) -> frozenset[str]:
+    """The processors a replays-topic record's headers name (none: an empty set)."""
+    for key, value in headers:
         if key == TARGETS_HEADER and value:
             return frozenset(n for n in bytes(value).decode(errors="replace").split(",") if n)
     return frozenset()
@@ -96,13 +95,13 @@ class Intake:
     def __init__(
         self,
         settings: CommonSettings,
-        store: DeliveryStore,
+        pool: asyncpg.Pool,
         adapters: list[ProcessorAdapter],
         wake: Waker,
         *,
         warmup: bool = False,
     ) -> None:
-        self.settings, self.store, self.adapters, self.wake = settings, store, adapters, wake
+        self.settings, self.pool, self.adapters, self.wake = settings, pool, adapters, wake
         # the private replays topic, and the dev stack's private warm-up topic, join the
         # subscription (same consumer group)
         self.topics = [settings.events_topic, settings.replays_topic] + (
@@ -147,9 +146,9 @@ class Intake:
             candidates[decoded.event_id] = [replace(d, traceparent=traceparent) for d in deliveries]
             seen.append((decoded.event_id, rec.topic, rec.partition, rec.offset))
         planned = [d for eid, *_ in seen for d in candidates[eid]]
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            added = await self.store.record_intake(conn, seen, planned)
-            await park(conn, parked)
+        async with unit_of_work(self.pool) as uow:
+            added = await uow.inbox.record_intake(seen, planned)
+            await uow.parked.park(parked)
         for p in parked:
             metrics.INTAKE_PARKED.labels(p.reason.split(":")[0]).inc()
             log.warning(
@@ -171,8 +170,9 @@ class Intake:
             try:
                 await self.handle([rec])
             except REJECTED as exc:
-                async with self.store.pool.acquire() as conn:
-                    await park(conn, [_parked(rec, f"rejected by the database: {exc.sqlstate}")])
+                reason = f"rejected by the database: {exc.sqlstate}"
+                async with unit_of_work(self.pool, atomic=False) as uow:  # one statement
+                    await uow.parked.park([_parked(rec, reason)])
                 metrics.INTAKE_PARKED.labels("rejected by the database").inc()
                 log.warning(
                     "intake_parked_record",
@@ -188,23 +188,17 @@ class Intake:
         now usable is recorded (the inbox drops it if it was seen) and leaves the table; one
         that is still unusable stays parked with its new reason. Returns (resolved, still)."""
         resolved = still = 0
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            for row in await due_retries(conn, limit):
-                decoded = decode(headers_from_json(row["headers"]), row["value"])
+        async with unit_of_work(self.pool) as uow:
+            for row in await uow.parked.due_retries(limit):
+                decoded = decode(row.headers, row.value)
                 if isinstance(decoded, Park):
-                    await still_parked(conn, row["id"], decoded.reason)
+                    await uow.parked.still_parked(row.id, decoded.reason)
                     still += 1
                     continue
                 if isinstance(decoded, Usable):
                     only = None
-                    if row["topic"] == self.settings.replays_topic:
-                        only = frozenset(
-                            n
-                            for k, v in headers_from_json(row["headers"])
-                            if k == TARGETS_HEADER and v
-                            for n in bytes(v).decode(errors="replace").split(",")
-                            if n
-                        )
+                    if row.topic == self.settings.replays_topic:
+                        only = targets_in(row.headers)
                     deliveries = plan(
                         self.adapters,
                         decoded.event_id,
@@ -213,9 +207,9 @@ class Intake:
                         decoded.occurred_at,
                         only,
                     )
-                    position = (decoded.event_id, row["topic"], row["partition"], row["offset"])
-                    self.recorded += await self.store.record_intake(conn, [position], deliveries)
-                await resolve(conn, row["id"])
+                    position = (decoded.event_id, row.topic, row.partition, row.offset)
+                    self.recorded += await uow.inbox.record_intake([position], deliveries)
+                await uow.parked.resolve(row.id)
                 resolved += 1
         if resolved:
             self.wake.set()

@@ -1,6 +1,6 @@
 """Delivery intents: what intake decides an event needs (one delivery per processor), before
 it becomes a ``deliveries`` row. Shaped by ``intake.plan`` only, written by
-``store.DeliveryStore.record_intake`` only."""
+``repositories/inbox.py``'s ``record_intake`` only."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ receipts and audit entries to ``consent.receipts.v1`` (which the consent service
 A row is marked published only after the broker acknowledged it; rows are taken with
 ``FOR UPDATE SKIP LOCKED`` so several propagator replicas share the work. Receipts carry
 their delivery's ``updated_at``, and the consent service keeps the newest per delivery, so
-the order in which replicas publish does not matter."""
+the order in which replicas publish does not matter. The statements are
+``repositories/outbox.py``'s."""
 
 from __future__ import annotations
 
@@ -18,23 +19,12 @@ from aiokafka import AIOKafkaProducer
 
 from consent_common.kafka import client_kwargs, cloudevent_headers
 from consent_common.settings import CommonSettings
+from propagator.unit_of_work import unit_of_work
 
 log = structlog.get_logger()
 SOURCE = "urn:consent:propagator"
 BATCH = 500
 IDLE_POLL_S = 0.5  # NOTIFY propagator_outbox wakes it sooner
-
-FETCH = """
-SELECT position, id, kind, key, type, payload::text AS payload, sequence, occurred_at
-FROM propagator_outbox WHERE published_at IS NULL ORDER BY position
-LIMIT $1 FOR UPDATE SKIP LOCKED
-"""
-MARK = "UPDATE propagator_outbox SET published_at = now() WHERE position = ANY($1::bigint[])"
-PURGE = """
-DELETE FROM propagator_outbox WHERE position IN (
-    SELECT position FROM propagator_outbox
-    WHERE published_at < now() - make_interval(hours => $1) LIMIT 5000)
-"""
 
 
 class OutboxPublisher:
@@ -49,37 +39,38 @@ class OutboxPublisher:
         return self.settings.receipts_topic
 
     async def publish_once(self, producer: Any) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(FETCH, BATCH)
+        """One batch, one unit of work: its rows stay locked until the broker acknowledged
+        them and they are marked published."""
+        async with unit_of_work(self.pool) as uow:
+            rows = await uow.outbox.next_batch(BATCH)
             if not rows:
                 return 0
             futures = []
             for r in rows:
                 headers = cloudevent_headers(
-                    event_id=str(r["id"]),
+                    event_id=str(r.id),
                     source=SOURCE,
-                    type_=r["type"],
-                    time=r["occurred_at"],
-                    subject=r["key"],
-                    sequence=r["sequence"],
+                    type_=r.type,
+                    time=r.occurred_at,
+                    subject=r.key,
+                    sequence=r.sequence,
                 )
                 futures.append(
                     await producer.send(
-                        self.topic_for(r["kind"]),
-                        key=r["key"].encode(),
-                        value=r["payload"].encode(),
+                        self.topic_for(r.kind),
+                        key=r.key.encode(),
+                        value=r.payload.encode(),
                         headers=headers,
                     )
                 )
             await asyncio.gather(*futures)
-            await conn.execute(MARK, [r["position"] for r in rows])
+            await uow.outbox.mark_published([r.position for r in rows])
         self.published += len(rows)
         return len(rows)
 
     async def purge(self, older_than_hours: int = 24) -> int:
-        async with self.pool.acquire() as conn:
-            done = await conn.execute(PURGE, older_than_hours)
-        return int(done.split()[-1])
+        async with unit_of_work(self.pool, atomic=False) as uow:
+            return await uow.outbox.purge_published(older_than_hours)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -9,61 +9,47 @@
   work, never purged.
 
 Each job deletes in bounded batches, one transaction each, so no lock is held for long. One
-propagator replica at a time runs a round (a transaction-scoped advisory lock)."""
+propagator replica at a time runs a round (a transaction-scoped advisory lock). The
+statements are ``repositories/retention.py``'s."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
 
 from consent_common.settings import CommonSettings
+from propagator.repositories.retention import RetentionRepository
+from propagator.unit_of_work import unit_of_work
 
 log = structlog.get_logger()
 BATCH = 5000
 ROUND_EVERY_S = 3600.0
-LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('propagator-retention'))"
-
-INBOX = """
-DELETE FROM propagator_inbox WHERE event_id IN (
-    SELECT event_id FROM propagator_inbox WHERE received_at < $1 LIMIT $2)
-"""
-DELIVERIES = """
-DELETE FROM deliveries WHERE id IN (
-    SELECT d.id FROM deliveries d
-    WHERE d.status IN ('delivered', 'superseded')
-      AND d.created_at < $1
-      AND d.event_type <> 'subject.erasure_requested'
-      AND NOT EXISTS (SELECT 1 FROM processor_receipts r WHERE r.processor = d.processor
-                      AND r.subject_id = d.subject_id AND r.last_event_id = d.event_id)
-      AND EXISTS (SELECT 1 FROM deliveries n WHERE n.processor = d.processor
-                  AND n.subject_id = d.subject_id
-                  AND (n.sequence, n.created_at) > (d.sequence, d.created_at)
-                  AND (d.replay OR NOT n.replay))
-    LIMIT $2)
-"""
+Purge = Callable[[RetentionRepository, datetime, int], Awaitable[int]]
 
 
-async def _purge(pool: asyncpg.Pool, statement: str, cutoff: datetime) -> int:
+async def _purge(pool: asyncpg.Pool, purge: Purge, cutoff: datetime) -> int:
+    """Batches of ``BATCH`` rows, each a unit of work of its own (one statement), until a
+    batch comes back short."""
     total = 0
     while True:
-        async with pool.acquire() as conn:
-            done = await conn.execute(statement, cutoff, BATCH)
-        deleted = int(done.split()[-1])
+        async with unit_of_work(pool, atomic=False) as uow:
+            deleted = await purge(uow.retention, cutoff, BATCH)
         total += deleted
         if deleted < BATCH:
             return total
 
 
 async def purge_inbox(pool: asyncpg.Pool, now: datetime, days: int = 14) -> int:
-    return await _purge(pool, INBOX, now - timedelta(days=days))
+    return await _purge(pool, RetentionRepository.purge_inbox, now - timedelta(days=days))
 
 
 async def purge_deliveries(pool: asyncpg.Pool, now: datetime, days: int = 30) -> int:
-    return await _purge(pool, DELIVERIES, now - timedelta(days=days))
+    return await _purge(pool, RetentionRepository.purge_deliveries, now - timedelta(days=days))
 
 
 async def run_retention(settings: CommonSettings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
@@ -76,8 +62,8 @@ async def run_retention(settings: CommonSettings, pool: asyncpg.Pool, stop: asyn
             return
         delay = ROUND_EVERY_S
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                if not await conn.fetchval(LOCK):
+            async with unit_of_work(pool) as uow:
+                if not await uow.retention.try_lock():
                     continue  # another replica runs this round
             now = datetime.now(UTC)
             inbox = await purge_inbox(pool, now, settings.inbox_retention_days)

@@ -19,7 +19,6 @@ from propagator.intake import Intake
 from propagator.processors import adapter_for
 from propagator.publisher import OutboxPublisher
 from propagator.retention import run_retention
-from propagator.store import DeliveryStore
 from propagator.worker import ProcessorWorker
 
 log = structlog.get_logger()
@@ -54,13 +53,12 @@ class Propagator:
             init=_tune,
         )
         assert pool is not None
-        store = DeliveryStore(pool)
         self.publisher = publisher = OutboxPublisher(self.settings, pool)
         connector = aiohttp.TCPConnector(limit=200, limit_per_host=0)
         async with aiohttp.ClientSession(connector=connector) as client:
-            self.workers = [ProcessorWorker(a, store, client) for a in self.adapters]
+            self.workers = [ProcessorWorker(a, pool, client) for a in self.adapters]
             wake = _FanOut([w.wake for w in self.workers])
-            self.intake = Intake(self.settings, store, self.adapters, wake, warmup=self.warmup)
+            self.intake = Intake(self.settings, pool, self.adapters, wake, warmup=self.warmup)
             log.info("propagator_started", processors=[a.config.name for a in self.adapters])
             self.intake.ready, self.intake.consumed = self.ready, self.consumed
             tasks = [asyncio.create_task(self.intake.run(stop), name="intake")]

@@ -19,7 +19,8 @@ from propagator import health, metrics
 from propagator.breaker import CircuitBreaker, RateLimiter
 from propagator.processors import ProcessorAdapter
 from propagator.processors.base import Outcome
-from propagator.store import DeliveryStore
+from propagator.repositories.deliveries import ClaimedDelivery
+from propagator.unit_of_work import UnitOfWork, unit_of_work
 
 log = structlog.get_logger()
 CLAIM_ROUNDS = 4  # a claim takes up to this many rounds of ``concurrency`` deliveries
@@ -34,9 +35,9 @@ def backoff_delay(attempt: int, initial: float, cap: float) -> float:
 
 class ProcessorWorker:
     def __init__(
-        self, adapter: ProcessorAdapter, store: DeliveryStore, client: aiohttp.ClientSession
+        self, adapter: ProcessorAdapter, pool: asyncpg.Pool, client: aiohttp.ClientSession
     ) -> None:
-        self.adapter, self.store, self.client = adapter, store, client
+        self.adapter, self.pool, self.client = adapter, pool, client
         self.config = adapter.config
         self.wake = asyncio.Event()
         self.exhausted = True  # until a success proves otherwise (covers restarts)
@@ -48,7 +49,7 @@ class ProcessorWorker:
 
     async def run_once(self) -> int:
         """Claim a batch, send it with at most ``concurrency`` requests in flight, record
-        every outcome in one transaction. A batch holds several rounds of requests: during a
+        every outcome in one unit of work. A batch holds several rounds of requests: during a
         replay the claim and the record are paid once per ``CLAIM_ROUNDS`` rounds."""
         c = self.config
         permits = self.breaker.permits()
@@ -56,39 +57,37 @@ class ProcessorWorker:
         if permits == 0:  # open: nothing goes out until the next probe
             return 0
         limit = c.concurrency * CLAIM_ROUNDS if permits is None else permits
-        rows = await self.store.claim(c.name, limit, c.timeout_s * CLAIM_ROUNDS + 30)
-        if rows:
+        async with unit_of_work(self.pool, atomic=False) as uow:  # one statement
+            claimed = await uow.deliveries.claim(c.name, limit, c.timeout_s * CLAIM_ROUNDS + 30)
+        if claimed:
             slots = asyncio.Semaphore(c.concurrency)
-            outcomes = await asyncio.gather(*(self._send(r, slots) for r in rows))
+            outcomes = await asyncio.gather(*(self._send(r, slots) for r in claimed))
             # all delivered is one statement (atomic alone); anything else needs a transaction
             simple = all(o.ok for o in outcomes) and not self.exhausted
-            async with (
-                self.store.pool.acquire() as conn,
-                contextlib.nullcontext() if simple else conn.transaction(),
-            ):
-                recovered = await self._record(conn, list(zip(rows, outcomes, strict=True)))
+            async with unit_of_work(self.pool, atomic=not simple) as uow:
+                recovered = await self._record(uow, list(zip(claimed, outcomes, strict=True)))
             if recovered:  # only once its redrive is committed: else it is tried again
                 self.exhausted = False
-        return len(rows)
+        return len(claimed)
 
-    async def _send(self, row: asyncpg.Record, slots: asyncio.Semaphore) -> Outcome:
-        body: dict[str, Any] = orjson.loads(row["payload"])
+    async def _send(self, delivery: ClaimedDelivery, slots: asyncio.Semaphore) -> Outcome:
+        body: dict[str, Any] = orjson.loads(delivery.payload)
         try:
             async with slots:
                 if self.limiter is not None:
                     await self.limiter.acquire()
                 with tracing.span(
                     "consent.webhook",
-                    row["traceparent"],
+                    delivery.traceparent,
                     SpanKind.CLIENT,
-                    {"consent.processor": self.config.name, "consent.attempt": row["attempts"]},
+                    {"consent.processor": self.config.name, "consent.attempt": delivery.attempts},
                 ) as span:
                     outcome = await self.adapter.send(
                         self.client,
-                        row["event_id"],
-                        row["event_type"],
+                        delivery.event_id,
+                        delivery.event_type,
                         body,
-                        tracing.current_traceparent() or row["traceparent"],
+                        tracing.current_traceparent() or delivery.traceparent,
                     )
                     if span is not None and outcome.status_code is not None:
                         span.set_attribute("http.response.status_code", outcome.status_code)
@@ -97,32 +96,38 @@ class ProcessorWorker:
             return Outcome(False, True, None, f"send failed: {type(exc).__name__}", 0.0)
 
     async def _record(
-        self, conn: asyncpg.Connection, results: list[tuple[asyncpg.Record, Outcome]]
+        self, uow: UnitOfWork, results: list[tuple[ClaimedDelivery, Outcome]]
     ) -> bool:
         """Record a batch's outcomes. True when the processor, exhausted until now, answered
         and its exhausted deliveries were redriven (and nothing in the batch gave up again)."""
         name = self.config.name
         recovered = False
         delivered = [(r, o.status_code, o.latency_ms) for r, o in results if o.ok]
-        await self._note_health(conn, [o for _, o in results])
+        await self._note_health(uow, [o for _, o in results])
         if delivered:
-            await self.store.mark_delivered(conn, delivered)
+            await uow.deliveries.mark_delivered(delivered)
             if self.exhausted:  # it answers again: catch up on what died while it was down
-                redriven = await self.store.redrive_exhausted(conn, name)
+                redriven = await uow.deliveries.redrive_exhausted(name)
                 recovered = True
                 if redriven:
+                    await uow.outbox.audit(
+                        "propagator",
+                        "delivery.auto_redrive",
+                        {"processor": name},
+                        {"redriven": redriven},
+                    )
                     log.info("deliveries_auto_redriven", processor=name, count=redriven)
             metrics.DELIVERIES.labels(name, "delivered").inc(len(delivered))
             now = datetime.now(UTC)
-            for row, _, _ in delivered:
-                lag = (now - row["occurred_at"]).total_seconds()
+            for delivery, _, _ in delivered:
+                lag = (now - delivery.occurred_at).total_seconds()
                 metrics.E2E_LATENCY.labels(name).observe(max(lag, 0.0))
-        for row, outcome in results:
-            if not outcome.ok and await self._record_failure(conn, row, outcome):
+        for delivery, outcome in results:
+            if not outcome.ok and await self._record_failure(uow, delivery, outcome):
                 recovered = False  # gave up on one: still exhausted
         return recovered
 
-    async def _note_health(self, conn: asyncpg.Connection, outcomes: list[Outcome]) -> None:
+    async def _note_health(self, uow: UnitOfWork, outcomes: list[Outcome]) -> None:
         """Feed the breaker (this replica) and the shared failing streak. Only failures that
         say the processor is unwell count (retryable ones); a 4xx about one body does not."""
         succeeded = any(o.ok for o in outcomes)
@@ -135,7 +140,7 @@ class ProcessorWorker:
             c = self.config
             error = unwell[0].error if unwell else None
             if await health.note(
-                conn,
+                uow,
                 c.name,
                 succeeded=succeeded,
                 failed=bool(unwell),
@@ -146,17 +151,16 @@ class ProcessorWorker:
                 log.error("processor_disabled", processor=c.name, after_s=c.disable_after_s)
 
     async def _record_failure(
-        self, conn: asyncpg.Connection, row: asyncpg.Record, outcome: Outcome
+        self, uow: UnitOfWork, delivery: ClaimedDelivery, outcome: Outcome
     ) -> bool:
         """Retry, supersede or give up on one failed delivery. True when it gave up on a
         retryable failure (the processor's retry budget ran out: it is exhausted)."""
         name = self.config.name
         error = outcome.error or "failed"
-        if outcome.retryable and row["attempts"] < row["max_attempts"]:
-            if await self.store.newer_exists(conn, row):
-                await self.store.finish(
-                    conn,
-                    row,
+        if outcome.retryable and delivery.attempts < delivery.max_attempts:
+            if await uow.deliveries.newer_exists(delivery):
+                await uow.deliveries.finish(
+                    delivery,
                     "superseded",
                     outcome.status_code,
                     f"superseded after: {error}",
@@ -165,30 +169,40 @@ class ProcessorWorker:
                 metrics.DELIVERIES.labels(name, "superseded").inc()
                 return False
             delay = backoff_delay(
-                row["attempts"], self.config.backoff_initial_s, self.config.backoff_max_s
+                delivery.attempts, self.config.backoff_initial_s, self.config.backoff_max_s
             )
-            await self.store.reschedule(
-                conn, row, delay, outcome.status_code, error, outcome.latency_ms
+            await uow.deliveries.reschedule(
+                delivery, delay, outcome.status_code, error, outcome.latency_ms
             )
             metrics.DELIVERIES.labels(name, "retry").inc()
             log.info(
                 "delivery_retry",
                 processor=name,
-                attempt=row["attempts"],
+                attempt=delivery.attempts,
                 retry_in_s=round(delay, 2),
                 error=error[:80],
             )
             return False
         reason = (
-            error if not outcome.retryable else f"gave up after {row['attempts']} attempts: {error}"
+            error
+            if not outcome.retryable
+            else f"gave up after {delivery.attempts} attempts: {error}"
         )
         if outcome.retryable:
             self.exhausted = True
-        await self.store.finish(conn, row, "dead", outcome.status_code, reason, outcome.latency_ms)
-        await self.store.dead_letter(conn, row, reason, outcome.status_code)
+        await uow.deliveries.finish(
+            delivery, "dead", outcome.status_code, reason, outcome.latency_ms
+        )
+        await uow.outbox.queue(
+            "deadletter",
+            delivery.subject_id,
+            "delivery.dead",
+            delivery.dead_letter(reason, outcome.status_code),
+            delivery.sequence,
+        )
         metrics.DELIVERIES.labels(name, "dead").inc()
         metrics.DEAD_LETTERS.labels(name).inc()
-        log.warning("delivery_dead", processor=name, event_id=row["event_id"], error=reason[:120])
+        log.warning("delivery_dead", processor=name, event_id=delivery.event_id, error=reason[:120])
         return outcome.retryable
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -199,8 +213,8 @@ class ProcessorWorker:
             try:
                 if loop.time() >= next_health or (self.disabled and self.wake.is_set()):
                     next_health = loop.time() + HEALTH_EVERY_S
-                    async with self.store.pool.acquire() as conn:
-                        self.disabled = await health.is_disabled(conn, self.config.name)
+                    async with unit_of_work(self.pool, atomic=False) as uow:
+                        self.disabled = await uow.health.is_disabled(self.config.name)
                 if self.disabled:  # an operator enables it (the enable NOTIFY wakes us)
                     self.wake.clear()
                     with contextlib.suppress(asyncio.TimeoutError):
@@ -208,7 +222,8 @@ class ProcessorWorker:
                     continue
                 if self.exhausted and loop.time() >= next_probe:
                     next_probe = loop.time() + self.probe_every_s
-                    await self.store.probe_exhausted(self.config.name)
+                    async with unit_of_work(self.pool, atomic=False) as uow:  # one statement
+                        await uow.deliveries.probe_exhausted(self.config.name)
                 if await self.run_once():
                     continue
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:

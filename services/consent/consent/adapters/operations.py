@@ -1,5 +1,5 @@
 """Operator queries: replay selection and jobs, audit log. (Deliveries are the propagator's:
-its API, ``propagator.admin``.)"""
+its API, ``propagator/api.py`` over ``propagator/repositories/deliveries.py``.)"""
 
 from __future__ import annotations
 

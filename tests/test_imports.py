@@ -220,3 +220,27 @@ async def test_an_import_passes_ledger_verify(
     await import_svc.run(sessions, job_id)
     _, problems = await verify_all(settings.database_url or "", show_progress=False)
     assert [p for p in problems if p.subject_id.startswith("impv-")] == []
+
+
+async def test_only_an_admin_key_opens_the_upload_limit(client: httpx.AsyncClient, db) -> None:
+    """The upload path's larger body limit is granted after the key is checked, before the
+    body is read: a made-up key, or a key without ``admin``, gets the ordinary 64 KiB limit
+    (413), so forged keys cannot make the service hold megabytes per in-flight request."""
+    from tests.test_api_auth import make_key
+
+    rows = b"".join(
+        b"imp-big-%d,marketing_email,granted,2026-01-01T00:00:00Z\n" % i for i in range(3000)
+    )
+    body = b"subject_id,purpose,status,occurred_at\n" + rows
+    assert len(body) > 64 * 1024
+    csv = {"Content-Type": "text/csv"}
+    writer = await make_key(db, ["preferences:write"])
+    for key in ("ck_forged_" + "x" * 32, writer):
+        r = await client.post("/v1/admin/imports", content=body, headers={**csv, "X-API-Key": key})
+        assert r.status_code == 413, r.text
+    r = await client.post("/v1/admin/imports", content=body, headers={**admin(), **csv})
+    assert r.status_code == 202, r.text
+    # within the ordinary limit, a non-admin key is refused by the route, as before
+    small = b"subject_id,purpose,status,occurred_at\n" + rows[:2000]
+    r = await client.post("/v1/admin/imports", content=small, headers={**csv, "X-API-Key": writer})
+    assert r.status_code == 403, r.text

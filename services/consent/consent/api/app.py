@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -16,6 +17,7 @@ from consent.adapters.propagator_api import PropagatorAPI
 from consent.api import openapi, problems
 from consent.api.admission import AdmissionLimit
 from consent.api.client_limit import ClientLimit, parse_networks
+from consent.api.deps import admin_key
 from consent.api.fast_decisions import FastDecisions
 from consent.api.jwks import JwksCache
 from consent.api.key_cache import KeyCache
@@ -164,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimit,
         timeout_s=settings.body_timeout_s,
         uploads={"/v1/admin/imports": settings.import_max_bytes},
+        may_upload=partial(admin_key, app, settings),
     )
     # per-client cap, body upload included: only when the trusted-proxy setting (issue 14)
     # tells who the client is; without it, every caller behind an ingress shares one address

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+import structlog
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from consent.api.auth import AuthError, Principal, principal_from_jwt, principal_from_key
@@ -16,6 +17,8 @@ from consent.api.problems import Problem
 from consent.domain.authority import Reader
 from consent.service.unit_of_work import UnitOfWork, unit_of_work
 from consent.settings import Settings
+
+log = structlog.get_logger()
 
 
 def get_settings(request: Request) -> Settings:
@@ -46,13 +49,7 @@ async def get_principal(request: Request, uow: UoW) -> Principal:
     challenge = {"WWW-Authenticate": 'Bearer realm="consent"'}
     try:
         if x_api_key:
-            keys: KeyCache = request.app.state.keys
-            cached = keys.get(x_api_key)
-            if cached is None:
-                generation = keys.generation
-                found = await principal_from_key(x_api_key, uow.session, settings)
-                cached = keys.put(x_api_key, found, generation)
-            principal = cached
+            principal = await key_principal(request.app, x_api_key, uow.session, settings)
         elif authorization and authorization.lower().startswith("bearer "):
             jwks = getattr(request.app.state, "jwks", None)
             principal = await principal_from_jwt(authorization[7:].strip(), settings, jwks)
@@ -74,6 +71,31 @@ async def get_principal(request: Request, uow: UoW) -> Principal:
 
 
 Caller = Annotated[Principal, Depends(get_principal)]
+
+
+async def key_principal(
+    app: FastAPI, raw: str, session: AsyncSession, settings: Settings
+) -> Principal:
+    """An API key's principal, through this worker's key cache (AuthError if unknown)."""
+    keys: KeyCache = app.state.keys
+    cached = keys.get(raw)
+    if cached is None:
+        generation = keys.generation
+        cached = keys.put(raw, await principal_from_key(raw, session, settings), generation)
+    return cached
+
+
+async def admin_key(app: FastAPI, settings: Settings, raw: str) -> bool:
+    """Whether ``raw`` is an admin key: asked by the body limit before it reads an upload
+    (api/middleware.py). Any failure is a no: the upload gets the ordinary limit."""
+    try:
+        async with app.state.read_sessions() as session:
+            return (await key_principal(app, raw, session, settings)).has("admin")
+    except AuthError:
+        return False
+    except Exception as exc:  # the database is down: the route will answer 503 anyway
+        log.warning("upload_key_check_failed", error=type(exc).__name__)
+        return False
 
 
 def reader_of(principal: Principal, guardian: str | None) -> Reader:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import structlog
 from prometheus_client import Counter
@@ -27,7 +28,11 @@ class BodyLimit:
 
     This runs *before* admission (api/admission.py): a request counts as in flight only once
     its body is here, so clients trickling bodies cannot hold the in-flight slots. One whose
-    body is late gets 408 with ``Connection: close`` and the connection is dropped."""
+    body is late gets 408 with ``Connection: close`` and the connection is dropped.
+
+    The larger limit of an upload path is granted only once ``may_upload`` has accepted the
+    request's ``X-API-Key`` (checked before a byte of the body is read): a made-up key
+    cannot make the service hold megabytes per in-flight slot."""
 
     def __init__(
         self,
@@ -35,17 +40,22 @@ class BodyLimit:
         limit: int = MAX_BODY,
         timeout_s: float = 10.0,
         uploads: dict[str, int] | None = None,
+        may_upload: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.app, self.default_limit, self.timeout_s = app, limit, timeout_s
-        self.uploads = uploads or {}  # POST paths with a larger limit, for key holders
+        self.uploads = uploads or {}  # POST paths with a larger limit, for accepted keys
+        self.may_upload = may_upload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         limit = self.default_limit
-        if scope["method"] == "POST" and b"x-api-key" in headers:
-            limit = self.uploads.get(scope["path"], limit)
+        upload = self.uploads.get(scope["path"]) if scope["method"] == "POST" else None
+        key = headers.get(b"x-api-key")
+        may = self.may_upload
+        if upload is not None and key and may is not None and await may(key.decode("latin-1")):
+            limit = upload
         length = headers.get(b"content-length")
         if length is None and b"transfer-encoding" not in headers:
             return await self.app(scope, receive, send)  # HTTP/1.1: no body follows

@@ -111,13 +111,12 @@ Key = Annotated[str | None, Security(PropagatorKey())]
 @router.get("/deliveries")
 async def list_deliveries(
     request: Request,
-    x_api_key: Key = None,
+    _: Key = None,
     status: Annotated[str | None, Query(pattern="^(pending|delivered|superseded|dead)$")] = None,
     processor: Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$")] = None,
     cursor: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    _check_key(request, x_api_key)
     async with unit_of_work(await _pool(request), atomic=False) as uow:
         rows = await uow.deliveries.page(status, processor, cursor, limit + 1)
     items = [_delivery(r) for r in rows[:limit]]
@@ -126,9 +125,8 @@ async def list_deliveries(
 
 @router.post("/deliveries/{delivery_id}/redrive")
 async def redrive(
-    request: Request, delivery_id: Annotated[uuid.UUID, Path()], x_api_key: Key = None
+    request: Request, delivery_id: Annotated[uuid.UUID, Path()], _: Key = None
 ) -> dict[str, Any]:
-    _check_key(request, x_api_key)
     async with unit_of_work(await _pool(request)) as uow:
         redriven = await uow.deliveries.redrive([delivery_id], None)
     if not redriven:
@@ -139,11 +137,10 @@ async def redrive(
 @router.get("/parked")
 async def list_parked(
     request: Request,
-    x_api_key: Key = None,
+    _: Key = None,
     cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    _check_key(request, x_api_key)
     async with unit_of_work(await _pool(request), atomic=False) as uow:
         rows = await uow.parked.page(cursor or 0, limit + 1)
         count = await uow.parked.count()
@@ -157,9 +154,8 @@ async def list_parked(
 
 @router.post("/parked/{parked_id}/retry", status_code=202)
 async def retry_parked(
-    request: Request, parked_id: ParkedId, x_api_key: Key = None
+    request: Request, parked_id: ParkedId, _: Key = None
 ) -> dict[str, Any]:
-    _check_key(request, x_api_key)
     async with unit_of_work(await _pool(request), atomic=False) as uow:  # one statement
         if not await uow.parked.request_retry(parked_id):
             raise HTTPException(404, "No such parked record.")
@@ -168,9 +164,8 @@ async def retry_parked(
 
 @router.delete("/parked/{parked_id}")
 async def drop_parked(
-    request: Request, parked_id: ParkedId, x_api_key: Key = None
+    request: Request, parked_id: ParkedId, _: Key = None
 ) -> dict[str, Any]:
-    _check_key(request, x_api_key)
     async with unit_of_work(await _pool(request), atomic=False) as uow:  # one statement
         dropped = await uow.parked.drop(parked_id)
     if dropped is None:
@@ -179,9 +174,8 @@ async def drop_parked(
 
 
 @router.get("/processors")
-async def processor_health(request: Request, x_api_key: Key = None) -> dict[str, Any]:
+async def processor_health(request: Request, _: Key = None) -> dict[str, Any]:
     """Each processor that has had an outcome: failing since when, disabled or not."""
-    _check_key(request, x_api_key)
     async with unit_of_work(await _pool(request), atomic=False) as uow:
         return {"items": await health.report(uow)}
 
@@ -190,10 +184,9 @@ async def processor_health(request: Request, x_api_key: Key = None) -> dict[str,
 async def enable_processor(
     request: Request,
     name: Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,64}$")],
-    x_api_key: Key = None,
+    _: Key = None,
 ) -> dict[str, Any]:
     """Enable a disabled processor; what died of exhausted retries meanwhile is redriven."""
-    _check_key(request, x_api_key)
     async with unit_of_work(await _pool(request)) as uow:
         redriven = await health.enable(uow, name, "api")
     if redriven is None:

@@ -16,10 +16,6 @@ from consent.domain.model import Policy, PurposeRecord, SubjectSnapshot
 
 
 @dataclass
-class _Session:
-    bind: None = None  # load_policies keys its cache on the engine: none here
-
-
 class FakeSubjects:
     def __init__(self) -> None:
         self.rows: dict[str, SubjectSnapshot] = {}
@@ -117,7 +113,7 @@ class FakeUnitOfWork:
     """Stands in for ``UnitOfWork``: ``outbox`` is what a commit would have written."""
 
     def __init__(self) -> None:
-        self.session = _Session()
+        self.database = "fake"  # load_policies keys its cache on it
         self.subjects = FakeSubjects()
         self.ledger = FakeLedger(self.subjects)
         self.policies = FakePolicies()

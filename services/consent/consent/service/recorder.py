@@ -36,11 +36,6 @@ _policy_cache: dict[str, tuple[float, list[Policy]]] = {}
 _policy_ttl = [POLICY_TTL_S]
 
 
-def _policy_key(uow: UnitOfWork) -> str:
-    bind = uow.session.bind
-    return str(bind.engine.url) if bind is not None else ""
-
-
 def cached_policies(key: str) -> list[Policy] | None:
     hit = _policy_cache.get(key)
     if hit is not None and time.monotonic() - hit[0] < _policy_ttl[0]:
@@ -51,7 +46,7 @@ def cached_policies(key: str) -> list[Policy] | None:
 async def load_policies(uow: UnitOfWork) -> list[Policy]:
     """Policy versions, cached per database: they change rarely, and every decision needs
     them. Publishing in this process, or a change feed's notification, clears the cache."""
-    key = _policy_key(uow)
+    key = uow.database
     hit = cached_policies(key)
     if hit is not None:
         return hit

@@ -65,6 +65,12 @@ class UnitOfWork:
         # subject → the highest sequence this unit of work committed (the Consent-Token)
         self.committed_sequences: dict[str, int] = {}
 
+    @property
+    def database(self) -> str:
+        """Which database this unit of work is on (a key for per-database caches)."""
+        bind = self.session.bind
+        return str(bind.engine.url) if bind is not None else ""
+
     def emit(self, event: DomainEvent) -> None:
         self.events.append(event)
 

@@ -155,16 +155,20 @@ def exposed(text: str) -> set[str]:
 
 @pytest.mark.timeout(180)
 async def test_two_workers_expose_the_names_of_one_worker_one_series_per_pod(
-    topics: Settings, db
+    topics: Settings, db, tmp_path: Path
 ) -> None:
     raw = await admin_key(db)
     h = {"X-API-Key": raw}
     texts = {}
+    # one worker ignores an inherited directory: its own registry, as without workers
+    envs = {1: {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, 2: {}}
     for workers in (1, 2):
-        async with api(topics, workers, {}) as (base, _proc):
+        async with api(topics, workers, envs[workers]) as (base, _proc):
             for path in ("/readyz", "/v1/purposes", "/v1/subjects/names-1/decisions?purpose=x"):
                 await fresh("GET", base + path, headers=h)
             texts[workers] = (await fresh("GET", f"{base}/metrics")).text
+    assert list(tmp_path.iterdir()) == []
+    assert "process_resident_memory_bytes" in {s.name for s in samples(texts[1])}
     one, two = exposed(texts[1]), exposed(texts[2])
     assert "consent_api_requests_total" in one and "consent_outbox_backlog" in one
     assert one == two, (sorted(one - two), sorted(two - one))

@@ -44,3 +44,10 @@ def worker_gone(path: str, pid: int | None) -> None:
 
     if pid is not None:
         multiprocess.mark_process_dead(pid, path)
+
+
+def one_process_metrics() -> None:
+    """One API process keeps its own registry, as without workers: an inherited
+    ``PROMETHEUS_MULTIPROC_DIR`` would have it write files there and read back, under a pid
+    a container restart reuses, the counts an earlier run left."""
+    os.environ.pop(MULTIPROC_ENV, None)

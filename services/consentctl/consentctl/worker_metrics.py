@@ -21,11 +21,11 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 @contextmanager
 def shared_metrics_dir() -> Iterator[str]:
     """``PROMETHEUS_MULTIPROC_DIR`` for the workers started inside, removed at exit."""
-    # Imported before the variable is set: the parent's own metrics (it serves none) stay
-    # in memory and never write into the workers' directory.
+    before = os.environ.pop(MULTIPROC_ENV, None)
+    # Imported without the variable: the parent's own metrics (it serves none) stay in
+    # memory and never write files of their own.
     import prometheus_client.values  # noqa: F401
 
-    before = os.environ.get(MULTIPROC_ENV)
     path = tempfile.mkdtemp(prefix="consent-api-metrics-", dir=before or None)
     os.environ[MULTIPROC_ENV] = path
     try:

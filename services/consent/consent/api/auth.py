@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from consent.adapters.api_keys import ApiKeyRepository
 from consent.api.jwks import JwksCache, UnknownKey
@@ -51,7 +50,9 @@ def new_key() -> tuple[str, str]:
     return key_id, f"ck_{key_id}_{secrets.token_urlsafe(24)}"
 
 
-async def principal_from_key(raw: str, session: AsyncSession, settings: Settings) -> Principal:
+async def principal_from_key(
+    raw: str, keys: ApiKeyRepository, settings: Settings
+) -> Principal:
     """The dev admin key counts only in a dev stack (``consentctl dev``, the tests): a
     setting read from the environment never turns it on in ``consentctl serve``."""
     dev = (
@@ -61,7 +62,7 @@ async def principal_from_key(raw: str, session: AsyncSession, settings: Settings
     )
     if dev and hmac.compare_digest(raw.encode(), dev.encode()):
         return Principal("key", "dev-admin", frozenset({"admin"}))
-    key = await ApiKeyRepository(session).by_hash(hash_key(raw))
+    key = await keys.by_hash(hash_key(raw))
     if key is None or key.revoked_at is not None:
         raise AuthError("unknown or revoked API key")
     return Principal("key", key.id, key.scopes)

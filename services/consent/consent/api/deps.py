@@ -9,6 +9,7 @@ import structlog
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from consent.adapters.api_keys import ApiKeyRepository
 from consent.api.auth import AuthError, Principal, principal_from_jwt, principal_from_key
 from consent.api.freshness import note_committed
 from consent.api.jwks import JwksUnavailable
@@ -49,7 +50,7 @@ async def get_principal(request: Request, uow: UoW) -> Principal:
     challenge = {"WWW-Authenticate": 'Bearer realm="consent"'}
     try:
         if x_api_key:
-            principal = await key_principal(request.app, x_api_key, uow.session, settings)
+            principal = await key_principal(request.app, x_api_key, uow.api_keys, settings)
         elif authorization and authorization.lower().startswith("bearer "):
             jwks = getattr(request.app.state, "jwks", None)
             principal = await principal_from_jwt(authorization[7:].strip(), settings, jwks)
@@ -74,14 +75,14 @@ Caller = Annotated[Principal, Depends(get_principal)]
 
 
 async def key_principal(
-    app: FastAPI, raw: str, session: AsyncSession, settings: Settings
+    app: FastAPI, raw: str, repository: ApiKeyRepository, settings: Settings
 ) -> Principal:
     """An API key's principal, through this worker's key cache (AuthError if unknown)."""
     keys: KeyCache = app.state.keys
     cached = keys.get(raw)
     if cached is None:
         generation = keys.generation
-        cached = keys.put(raw, await principal_from_key(raw, session, settings), generation)
+        cached = keys.put(raw, await principal_from_key(raw, repository, settings), generation)
     return cached
 
 
@@ -90,7 +91,8 @@ async def admin_key(app: FastAPI, settings: Settings, raw: str) -> bool:
     (api/middleware.py). Any failure is a no: the upload gets the ordinary limit."""
     try:
         async with app.state.read_sessions() as session:
-            return (await key_principal(app, raw, session, settings)).has("admin")
+            keys = UnitOfWork(session).api_keys
+            return (await key_principal(app, raw, keys, settings)).has("admin")
     except AuthError:
         return False
     except Exception as exc:  # the database is down: the route will answer 503 anyway

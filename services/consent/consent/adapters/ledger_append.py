@@ -76,13 +76,16 @@ UPDATE subjects s SET sequence = c.sequence, last_hash = c.hash, updated_at = no
     {profile},
     decisions = c.decisions::jsonb, age_status = c.age_status, age_check_at = c.age_check_at
 FROM change c
-WHERE s.subject_id = c.subject_id
+WHERE s.subject_id = c.subject_id AND s.subject_id = {heads}
 """
 
 
-def _append_sql(change: str) -> str:
+def _append_sql(change: str, heads: str) -> str:
+    """The statement over ``change`` (its rows); ``heads`` finds the subject rows by index
+    (a join on the CTE alone is planned as a scan of every subject)."""
     return APPEND_TEMPLATE.format(
         change=change,
+        heads=heads,
         state=STATE_UPSERT.format(subject="r.subject_id", rows=STATES),
         profile=",\n    ".join(
             f"{name} = CASE WHEN c.set_{name} THEN c.{name} ELSE s.{name} END"
@@ -97,12 +100,15 @@ APPEND_MANY_SQL = _append_sql(
     + ", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(PARAMETERS, 1))
     + ") AS c("
     + ", ".join(name for name, _ in PARAMETERS)
-    + ")"
+    + ")",
+    "ANY($1::text[])",
 )
 # One change (the API's hot path): the same statement over single values, which PostgreSQL
 # plans and runs a little faster than a one-element unnest.
 APPEND_ONE_SQL = _append_sql(
-    "\n    SELECT " + ", ".join(f"${i}::{t} AS {name}" for i, (name, t) in enumerate(PARAMETERS, 1))
+    "\n    SELECT "
+    + ", ".join(f"${i}::{t} AS {name}" for i, (name, t) in enumerate(PARAMETERS, 1)),
+    "$1::text",
 )
 
 

@@ -77,14 +77,10 @@ class ImportRepository:
         runner holds it (SKIP LOCKED), so two replicas never work one job at once."""
         lock_sql = " FOR UPDATE SKIP LOCKED" if lock else ""
         row = (
-            (
-                await self.session.execute(
-                    text(f"SELECT * FROM import_jobs WHERE id = :id{lock_sql}"), {"id": job_id}
-                )
+            await self.session.execute(
+                text(f"SELECT * FROM import_jobs WHERE id = :id{lock_sql}"), {"id": job_id}
             )
-            .mappings()
-            .first()
-        )
+        ).mappings().first()
         return ImportJob(**dict(row)) if row else None
 
     async def save(

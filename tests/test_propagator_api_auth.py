@@ -67,3 +67,16 @@ async def test_the_declared_key_is_enough(propagator_api: str, method: str, path
     async with httpx.AsyncClient(base_url=propagator_api) as c:
         r = await c.request(method, path, headers={"X-API-Key": PROPAGATOR_KEY})
     assert r.status_code not in (401, 403, 503) and r.status_code < 500, (method, path, r.text)
+
+
+@pytest.mark.parametrize(("method", "path"), routes())
+async def test_an_empty_configured_key_keeps_the_api_closed(method: str, path: str) -> None:
+    """``CONSENT_PROPAGATOR_API_KEY=""`` (a secret left blank, an unset variable substituted)
+    is no key: the API stays closed, and an empty ``X-API-Key`` header opens nothing."""
+    dead_db = "postgresql://nobody@127.0.0.1:1/none"
+    blank = create_api(CommonSettings(database_url=dead_db, propagator_api_key=SecretStr("")))
+    transport = httpx.ASGITransport(app=blank)
+    async with httpx.AsyncClient(transport=transport, base_url="http://p") as c:
+        for headers in ({"X-API-Key": ""}, {}, {"X-API-Key": "anything"}):
+            r = await c.request(method, path, headers=headers)
+            assert r.status_code == 503, (method, path, headers, r.status_code, r.text)

@@ -16,7 +16,6 @@ from consent.domain.events import DomainEvent
 from consent.domain.model import Policy, PurposeRecord, SubjectSnapshot
 
 
-@dataclass
 class FakeSubjects:
     def __init__(self) -> None:
         self.rows: dict[str, SubjectSnapshot] = {}

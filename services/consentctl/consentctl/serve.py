@@ -33,11 +33,14 @@ async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None
 def api(settings: Settings, host: str, port: int, insecure: bool = False) -> None:
     """``CONSENT_API_WORKERS`` processes behind the port (consentctl/workers.py)."""
     SHUTDOWN.install()  # before anything starts: a signal during start-up is never lost
+    from consentctl.worker_metrics import one_process_metrics
     from consentctl.workers import run_workers, worker_count
 
+    count = worker_count(settings.api_workers)
+    if count == 1:
+        one_process_metrics()  # before anything imports prometheus_client
     dev_defaults.enforce(dev_defaults.api_problems(settings), insecure, "api")
     settings = _ready(settings)
-    count = worker_count(settings.api_workers)
     if count == 1:
         return api_worker(settings, host, port, reuse_port=False)
     run_workers(api_worker, (settings, host, port), count, SHUTDOWN)

@@ -8,6 +8,10 @@ scheduler and the receipts projection run under PostgreSQL advisory-lock leases,
 worker of one replica does each. The parent only supervises: the first SIGINT/SIGTERM is
 passed to every worker, which stops cleanly (5 s grace for requests in flight); a worker
 that dies unexpectedly is started again.
+
+Metrics are the workers' together: they share a directory the parent makes and removes
+(consentctl/worker_metrics.py), so one scrape of ``/metrics``, whichever worker takes it,
+counts every worker's requests.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import structlog
 
 from consentctl.servers import Shutdown
+from consentctl.worker_metrics import shared_metrics_dir, worker_gone
 
 log = structlog.get_logger()
 STOP_GRACE_S = 15.0
@@ -54,6 +59,17 @@ def run_workers(
 ) -> None:
     """Start ``count`` processes running ``target(*args)`` and supervise them until the
     first signal; then stop them all (SIGTERM, then SIGKILL after the grace period)."""
+    with shared_metrics_dir() as metrics_dir:
+        _supervise(target, args, count, shutdown, metrics_dir)
+
+
+def _supervise(
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    count: int,
+    shutdown: Shutdown,
+    metrics_dir: str,
+) -> None:
     ctx = multiprocessing.get_context("spawn")  # no inherited event loop, pools or threads
     procs: list[Any] = []
 
@@ -70,6 +86,7 @@ def run_workers(
             for i, p in enumerate(procs):
                 if not p.is_alive() and not shutdown.requested:
                     log.error("api_worker_exited", exitcode=p.exitcode)
+                    worker_gone(metrics_dir, p.pid)
                     time.sleep(1)
                     procs[i] = start()
     finally:

@@ -35,10 +35,11 @@ ParkedId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def _check_key(request: Request, key: str | None) -> None:
-    expected = request.app.state.settings.propagator_api_key
-    if expected is None:
+    setting = request.app.state.settings.propagator_api_key
+    expected = setting.get_secret_value() if setting is not None else ""
+    if not expected.strip():  # unset, or blank (a secret left empty): no key opens it
         raise HTTPException(503, "CONSENT_PROPAGATOR_API_KEY is not set: the API is closed")
-    if key is None or not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
+    if not key or not hmac.compare_digest(key.encode(), expected.encode()):
         raise HTTPException(401, "a valid X-API-Key is required")
 
 
@@ -153,9 +154,7 @@ async def list_parked(
 
 
 @router.post("/parked/{parked_id}/retry", status_code=202)
-async def retry_parked(
-    request: Request, parked_id: ParkedId, _: Key = None
-) -> dict[str, Any]:
+async def retry_parked(request: Request, parked_id: ParkedId, _: Key = None) -> dict[str, Any]:
     async with unit_of_work(await _pool(request), atomic=False) as uow:  # one statement
         if not await uow.parked.request_retry(parked_id):
             raise HTTPException(404, "No such parked record.")
@@ -163,9 +162,7 @@ async def retry_parked(
 
 
 @router.delete("/parked/{parked_id}")
-async def drop_parked(
-    request: Request, parked_id: ParkedId, _: Key = None
-) -> dict[str, Any]:
+async def drop_parked(request: Request, parked_id: ParkedId, _: Key = None) -> dict[str, Any]:
     async with unit_of_work(await _pool(request), atomic=False) as uow:  # one statement
         dropped = await uow.parked.drop(parked_id)
     if dropped is None:

@@ -12,6 +12,7 @@ from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consent.api import request_metrics
+from consent.api.admission import SHED
 from consent.api.freshness import TOKEN_HEADER, consent_token
 from consent.api.problems import problem_response
 
@@ -32,7 +33,10 @@ class BodyLimit:
 
     The larger limit of an upload path is granted only once ``may_upload`` has accepted the
     request's ``X-API-Key`` (checked before a byte of the body is read): a made-up key
-    cannot make the service hold megabytes per in-flight slot."""
+    cannot make the service hold megabytes per in-flight slot. The check is a database read
+    made before admission, so it is asked only for a body larger than the ordinary limit, and
+    at most ``max_checks`` at a time (past that: 429), or forged keys would be a way around
+    load shedding to the database."""
 
     def __init__(
         self,
@@ -41,27 +45,47 @@ class BodyLimit:
         timeout_s: float = 10.0,
         uploads: dict[str, int] | None = None,
         may_upload: Callable[[str], Awaitable[bool]] | None = None,
+        max_checks: int = 4,
     ) -> None:
         self.app, self.default_limit, self.timeout_s = app, limit, timeout_s
         self.uploads = uploads or {}  # POST paths with a larger limit, for accepted keys
         self.may_upload = may_upload
+        self.max_checks, self.checking = max_checks, 0
+
+    async def _may_upload(self, key: str) -> bool:
+        if self.may_upload is None:
+            return False
+        self.checking += 1
+        try:
+            return await self.may_upload(key)
+        finally:
+            self.checking -= 1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         limit = self.default_limit
-        upload = self.uploads.get(scope["path"]) if scope["method"] == "POST" else None
-        key = headers.get(b"x-api-key")
-        may = self.may_upload
-        if upload is not None and key and may is not None and await may(key.decode("latin-1")):
-            limit = upload
         length = headers.get(b"content-length")
         if length is None and b"transfer-encoding" not in headers:
             return await self.app(scope, receive, send)  # HTTP/1.1: no body follows
         if length is not None and not length.isdigit():
             resp = problem_response(400, "Content-Length must be a whole number of bytes.")
             return await resp(scope, receive, send)
+        upload = self.uploads.get(scope["path"]) if scope["method"] == "POST" else None
+        key = headers.get(b"x-api-key")
+        if upload is not None and key and (length is None or int(length) > limit):
+            if self.checking >= self.max_checks:  # not admitted yet: bounded here
+                SHED.inc()
+                resp = problem_response(
+                    429,
+                    "Too many uploads are being authorised; retry after the delay.",
+                    code="overloaded",
+                    headers={"Retry-After": "1"},
+                )
+                return await resp(scope, receive, send)
+            if await self._may_upload(key.decode("latin-1")):
+                limit = upload
         if length is not None and int(length) > limit:
             return await self._too_large(scope, receive, send, limit)
         chunks: list[bytes] = []

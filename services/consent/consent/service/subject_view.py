@@ -21,13 +21,12 @@ Bounded: an LRU of ``size`` snapshots and as many floors.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram
 
 from consent.domain.model import SubjectSnapshot
 
@@ -46,11 +45,16 @@ LAG = Histogram(
     "Write statement → this worker's view applying its notification",
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
 )
-# Which worker process answered a scrape (several share the port: CONSENT_API_WORKERS)
-WORKER = Info("consent_api_worker", "The API worker process that answered")
-WORKER.info({"pid": str(os.getpid())})
-SIZE = Gauge("consent_view_snapshots", "Snapshots held by this worker's view")
-LIVE = Gauge("consent_view_live", "1 while this worker's change feed is connected")
+# With several API workers (consent/api/metrics_exposition.py): the snapshots all the live
+# workers hold, and 1 only while every live worker's feed is connected
+SIZE = Gauge(
+    "consent_view_snapshots", "Snapshots held by this worker's view", multiprocess_mode="livesum"
+)
+LIVE = Gauge(
+    "consent_view_live",
+    "1 while this worker's change feed is connected",
+    multiprocess_mode="livemin",
+)
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ import asyncio
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
 from consent.adapters.db import ping
 from consent.adapters.parked import ParkedRepository
 from consent.adapters.repositories import OutboxRepository
+from consent.api.metrics_exposition import exposition
 from consent.api.schemas import PurposeInfo, PurposeList
 from consent.api.views import GpcWellKnown, Health, Readiness
 from consent.catalog import catalog_version, load_catalog
@@ -51,6 +52,7 @@ async def healthz() -> dict[str, str]:
 BROKER_REACHABLE = Gauge(
     "consent_api_broker_reachable",
     "1 if a Kafka bootstrap server accepted a connection at the last /readyz, else 0",
+    multiprocess_mode="mostrecent",  # several API workers: the last /readyz any answered
 )
 
 
@@ -59,6 +61,7 @@ DRIFT = Gauge(
     "Purposes where the processor's last acknowledged decision differs from the decision "
     "API's answer, as the scheduled drift check last found them (read at scrape time)",
     ["processor"],
+    multiprocess_mode="mostrecent",  # several API workers: what the last scrape read
 )
 
 
@@ -131,4 +134,4 @@ async def metrics(request: Request) -> Response:
             relay_metrics.PARKED_NOW.labels("intake").set(r.json()["count"])
     except Exception:
         pass
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)

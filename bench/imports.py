@@ -2,30 +2,39 @@
 same rows into a plain table (what loading the file costs with no rule, no ledger, no
 event).
 
-    uv run python -m bench.imports [--subjects 20000] [--purposes 3] [--chunk 200]
+    uv run python -m bench.imports [--subjects 20000] [--purposes 3] [--chunk 200] [--phases]
 
 Starts embedded PostgreSQL (or uses CONSENT_DATABASE_URL), writes a JSON Lines file of
 ``subjects x purposes`` rows, then measures: the ceiling (``COPY`` of those rows), and the
 import (``service/imports.py``: read and check every row, then one ledger entry, one
-projection update and one outbox event per subject, idempotency keys, job progress).
-Prints rows per second for both and the ratio (issue 24's target: ≥ 25%).
+projection update and one outbox event per subject, each chunk's changes written by one
+statement, idempotency keys, job progress). Prints rows per second for both and the ratio
+(issue 24's target: ≥ 25%). ``--phases`` adds the wall time spent in each step (timers
+wrapped around the service's and repositories' functions for this run).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
+from consent.adapters import repositories
 from consent.adapters.db import make_engine, make_sessionmaker, migrate
+from consent.adapters.imports import ImportRepository
 from consent.service import imports as import_svc
+from consent.service import recorder
+from consent.service.unit_of_work import UnitOfWork
 from consent_common.db import plain_url
 from consentctl.embedded import start_postgres, stop_postgres
 
@@ -79,9 +88,52 @@ async def ceiling(url: str, data: bytes) -> float:
         await conn.close()
 
 
-async def run(url: str, subjects: int, purposes: int, chunk: int) -> None:
+# (owner, function): the steps of an import ``--phases`` times
+PHASES: list[tuple[Any, str]] = [
+    (import_svc, "read_source"),
+    (import_svc, "import_chunk"),
+    (import_svc.rules, "plan_subject"),
+    (recorder, "build"),
+    (repositories.LedgerRepository, "append_changes"),
+    (repositories.SubjectRepository, "locked_snapshots"),
+    (ImportRepository, "seen"),
+    (ImportRepository, "create_subjects"),
+    (ImportRepository, "remember"),
+    (UnitOfWork, "commit"),
+]
+
+
+def time_phases() -> Counter[str]:
+    """Wrap each step of ``PHASES`` in a timer; seconds spent in each, by name."""
+    spent: Counter[str] = Counter()
+    for owner, name in PHASES:
+        original = getattr(owner, name)
+        if asyncio.iscoroutinefunction(original):
+
+            async def timed(*a: Any, _f: Any = original, _n: str = name, **k: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return await _f(*a, **k)
+                finally:
+                    spent[_n] += time.perf_counter() - start
+
+        else:
+
+            def timed(*a: Any, _f: Any = original, _n: str = name, **k: Any) -> Any:  # type: ignore[misc]
+                start = time.perf_counter()
+                try:
+                    return _f(*a, **k)
+                finally:
+                    spent[_n] += time.perf_counter() - start
+
+        setattr(owner, name, functools.wraps(original)(timed))
+    return spent
+
+
+async def run(url: str, subjects: int, purposes: int, chunk: int, phases: bool = False) -> None:
     data = make_file(subjects, purposes)
     rows = subjects * purposes
+    spent = time_phases() if phases else None
     print(f"file: {rows:,} rows, {subjects:,} subjects, {len(data) / 1e6:.1f} MB")
     copy_s = await ceiling(url, data)
     engine = make_engine(url, 4)
@@ -114,6 +166,10 @@ async def run(url: str, subjects: int, purposes: int, chunk: int) -> None:
     print(f"{'  of which reading':28}{read_s:>10.2f}")
     print(f"{'  subjects/s':28}{'':>10}{subjects / import_s:>12,.0f}")
     print(f"import / ceiling: {import_rate / copy_rate:.1%} (target >= 25%)")
+    if spent is not None:
+        print("\nwall time per step (nested: import_chunk includes the steps under it)")
+        for name, seconds in spent.most_common():
+            print(f"  {name:26}{seconds:>10.2f}")
 
 
 async def main() -> None:
@@ -121,6 +177,7 @@ async def main() -> None:
     ap.add_argument("--subjects", type=int, default=20_000)
     ap.add_argument("--purposes", type=int, default=3, choices=range(1, len(PURPOSES) + 1))
     ap.add_argument("--chunk", type=int, default=import_svc.CHUNK)
+    ap.add_argument("--phases", action="store_true", help="time each step too")
     args = ap.parse_args()
     url = os.environ.get("CONSENT_DATABASE_URL")
     server = None
@@ -128,7 +185,7 @@ async def main() -> None:
         url, server = start_postgres(Path(tempfile.mkdtemp(prefix="bench-imports-")) / "pg")
     try:
         await migrate(url)
-        await run(url, args.subjects, args.purposes, args.chunk)
+        await run(url, args.subjects, args.purposes, args.chunk, args.phases)
     finally:
         if server is not None:
             stop_postgres(server)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from consent.adapters.ledger_append import ChangeRow
 from consent.adapters.subject_store import TellState
 from consent.domain.events import DomainEvent
 from consent.domain.model import Policy, PurposeRecord, SubjectSnapshot
@@ -40,12 +41,17 @@ class FakeLedger:
     subjects: FakeSubjects
     entries: list[dict[str, Any]] = field(default_factory=list)
 
-    async def append_change(
+    async def append_changes(self, changes: Sequence[ChangeRow]) -> None:
+        assert len({c.entry["subject_id"] for c in changes}) == len(changes), "one per subject"
+        for c in changes:
+            await self._append(c.entry, c.evidence, c.records, c.profile, c.told)
+
+    async def _append(
         self,
-        entry: dict[str, Any],
+        entry: Mapping[str, Any],
         evidence: Mapping[str, Any],
         records: Iterable[PurposeRecord],
-        profile: dict[str, Any],
+        profile: Mapping[str, Any],
         told: TellState,
     ) -> None:
         sid = entry["subject_id"]

@@ -33,7 +33,7 @@ of the ORM tables (``tables.py``) in the consent service and consentctl
   ``retention.py``, ``receipts.py``' reads).
 - Raw SQL on the session's own asyncpg connection (``db.driver``), still inside the unit of
   work's transaction, for the hot path and the bulk statements (the subject snapshot and
-  the ledger append, ``subject_store.py``; outbox inserts; the receipts projection; the
-  transparency log; the audit log): about 0.1 ms of CPU less per statement, and arrays in
-  one round trip.
+  the ledger append, ``subject_store.py`` and ``ledger_append.py``; outbox inserts; the
+  receipts projection; the transparency log; the audit log): about 0.1 ms of CPU less per
+  statement, and arrays in one round trip.
 """

@@ -6,7 +6,7 @@ of work's owner does."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -17,11 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from consent.adapters.db import driver
+from consent.adapters.ledger_append import ChangeRow, append_changes
 from consent.adapters.outbox_relay import BACKLOG_SQL
-from consent.adapters.subject_store import TellState, append_change, load_snapshots
+from consent.adapters.subject_store import load_snapshots
 from consent.adapters.tables import ConsentState, LedgerEntry, LedgerEvidence, Subject
 from consent.domain.events import DomainEvent
-from consent.domain.model import PurposeRecord, SubjectSnapshot
+from consent.domain.model import SubjectSnapshot
 from consent_common import tracing
 
 
@@ -112,16 +113,10 @@ class LedgerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def append_change(
-        self,
-        entry: dict[str, Any],
-        evidence: Mapping[str, Any],
-        records: Iterable[PurposeRecord],
-        profile: dict[str, Any],
-        told: TellState,
-    ) -> None:
-        """Ledger row, evidence, projection rows and subject head (subject_store.py)."""
-        await append_change(self.session, entry, evidence, records, profile, told)
+    async def append_changes(self, changes: Sequence[ChangeRow]) -> None:
+        """Each change's ledger row, evidence, projection rows and subject head, in one
+        statement however many subjects (ledger_append.py)."""
+        await append_changes(self.session, changes)
 
     async def history(
         self, subject_id: str, *, before: int | None, limit: int

@@ -2,15 +2,16 @@
 
 A subject's snapshot (profile, recorded statuses, active guardians) is one query, optionally
 locking the subject row; a change (ledger row, evidence, projection, subject head) is one
-statement of data-modifying CTEs. Everything else about subjects is in ``repositories``.
+statement of data-modifying CTEs (``ledger_append``). Everything else about subjects is in
+``repositories``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -38,42 +39,24 @@ SELECT s.subject_id, s.sequence, s.jurisdiction, s.birth_date, s.gpc_opted_out_a
 FROM subjects s WHERE s.subject_id = ANY($1::text[])
 """
 
-# The one upsert of the consent_state projection: the write path runs it inside APPEND_SQL,
-# ``consentctl state rebuild`` alone (UPSERT_STATE); rows as ``state_rows`` shapes them.
-_STATE_UPSERT = """
+# The one upsert of the consent_state projection: the write path runs it inside the ledger
+# append (ledger_append.py, ``{subject}`` the recordset's own column), ``consentctl state
+# rebuild`` alone (UPSERT_STATE, one subject); rows as ``state_rows`` shapes them.
+STATE_UPSERT = """
     INSERT INTO consent_state (subject_id, purpose, status, source, sequence, policy_version,
         actor_type, actor_id, updated_at, expires_at, ended_reason)
-    SELECT $1, r.purpose, r.status, r.source, r.sequence, r.policy_version,
+    SELECT {subject}, r.purpose, r.status, r.source, r.sequence, r.policy_version,
         r.actor_type, r.actor_id, r.updated_at, r.expires_at, r.ended_reason
-    FROM jsonb_to_recordset(${rows}::text::jsonb) AS r(purpose text, status text,
-        source text, sequence bigint, policy_version text, actor_type text, actor_id text,
-        updated_at timestamptz, expires_at timestamptz, ended_reason text)
+    FROM jsonb_to_recordset({rows}::text::jsonb) AS r(subject_id text, purpose text,
+        status text, source text, sequence bigint, policy_version text, actor_type text,
+        actor_id text, updated_at timestamptz, expires_at timestamptz, ended_reason text)
     ON CONFLICT (subject_id, purpose) DO UPDATE SET status = EXCLUDED.status,
         source = EXCLUDED.source, sequence = EXCLUDED.sequence,
         policy_version = EXCLUDED.policy_version, actor_type = EXCLUDED.actor_type,
         actor_id = EXCLUDED.actor_id, updated_at = EXCLUDED.updated_at,
         expires_at = EXCLUDED.expires_at, ended_reason = EXCLUDED.ended_reason
 """
-UPSERT_STATE = _STATE_UPSERT.replace("${rows}", "$2")  # $1 subject id, $2 state_rows
-
-APPEND_SQL = """
-WITH ledger AS (
-    INSERT INTO consent_ledger (subject_id, sequence, type, changes, detail, policy_version,
-        jurisdiction, channel, actor_type, actor_id, occurred_at, evidence_hash, prev_hash, hash)
-    VALUES ($1, $2, $3, $4::text::jsonb, $5::text::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-), evidence AS (
-    INSERT INTO consent_evidence (subject_id, sequence, evidence)
-    VALUES ($1, $2, $15::text::jsonb)
-), state AS ({STATE}
-)
-UPDATE subjects SET sequence = $2, last_hash = $14, updated_at = now(),
-    jurisdiction = CASE WHEN $17::bool THEN $18::varchar ELSE jurisdiction END,
-    birth_date = CASE WHEN $19::bool THEN $20::date ELSE birth_date END,
-    gpc_opted_out_at = CASE WHEN $21::bool THEN $22::timestamptz ELSE gpc_opted_out_at END,
-    erased_at = CASE WHEN $23::bool THEN $24::timestamptz ELSE erased_at END,
-    decisions = $25::text::jsonb, age_status = $26, age_check_at = $27
-WHERE subject_id = $1
-""".replace("{STATE}", _STATE_UPSERT.replace("${rows}", "$16"))
+UPSERT_STATE = STATE_UPSERT.format(subject="$1", rows="$2")  # $1 subject id, $2 state_rows
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -165,66 +148,27 @@ def _iso(value: datetime | None) -> str | None:
 
 def state_rows(records: Iterable[PurposeRecord]) -> str:
     """Projection rows as the state upsert reads them (a JSON recordset)."""
-    return json.dumps(
-        [
-            {
-                "purpose": r.purpose,
-                "status": r.status,
-                "source": r.source,
-                "sequence": r.sequence,
-                "policy_version": r.policy_version,
-                "actor_type": r.actor.type,
-                "actor_id": r.actor.id,
-                "updated_at": _iso(r.updated_at),
-                "expires_at": _iso(r.expires_at),
-                "ended_reason": r.ended_reason,
-            }
-            for r in records
-        ]
-    )
+    return json.dumps(state_dicts(records))
 
 
-async def append_change(
-    session: AsyncSession,
-    entry: dict[str, Any],
-    evidence: Mapping[str, Any],
-    records: Iterable[PurposeRecord],
-    profile: dict[str, Any],
-    told: TellState,
-) -> None:
-    """Ledger row + evidence + projection rows + subject head, in one statement."""
-    birth: date | None = profile.get("birth_date")
-    conn = await driver(session)
-    await conn.execute(
-        APPEND_SQL,
-        entry["subject_id"],
-        entry["sequence"],
-        entry["type"],
-        json.dumps(entry["changes"]),
-        json.dumps(entry["detail"]),
-        entry["policy_version"],
-        entry["jurisdiction"],
-        entry["channel"],
-        entry["actor_type"],
-        entry["actor_id"],
-        entry["occurred_at"],
-        entry["evidence_hash"],
-        entry["prev_hash"],
-        entry["hash"],
-        json.dumps(evidence, default=str),
-        state_rows(records),
-        "jurisdiction" in profile,
-        profile.get("jurisdiction"),
-        "birth_date" in profile,
-        birth,
-        "gpc_opted_out_at" in profile,
-        profile.get("gpc_opted_out_at"),
-        "erased_at" in profile,
-        profile.get("erased_at"),
-        orjson.dumps(told.decisions).decode(),
-        told.age_status,
-        told.age_check_at,
-    )
+def state_dicts(records: Iterable[PurposeRecord], subject_id: str | None = None) -> list[Any]:
+    """The recordset's rows; with ``subject_id``, each names its subject (a chunk's)."""
+    return [
+        {
+            "subject_id": subject_id,
+            "purpose": r.purpose,
+            "status": r.status,
+            "source": r.source,
+            "sequence": r.sequence,
+            "policy_version": r.policy_version,
+            "actor_type": r.actor.type,
+            "actor_id": r.actor.id,
+            "updated_at": _iso(r.updated_at),
+            "expires_at": _iso(r.expires_at),
+            "ended_reason": r.ended_reason,
+        }
+        for r in records
+    ]
 
 
 async def fetch_snapshots(conn: Any, ids: Sequence[str]) -> dict[str, SubjectSnapshot]:

@@ -26,7 +26,7 @@ from consent.domain.import_mappings import MAPPERS, MappingError
 from consent.domain.model import Actor, Policy, SubjectSnapshot
 from consent.service.context import WriteContext, utcnow
 from consent.service.decisions import age_status_of
-from consent.service.recorder import load_policies, record
+from consent.service.recorder import load_policies, record_many
 from consent.service.unit_of_work import UnitOfWork, unit_of_work
 
 CHUNK = 200  # subjects per transaction
@@ -203,8 +203,9 @@ async def import_chunk(
     policies: list[Policy],
 ) -> ChunkOutcome:
     """Several subjects' rows, each subject's as one accepted change (``plan_subject``), in
-    the caller's transaction. The statements that do not depend on one subject (keys seen,
-    locks, snapshots, keys remembered) are one each for the chunk."""
+    the caller's transaction. Every statement is one for the chunk: keys seen, locks,
+    snapshots, the changes (``record_many``), keys remembered; the events are one outbox
+    insert at commit."""
     repo = uow.imports
     seen = await repo.seen([r.idempotency_key for rows in rows_by_subject.values() for r in rows])
     fresh = {
@@ -220,7 +221,8 @@ async def import_chunk(
     now = utcnow()
     actor = Actor("operator", actor_id)
     validity = {k: p.validity_days for k, p in load_catalog().items()}
-    settled: list[tuple[str, str, int | None]] = []
+    plans: dict[str, rules.SubjectPlan] = {}
+    items: list[tuple[SubjectSnapshot, PendingEntry, WriteContext]] = []
     for subject_id, rows in fresh.items():
         snapshot = snapshots[subject_id]
         plan = rules.plan_subject(
@@ -233,29 +235,29 @@ async def import_chunk(
             sequence=snapshot.sequence + 1,
             actor=actor,
         )
-        sequence = await _record_plan(uow, snapshot, plan, job_id, actor, now, policies)
-        settled += [(r.idempotency_key, subject_id, sequence) for r in plan.applied]
-        settled += [(r.idempotency_key, subject_id, None) for r, _ in plan.skipped]
+        plans[subject_id] = plan
+        if plan.records:
+            entry, ctx = _plan_entry(plan, job_id, actor, now)
+            items.append((snapshot, entry, ctx))
         counts["applied"] += len(plan.applied)
         counts["skipped"] += len(plan.skipped)
         counts["subjects_changed"] += 1 if plan.records else 0
         rejected += plan.rejected
+    recorded = await record_many(uow, items, policies=policies)
+    sequences = {r.after.subject_id: r.after.sequence for r in recorded}
+    settled: list[tuple[str, str, int | None]] = []
+    for subject_id, plan in plans.items():
+        sequence = sequences.get(subject_id)
+        settled += [(r.idempotency_key, subject_id, sequence) for r in plan.applied]
+        settled += [(r.idempotency_key, subject_id, None) for r, _ in plan.skipped]
     await repo.remember(job_id, settled)
     return ChunkOutcome(counts, rejected)
 
 
-async def _record_plan(
-    uow: UnitOfWork,
-    snapshot: SubjectSnapshot,
-    plan: rules.SubjectPlan,
-    job_id: uuid.UUID,
-    actor: Actor,
-    now: datetime,
-    policies: list[Policy],
-) -> int | None:
-    """The plan as one ledger entry and one event; its sequence (None: nothing to record)."""
-    if not plan.records:
-        return None
+def _plan_entry(
+    plan: rules.SubjectPlan, job_id: uuid.UUID, actor: Actor, now: datetime
+) -> tuple[PendingEntry, WriteContext]:
+    """The plan (which has records) as one ledger entry and the context it is written in."""
     newest = max(plan.applied, key=lambda r: r.occurred_at)
     ctx = WriteContext(
         channel="import",
@@ -271,8 +273,7 @@ async def _record_plan(
         carried=tuple(plan.records),  # each row keeps its own time, channel and notice
         profile={"jurisdiction": plan.jurisdiction} if plan.jurisdiction else {},
     )
-    after, _ = await record(uow, snapshot, entry, ctx, policies=policies)
-    return after.sequence
+    return entry, ctx
 
 
 async def resume_abandoned_imports(

@@ -3,16 +3,19 @@
 Every accepted change — preferences, profile, GPC, expiry, lapse, guardian, erasure,
 merge, import — is a ``PendingEntry`` (domain/entries.py) given to ``record``, so that
 each takes exactly one sequence number and projects exactly as ``ledger verify`` replays.
+``record_many`` is the same for many subjects at once (an import's chunk): each entry built
+by the same ``build``, all written by one statement.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from consent.adapters.ledger_append import ChangeRow
 from consent.adapters.subject_store import TellState
 from consent.domain.entries import PendingEntry, records_of
 from consent.domain.events import DomainEvent, consent_event, decisions_map
@@ -74,6 +77,15 @@ async def as_answered(uow: UnitOfWork, snapshot: SubjectSnapshot) -> SubjectSnap
     return device_view(snapshot, person, device_purposes())
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """One change as the recorder built it: the subject after it, its row, its event."""
+
+    after: SubjectSnapshot
+    row: ChangeRow
+    event: DomainEvent
+
+
 async def record(
     uow: UnitOfWork,
     snapshot: SubjectSnapshot,
@@ -88,6 +100,57 @@ async def record(
     The new records are what the entry replays to (``records_of``, as ``ledger verify``
     rebuilds them). The event's decisions are those of ``decide_as`` when given, else of
     what the subject answers with after the change (``as_answered``)."""
+    if policies is None:
+        policies = await load_policies(uow)
+    done = await build(uow, snapshot, entry, ctx, policies, decide_as)
+    await write(uow, [done])
+    return done.after, done.event
+
+
+async def record_many(
+    uow: UnitOfWork,
+    items: Sequence[tuple[SubjectSnapshot, PendingEntry, WriteContext]],
+    *,
+    policies: list[Policy],
+) -> list[Recorded]:
+    """``record`` for many subjects (at most one entry each) with one write statement.
+
+    Each is built exactly as ``record`` builds it, in the order given; a subject's chain
+    and records depend only on its own snapshot. The one thing that reads another subject
+    is a merged id's answer (``as_answered`` reads its person): when its person was built
+    earlier in this call, what was built so far is written first, so the answer sees it,
+    as when the entries are recorded one by one."""
+    if len({snapshot.subject_id for snapshot, _, _ in items}) != len(items):
+        raise ValueError("record_many takes one entry per subject")
+    out: list[Recorded] = []
+    pending: dict[str, Recorded] = {}
+    for snapshot, entry, ctx in items:
+        if snapshot.merged_into in pending:
+            await write(uow, list(pending.values()))
+            pending = {}
+        done = await build(uow, snapshot, entry, ctx, policies, None)
+        pending[snapshot.subject_id] = done
+        out.append(done)
+    await write(uow, list(pending.values()))
+    return out
+
+
+async def write(uow: UnitOfWork, built: Sequence[Recorded]) -> None:
+    """The built changes' rows in one statement, then their events (in the given order)."""
+    await uow.ledger.append_changes([b.row for b in built])
+    for b in built:
+        uow.emit(b.event)
+
+
+async def build(
+    uow: UnitOfWork,
+    snapshot: SubjectSnapshot,
+    entry: PendingEntry,
+    ctx: WriteContext,
+    policies: list[Policy],
+    decide_as: SubjectSnapshot | None,
+) -> Recorded:
+    """Number, chain and project the entry, decide, and make its row and event (no write)."""
     sequence = snapshot.sequence + 1
     prev_hash = snapshot.last_hash or GENESIS
     after = replace(snapshot, sequence=sequence, records=dict(snapshot.records), **entry.profile)
@@ -108,8 +171,6 @@ async def record(
     after.records.update(new_records)
     ev_hash = evidence_hash(ctx.evidence)
     digest = ChainedEntry(fields, prev_hash, ev_hash).hash()
-    if policies is None:
-        policies = await load_policies(uow)
     basis = decide_as if decide_as is not None else await as_answered(uow, after)
     decisions = decisions_for(basis, policies, ctx.now)
     told = TellState(
@@ -117,10 +178,10 @@ async def record(
         age_status=None if basis.erased_at else age_status_of(basis, ctx.now),
         age_check_at=None if basis.erased_at else next_age_change(basis, ctx.now),
     )
-    await uow.ledger.append_change(
+    row = ChangeRow(
         {**fields, "evidence_hash": ev_hash, "prev_hash": prev_hash, "hash": digest},
         ctx.evidence,
-        new_records.values(),
+        list(new_records.values()),
         dict(entry.profile),
         told,
     )
@@ -136,8 +197,7 @@ async def record(
         ctx=ctx,
         previous=previously_told(snapshot, policies, ctx.now),
     )
-    uow.emit(event)
-    return after, event
+    return Recorded(after, row, event)
 
 
 def entry_event(

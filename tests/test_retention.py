@@ -183,3 +183,24 @@ async def test_one_replica_at_a_time_runs_the_scheduled_jobs(
         await asyncio.gather(*tasks)
         for e in engines:
             await e.dispose()
+
+
+async def test_one_replica_at_a_time_runs_a_retention_round(
+    pool: asyncpg.Pool, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """While a round runs (its lock held), another replica's round is skipped; once it ends,
+    the next round runs. The lock outlives the batches' own transactions."""
+    from propagator.repositories.retention import LOCK, UNLOCK
+    from propagator.retention import retention_round
+
+    other = await asyncpg.connect(plain_url(settings.database_url or ""))
+    try:
+        assert await other.fetchval(LOCK)  # a replica's round in progress
+        assert await retention_round(settings, pool, NOW) is None
+        await other.fetchval(UNLOCK)
+        assert await retention_round(settings, pool, NOW) is not None
+        # and a finished round left the lock free for the next replica
+        assert await other.fetchval(LOCK)
+        await other.fetchval(UNLOCK)
+    finally:
+        await other.close()

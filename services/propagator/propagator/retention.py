@@ -9,7 +9,8 @@
   work, never purged.
 
 Each job deletes in bounded batches, one transaction each, so no lock is held for long. One
-propagator replica at a time runs a round (a transaction-scoped advisory lock). The
+propagator replica at a time runs a round (a session-level advisory lock held for the
+round, ``retention_round``). The
 statements are ``repositories/retention.py``'s."""
 
 from __future__ import annotations
@@ -52,6 +53,24 @@ async def purge_deliveries(pool: asyncpg.Pool, now: datetime, days: int = 30) ->
     return await _purge(pool, RetentionRepository.purge_deliveries, now - timedelta(days=days))
 
 
+async def retention_round(
+    settings: CommonSettings, pool: asyncpg.Pool, now: datetime
+) -> tuple[int, int] | None:
+    """One round, unless another replica is running one (None). The lock is held on one
+    pooled connection's session for the whole round, and released at its end (or when that
+    connection drops); the batches run on other connections."""
+    async with unit_of_work(pool, atomic=False) as lock:
+        if not await lock.retention.try_lock():
+            return None
+        try:
+            inbox = await purge_inbox(pool, now, settings.inbox_retention_days)
+            deliveries = await purge_deliveries(pool, now, settings.delivery_retention_days)
+        finally:
+            await lock.retention.unlock()
+    log.info("propagator_retention", inbox=inbox, deliveries=deliveries)
+    return inbox, deliveries
+
+
 async def run_retention(settings: CommonSettings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
     """A round a minute after start, then every hour; never takes the propagator down."""
     delay = 60.0
@@ -62,12 +81,6 @@ async def run_retention(settings: CommonSettings, pool: asyncpg.Pool, stop: asyn
             return
         delay = ROUND_EVERY_S
         try:
-            async with unit_of_work(pool) as uow:
-                if not await uow.retention.try_lock():
-                    continue  # another replica runs this round
-            now = datetime.now(UTC)
-            inbox = await purge_inbox(pool, now, settings.inbox_retention_days)
-            deliveries = await purge_deliveries(pool, now, settings.delivery_retention_days)
-            log.info("propagator_retention", inbox=inbox, deliveries=deliveries)
+            await retention_round(settings, pool, datetime.now(UTC))
         except Exception as exc:
             log.warning("propagator_retention_error", error=type(exc).__name__)

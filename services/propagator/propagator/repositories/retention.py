@@ -7,7 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
-LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('propagator-retention'))"
+LOCK = "SELECT pg_try_advisory_lock(hashtext('propagator-retention'))"
+UNLOCK = "SELECT pg_advisory_unlock(hashtext('propagator-retention'))"
 INBOX = """
 DELETE FROM propagator_inbox WHERE event_id IN (
     SELECT event_id FROM propagator_inbox WHERE received_at < $1 LIMIT $2)
@@ -33,9 +34,12 @@ class RetentionRepository:
         self.conn = conn
 
     async def try_lock(self) -> bool:
-        """The round's advisory lock, held until the unit of work ends; False when another
-        replica holds it."""
+        """The round's advisory lock, on this connection's session (no transaction is held
+        open while the batches run); False when another replica holds it."""
         return bool(await self.conn.fetchval(LOCK))
+
+    async def unlock(self) -> None:
+        await self.conn.fetchval(UNLOCK)
 
     async def purge_inbox(self, cutoff: datetime, limit: int) -> int:
         """At most ``limit`` inbox rows received before ``cutoff``; returns how many went."""

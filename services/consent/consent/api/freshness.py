@@ -59,23 +59,25 @@ async def read_decisions(
 
 def note_committed(request: Request, uow: Any) -> None:
     """After a unit of work of this request committed (api/deps.py, api/gpc.py): its
-    sequences join the request's Consent-Token, and the snapshot a PATCH wrote (``written``)
-    enters this worker's view, so a read with its token on the same connection (the same
-    worker) is answered from memory. Only the subject's own whole snapshot at exactly the
-    committed sequence; the view's floors refuse it if a newer commit was announced
-    meanwhile."""
+    sequences join the request's Consent-Token and raise this worker's view floors at once
+    (any write: no read on this worker sees the state before it, notification or not), and
+    the snapshot a PATCH wrote (``written``) enters this worker's view, so a read with its
+    token on the same connection (the same worker) is answered from memory. Only the
+    subject's own whole snapshot at exactly the committed sequence; the view's floors
+    refuse it if a newer commit was announced meanwhile."""
     if not uow.committed_sequences:
         return
     seen: dict[str, int] = getattr(request.state, "committed_sequences", {})
+    view = request.app.state.view
     for sid, seq in uow.committed_sequences.items():
         seen[sid] = max(seq, seen.get(sid, 0))
+        view.reached(sid, seq)  # before the change feed says so: read-your-writes here
     request.state.committed_sequences = seen
     snapshot = getattr(request.state, "written", None)
     if snapshot is None or snapshot.merged_into is not None:
         return
     if uow.committed_sequences.get(snapshot.subject_id) != snapshot.sequence:
         return  # nothing new was committed for it (a no-op), or not this
-    view = request.app.state.view
     view.put(view.ticket(), snapshot)
 
 

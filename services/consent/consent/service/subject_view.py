@@ -130,6 +130,12 @@ class SubjectView:
             if self._snapshots.pop(subject_id, None) is not None:
                 INVALIDATIONS.inc()
             return
+        self.reached(subject_id, sequence)
+
+    def reached(self, subject_id: str, sequence: int) -> None:
+        """The subject's sequence is at least ``sequence``: raise its floor and drop an older
+        snapshot. From a notification, or at once from this worker's own commit (so a
+        client's read after its write on this worker never sees the state before it)."""
         if sequence > self.floor(subject_id):
             self._floors[subject_id] = sequence
         self._floors.move_to_end(subject_id)

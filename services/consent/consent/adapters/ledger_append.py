@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from consent.adapters.db import driver
 from consent.adapters.subject_store import STATE_UPSERT, TellState, state_dicts
+from consent.domain.ledger import CHAINED_FIELDS
 from consent.domain.model import PurposeRecord
 
 # the subject columns a change may set (``PendingEntry.profile``), with their SQL types
@@ -124,22 +125,8 @@ class ChangeRow:
     told: TellState
 
 
-_ENTRY_COLUMNS = (
-    "subject_id",
-    "sequence",
-    "type",
-    "changes",
-    "detail",
-    "policy_version",
-    "jurisdiction",
-    "channel",
-    "actor_type",
-    "actor_id",
-    "occurred_at",
-    "evidence_hash",
-    "prev_hash",
-    "hash",
-)
+# the chained fields (domain/ledger.py, their one definition) and the hashes over them
+_ENTRY_COLUMNS = (*CHAINED_FIELDS, "evidence_hash", "prev_hash", "hash")
 
 
 def append_arguments(changes: Sequence[ChangeRow]) -> list[Any]:
